@@ -1,0 +1,56 @@
+"""The benchmark registry: every benchmark by name, and loading its train and eval subsets."""
+
+from __future__ import annotations
+
+from rd_pipeline.benchmarks.alpaca_eval import AlpacaEval
+from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
+from rd_pipeline.benchmarks.errors import BenchmarkDataError
+from rd_pipeline.benchmarks.gsm8k import Gsm8k
+from rd_pipeline.benchmarks.gsm_plus import GsmPlus
+from rd_pipeline.benchmarks.mmlu_pro import MmluPro
+from rd_pipeline.benchmarks.splits import select_subsets
+from rd_pipeline.config import BenchmarkConfig
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (Gsm8k(), GsmPlus(), MmluPro(), AlpacaEval())}
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "BenchmarkDataError",
+    "BenchmarkItem",
+    "extract_item_answer",
+    "get_benchmark",
+    "is_item_correct",
+    "load_benchmark",
+]
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The benchmark registered under ``name``."""
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}") from None
+
+
+def load_benchmark(cfg: BenchmarkConfig) -> list[BenchmarkItem]:
+    """The configured train items, then the eval items: deterministic, disjoint, at most the sizes asked."""
+    records = get_benchmark(cfg.name).load_records(cfg.source, cfg.path)
+    return select_subsets(records, cfg.train_size, cfg.eval_size)
+
+
+def extract_item_answer(item: BenchmarkItem, response: str) -> str | None:
+    """The final answer of a response to ``item`` (for MMLU-Pro, only letters of its own options count
+    in the last-letter fallback)."""
+    bench = get_benchmark(item.benchmark)
+    if isinstance(bench, MmluPro):
+        return bench.extract_answer(response, n_options=len(item.options))
+    return bench.extract_answer(response)
+
+
+def is_item_correct(item: BenchmarkItem, response: str) -> bool:
+    """Whether a response's final answer matches the item's gold answer."""
+    if item.gold is None:
+        raise ValueError(f"{item.benchmark} item {item.item_id} has no gold answer")
+    answer = extract_item_answer(item, response)
+    return answer is not None and get_benchmark(item.benchmark).answers_equal(answer, item.gold)

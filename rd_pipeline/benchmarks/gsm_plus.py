@@ -1,0 +1,80 @@
+"""GSM-Plus: GSM8K questions under eight perturbations; "critical thinking" items have no answer ("None")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
+from rd_pipeline.benchmarks.errors import BenchmarkDataError
+from rd_pipeline.benchmarks.extraction import NONE_ANSWER, extract_number, is_number, numbers_equal
+from rd_pipeline.benchmarks.hub import hub_source, read_hub
+from rd_pipeline.benchmarks.math_prompt import math_prompt
+from rd_pipeline.benchmarks.records import Record, field_str, read_jsonl, resolve_file, short_hash
+from rd_pipeline.benchmarks.splits import check_unique, hash_split
+
+SAMPLES = Path(__file__).parent / "samples"
+FILE_NAME = "gsmplus_testmini.jsonl"
+HUB_ID, HUB_SPLIT = "qintongli/GSM-Plus", "testmini"
+PERTURBATION_TYPES = (
+    "numerical substitution",
+    "digit expansion",
+    "integer-decimal-fraction conversion",
+    "adding operation",
+    "reversing operation",
+    "problem understanding",
+    "distraction insertion",
+    "critical thinking",
+)
+
+
+class GsmPlus(Benchmark):
+    """Train and eval are carved by a hash of the seed question, so all variants of a seed share a side."""
+
+    name = "gsm_plus"
+    verifiable = True
+
+    def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
+        if source == "builtin":
+            file = SAMPLES / FILE_NAME
+            records, where = read_jsonl(file), str(file)
+        elif source == "local":
+            if path is None:
+                raise ValueError("gsm_plus: source 'local' needs a path")
+            file = resolve_file(path, FILE_NAME)
+            records, where = read_jsonl(file), str(file)
+        elif source == "hub":
+            records, where = read_hub(HUB_ID, None, HUB_SPLIT), hub_source(HUB_ID, None, HUB_SPLIT)
+        else:
+            raise ValueError(f"gsm_plus: unknown source {source!r}")
+        items = [self._item(record, where) for record in records]
+        check_unique(items, where)
+        return items
+
+    def _item(self, record: Record, source: str) -> BenchmarkItem:
+        line, row = record
+        question = field_str(row, "question", source, line)
+        answer = field_str(row, "answer", source, line).strip()
+        perturbation = field_str(row, "perturbation_type", source, line)
+        seed_question = row.get("seed_question") or question
+        if not isinstance(seed_question, str):
+            raise BenchmarkDataError(source, line, "field 'seed_question' must be a string")
+        if answer != NONE_ANSWER and not is_number(answer):
+            message = f"field 'answer' is neither a number nor 'None': {answer!r}"
+            raise BenchmarkDataError(source, line, message)
+        return BenchmarkItem(
+            benchmark=self.name,
+            item_id=short_hash(question, perturbation),
+            split=hash_split(self.name, seed_question.strip()),
+            question=question,
+            gold=answer,
+            meta={"perturbation_type": perturbation},
+        )
+
+    def user_prompt(self, item: BenchmarkItem) -> str:
+        return math_prompt(item.question, allow_none=True)
+
+    def extract_answer(self, response: str) -> str | None:
+        return extract_number(response, allow_none=True)
+
+    def answers_equal(self, a: str, b: str) -> bool:
+        return numbers_equal(a, b)

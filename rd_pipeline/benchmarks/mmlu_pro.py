@@ -1,0 +1,87 @@
+"""MMLU-Pro: multiple choice with up to ten options, lettered A-J; ``answer`` (the letter) is the gold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
+from rd_pipeline.benchmarks.errors import BenchmarkDataError
+from rd_pipeline.benchmarks.extraction import LETTERS, choices_equal, extract_choice
+from rd_pipeline.benchmarks.hub import hub_source, read_hub
+from rd_pipeline.benchmarks.records import (
+    Record,
+    field_int,
+    field_str,
+    field_str_list,
+    read_jsonl,
+    resolve_file,
+)
+from rd_pipeline.benchmarks.splits import check_unique, hash_split
+
+SAMPLES = Path(__file__).parent / "samples"
+FILE_NAME = "test.jsonl"
+SAMPLE_FILE = "mmlu_pro_test.jsonl"
+HUB_ID, HUB_SPLIT = "TIGER-Lab/MMLU-Pro", "test"
+
+
+class MmluPro(Benchmark):
+    name = "mmlu_pro"
+    verifiable = True
+
+    def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
+        if source == "builtin":
+            file = SAMPLES / SAMPLE_FILE
+            records, where = read_jsonl(file), str(file)
+        elif source == "local":
+            if path is None:
+                raise ValueError("mmlu_pro: source 'local' needs a path")
+            file = resolve_file(path, FILE_NAME)
+            records, where = read_jsonl(file), str(file)
+        elif source == "hub":
+            records, where = read_hub(HUB_ID, None, HUB_SPLIT), hub_source(HUB_ID, None, HUB_SPLIT)
+        else:
+            raise ValueError(f"mmlu_pro: unknown source {source!r}")
+        items = [self._item(record, where) for record in records]
+        check_unique(items, where)
+        return items
+
+    def _item(self, record: Record, source: str) -> BenchmarkItem:
+        line, row = record
+        question_id = field_int(row, "question_id", source, line)
+        question = field_str(row, "question", source, line)
+        options = field_str_list(row, "options", source, line)
+        while options and options[-1].strip() == "N/A":
+            options = options[:-1]
+        if not 2 <= len(options) <= len(LETTERS):
+            message = f"field 'options' must hold 2 to 10 options, got {len(options)}"
+            raise BenchmarkDataError(source, line, message)
+        answer = field_str(row, "answer", source, line).strip()
+        if len(answer) != 1 or answer not in LETTERS[: len(options)]:
+            raise BenchmarkDataError(
+                source, line, f"field 'answer' must be a letter A-{LETTERS[len(options) - 1]}, got {answer!r}"
+            )
+        category = field_str(row, "category", source, line)
+        return BenchmarkItem(
+            benchmark=self.name,
+            item_id=str(question_id),
+            split=hash_split(self.name, str(question_id)),
+            question=question,
+            gold=answer,
+            options=tuple(options),
+            meta={"category": category},
+        )
+
+    def user_prompt(self, item: BenchmarkItem) -> str:
+        category = item.meta.get("category", "general knowledge")
+        options = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(item.options))
+        return (
+            f"The following is a multiple choice question about {category}. Think step by step and then "
+            'finish your answer with "The answer is (X)." where X is the correct letter choice.\n\n'
+            f"Question: {item.question.strip()}\nOptions:\n{options}"
+        )
+
+    def extract_answer(self, response: str, n_options: int = len(LETTERS)) -> str | None:
+        return extract_choice(response, n_options)
+
+    def answers_equal(self, a: str, b: str) -> bool:
+        return choices_equal(a, b)

@@ -1,0 +1,39 @@
+"""Deterministic train/eval assignment and subset selection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rd_pipeline.benchmarks.base import BenchmarkItem, Split
+from rd_pipeline.benchmarks.errors import BenchmarkDataError
+from rd_pipeline.benchmarks.records import unit_hash
+
+TRAIN_FRACTION = 0.5
+
+
+def hash_split(benchmark: str, key: str, train_fraction: float = TRAIN_FRACTION) -> Split:
+    """``"train"`` for a stable ``train_fraction`` share of keys, else ``"eval"``."""
+    return "train" if unit_hash(benchmark, "split", key) < train_fraction else "eval"
+
+
+def check_unique(items: Sequence[BenchmarkItem], source: str) -> None:
+    """Fail if two items share an id (a duplicated question)."""
+    seen: set[str] = set()
+    for item in items:
+        if item.item_id in seen:
+            raise BenchmarkDataError(source, None, f"duplicate record: item_id {item.item_id!r}")
+        seen.add(item.item_id)
+
+
+def select_subsets(items: Sequence[BenchmarkItem], train_size: int, eval_size: int) -> list[BenchmarkItem]:
+    """The first ``train_size`` train items then the first ``eval_size`` eval items, in a stable hash order.
+
+    The order depends only on each item's id, so adding records to a source keeps earlier picks unless a
+    new item sorts before them.
+    """
+    chosen: list[BenchmarkItem] = []
+    for split, size in (("train", train_size), ("eval", eval_size)):
+        pool = [item for item in items if item.split == split]
+        pool.sort(key=lambda item: (unit_hash(item.benchmark, "order", item.item_id), item.item_id))
+        chosen.extend(pool[:size])
+    return chosen
