@@ -17,7 +17,7 @@ How this version differs from AlpacaEval's:
   fitted together with θ and φ. With one judgement per instruction these intercepts are not
   identified on their own, so they carry an L2 penalty (``instruction_l2``, a Gaussian prior that
   shrinks them to zero); θ and φ carry a tiny one (``global_l2``) that only keeps them finite when
-  the model wins or loses every comparison.
+  the model wins or loses every comparison (the LC win rate is then about 0.999 or 0.001, not 1 or 0).
 - Preferences may be soft: a tie is a target of 0.5 in the log-likelihood, as in AlpacaEval.
 - The 95% interval is a seeded percentile bootstrap over instructions (each resample refits the GLM,
   standardization included), not AlpacaEval's standard error.

@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rd_pipeline.evaluation.metrics import Estimate, surpass_summary, wilson_interval  # noqa: E402
@@ -361,7 +362,7 @@ def _chart_rewards(rewards: dict[str, dict[str, list[float]]], out_dir: Path) ->
     cols = min(2, len(benches))
     nrows = math.ceil(len(benches) / cols)
     fig, axes = plt.subplots(
-        nrows, cols, figsize=(5.2 * cols, 3.4 * nrows + 0.6), squeeze=False, layout="constrained"
+        nrows, cols, figsize=(max(5.2 * cols, 7.5), 3.4 * nrows + 0.6), squeeze=False, layout="constrained"
     )
     for ax, bench in zip(axes.flat, benches, strict=False):
         by_source = rewards[bench]
@@ -394,12 +395,13 @@ def _chart_rewards(rewards: dict[str, dict[str, list[float]]], out_dir: Path) ->
         ax.set_axisbelow(True)
     for ax in list(axes.flat)[len(benches) :]:
         ax.set_visible(False)
-    fig.suptitle("Reward-model scores of teacher vs. student responses (dashed lines: means)", fontsize=12)
+    fig.suptitle("Reward-model scores of teacher vs. student responses", fontsize=12)
     legend: dict[str, Any] = {}
     for ax in axes.flat:
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, h)
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=2, frameon=False)
+    legend["mean (dashed line)"] = Line2D([], [], color="#555555", ls="--", lw=1.2)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend), frameon=False)
     path = out_dir / "reward_scores.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -466,15 +468,17 @@ def render_report(
             "",
         ]
         md += [_markdown_table(header, rows), ""]
-        versions = {(s.role, s.version) for s in parsed}
-        md += ["Model versions: " + ", ".join(f"{ROLE_LABELS[r]} `{v}`" for r, v in sorted(versions)), ""]
+        versions = sorted({(MODEL_ROLES.index(s.role), s.role, s.version) for s in parsed})
+        md += ["Model versions: " + ", ".join(f"{ROLE_LABELS[r]} `{v}`" for _, r, v in versions), ""]
     else:
         md += ["No evaluation scores yet.", ""]
     md += ["## Student vs. teacher", ""]
     md += [f"- {line}" for line in lines] or ["- no benchmark has both a teacher and a student score"]
     md.append("")
     if pngs:
-        md += ["## Charts", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+        md += ["## Charts", ""]
+        for p in pngs:
+            md += [f"![{p.stem}]({p.name})", ""]
     for (bench, kind), index in breakdowns.items():
         md += [_breakdown_markdown(bench, kind, index), ""]
     if skipped:
