@@ -1,0 +1,272 @@
+"""An async client for one OpenAI-compatible chat endpoint: retries, backoff, errors that never hold the key.
+
+The key is read from the environment variable named in the config each time a request is built; it is kept in
+no attribute, and every error text is scrubbed of it before it is raised or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rd_pipeline.config import ApiConfig
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 429})  # plus every 5xx
+MAX_BACKOFF_S = 60.0
+MAX_RETRY_AFTER_S = 600.0
+# Fields of a GET /models entry that describe the model itself; others (vLLM's ``created``, a load status)
+# change from call to call and would make every run look like a new model.
+STABLE_MODEL_FIELDS = ("id", "owned_by", "root", "parent", "max_model_len")
+
+
+class ApiError(RuntimeError):
+    """A request the endpoint refused, or one that failed on every retry. The message never holds the key."""
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class RequestAbandoned(Exception):
+    """A retry loop gave up early because the run is stopping."""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One answered chat request."""
+
+    texts: list[str]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    attempts: int
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.status = status
+
+
+def read_key(api: ApiConfig) -> str | None:
+    """The API key from the environment variable the config names, or None when it is unset or empty."""
+    if not api.api_key_env:
+        return None
+    return os.environ.get(api.api_key_env) or None
+
+
+def scrub(text: str, api: ApiConfig) -> str:
+    """``text`` with the current key (if any) replaced by ``***``."""
+    key = read_key(api)
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    return text
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); else None."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return min(MAX_RETRY_AFTER_S, max(0.0, float(millis) / 1000.0))
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
+def backoff_delay(attempt: int, base_s: float, retry_after: float | None) -> float:
+    """Exponential backoff with jitter (half to all of ``base * 2**attempt``), at least ``retry_after``."""
+    ceiling = min(MAX_BACKOFF_S, base_s * (2**attempt))
+    delay = ceiling * (0.5 + 0.5 * random.random())
+    return max(delay, retry_after or 0.0)
+
+
+def parse_chat_body(raw: bytes) -> tuple[list[str], int | None, int | None]:
+    """Choice texts (by choice index) and usage from a chat completion body; ValueError if it is not one."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"response body is not JSON ({error.msg if hasattr(error, 'msg') else error})"
+        ) from None
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+        raise ValueError("response JSON has no 'choices' list")
+    choices: list[tuple[int, str]] = []
+    for position, choice in enumerate(body["choices"]):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise ValueError(f"choice {position} has no 'message' object")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ValueError(f"choice {position} has non-text content")
+        index = choice.get("index", position)
+        choices.append((index if isinstance(index, int) else position, content or ""))
+    choices.sort(key=lambda item: item[0])
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    prompt_tokens = usage.get("prompt_tokens")
+    completion_tokens = usage.get("completion_tokens")
+    return (
+        [text for _, text in choices],
+        prompt_tokens if isinstance(prompt_tokens, int) else None,
+        completion_tokens if isinstance(completion_tokens, int) else None,
+    )
+
+
+class ChatClient:
+    """POSTs chat completions to one endpoint; use as ``async with ChatClient(...) as client``."""
+
+    def __init__(self, api: ApiConfig, model: str, backoff_base_s: float = 0.5) -> None:
+        self.api = api
+        self.model = model
+        self.backoff_base_s = backoff_base_s
+        self.endpoint = api.base_url.rstrip("/") + "/chat/completions"
+        self.failed_attempts = 0
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"ChatClient(endpoint={self.endpoint!r}, model={self.model!r})"
+
+    async def __aenter__(self) -> ChatClient:
+        size = self.api.max_concurrency
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.api.timeout_s),
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _where(self) -> str:
+        return f"endpoint {self.endpoint}, model {self.model!r}"
+
+    async def chat(
+        self, payload: dict[str, Any], should_stop: Callable[[], bool] = lambda: False
+    ) -> ChatResult:
+        """Send one chat request, retrying transient failures; ApiError when refused or out of retries."""
+        assert self._client is not None, "use ChatClient as an async context manager"
+        attempts = self.api.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._attempt(payload, attempt + 1)
+            except _Retry as retry:
+                self.failed_attempts += 1
+                if attempt + 1 >= attempts:
+                    raise ApiError(
+                        scrub(
+                            f"{self._where()}: gave up after {attempts} attempts; last: {retry.reason}",
+                            self.api,
+                        ),
+                        status=retry.status,
+                        retryable=True,
+                    ) from None
+                if should_stop():
+                    raise RequestAbandoned() from None
+                delay = backoff_delay(attempt, self.backoff_base_s, retry.retry_after)
+                log.info(
+                    "%s: %s; retry %d of %d in %.2fs",
+                    self._where(),
+                    retry.reason,
+                    attempt + 1,
+                    attempts - 1,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                if should_stop():
+                    raise RequestAbandoned() from None
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, payload: dict[str, Any], attempt: int) -> ChatResult:
+        assert self._client is not None
+        try:
+            response = await self._client.post(self.endpoint, json=payload, headers=auth_headers(self.api))
+        except httpx.TimeoutException:
+            raise _Retry(f"no answer within {self.api.timeout_s:g}s") from None
+        except httpx.TransportError as error:
+            raise _Retry(scrub(f"connection error ({type(error).__name__}: {error})", self.api)) from None
+        status = response.status_code
+        if status == 200:
+            try:
+                texts, prompt_tokens, completion_tokens = parse_chat_body(response.content)
+            except ValueError as error:
+                raise _Retry(f"malformed response: {error}", status=status) from None
+            return ChatResult(texts, prompt_tokens, completion_tokens, attempt)
+        detail = scrub(response.text[:300].strip(), self.api)
+        if status in RETRYABLE_STATUS or status >= 500:
+            raise _Retry(f"HTTP {status} {detail[:120]}".strip(), parse_retry_after(response.headers), status)
+        raise ApiError(
+            scrub(
+                f"{self._where()}: request refused with HTTP {status}: {detail or '(empty body)'}", self.api
+            ),
+            status=status,
+        )
+
+
+def auth_headers(api: ApiConfig) -> dict[str, str]:
+    key = read_key(api)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def fetch_model_entry(api: ApiConfig, model: str, attempts: int = 3) -> dict[str, Any] | None:
+    """The endpoint's GET /models entry for ``model``, or None when the endpoint does not report it.
+
+    Transient failures are retried a few times, since a missing entry changes the generator identity.
+    """
+    url = api.base_url.rstrip("/") + "/models"
+    for attempt in range(attempts):
+        try:
+            response = httpx.get(url, headers=auth_headers(api), timeout=min(api.timeout_s, 30.0))
+        except httpx.HTTPError as error:
+            log.info(
+                scrub(f"GET {url} failed ({type(error).__name__}); attempt {attempt + 1} of {attempts}", api)
+            )
+            time.sleep(0.5 * (attempt + 1))
+            continue
+        if response.status_code >= 500 or response.status_code == 429:
+            time.sleep(0.5 * (attempt + 1))
+            continue
+        if response.status_code != 200:
+            return None
+        try:
+            data = response.json().get("data", [])
+        except (ValueError, AttributeError):
+            return None
+        for entry in data if isinstance(data, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                return entry
+        return None
+    return None
+
+
+def model_fingerprint(entry: dict[str, Any]) -> str:
+    """A short hash of the stable fields of a GET /models entry."""
+    stable = {name: entry[name] for name in STABLE_MODEL_FIELDS if name in entry}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
