@@ -29,10 +29,10 @@ _WORD_NUMBERS = {
     "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
 }  # fmt: skip
 _WORD_NUMBER_RE = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")\b", re.IGNORECASE)
-_MARKERS = re.compile(
-    r"####(?P<hash>[^\n]*)"
+_MARKERS = re.compile(  # a lookahead, so that markers may overlap ("#### 18 ... the answer is 17")
+    r"(?=####(?P<hash>[^\n]*)"
     r"|\\boxed\{(?P<boxed>(?:[^{}]|\{[^{}]*\})*)\}"
-    r"|(?i:answer\s*(?:is|:|=))(?P<said>[^\n]*)"
+    r"|(?i:answer\s*(?:is|:|=))(?P<said>[^\n]*))"
 )
 _NONE_PHRASES = re.compile(
     r"\bnone\b|cannot be (?:determined|answered|calculated|found|known|computed|solved)"
@@ -55,7 +55,7 @@ def extract_number(text: str, *, allow_none: bool = False) -> str | None:
     markers = list(_MARKERS.finditer(text))
     for match in reversed(markers):
         span = match.group("hash") or match.group("boxed") or match.group("said") or ""
-        if match.group("said") is not None:
+        if match.group("boxed") is None:
             span = _first_sentence(span)
         answer = _answer_in_span(span, allow_none=allow_none)
         if answer is not None:
