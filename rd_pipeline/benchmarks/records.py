@@ -45,8 +45,10 @@ def read_json_array(path: Path) -> Iterator[Record]:
     index = _skip_space(text, index + 1)
     if index < len(text) and text[index] == "]":
         return
+    line, counted_to = 1, 0
     while True:
-        line = _line_of(text, index)
+        line += text.count("\n", counted_to, index)
+        counted_to = index
         try:
             record, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as error:
