@@ -1,0 +1,79 @@
+"""Score conversations with a trained reward model (a sequence-classification checkpoint with one output)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rd_pipeline.training.common import check_messages, release_memory
+
+CONVERSATION_ROLES = ("system", "user", "assistant")
+
+
+class RewardScorer:
+    """Loads a reward model once and scores conversations rendered with its tokenizer's chat template.
+
+    The text is rendered and tokenized the way TRL's reward and GRPO trainers do it, so scores here match the
+    rewards the model was trained on and gives during RL.
+    """
+
+    def __init__(self, location: str, max_length: int | None = None) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.location = location
+        self.max_length = max_length
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(location)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1)
+        if model.config.num_labels != 1:
+            raise ValueError(
+                f"{location} is not a reward model: it has {model.config.num_labels} outputs, not 1"
+            )
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = model.to(self.device).eval()
+
+    def render(self, conversation: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False)
+
+    def score(self, conversations: Sequence[list[dict]], batch_size: int = 16) -> list[float]:
+        """One scalar reward per conversation (user + assistant messages), in input order."""
+        if self.model is None:
+            raise RuntimeError(f"reward scorer for {self.location} is closed")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        for index, conversation in enumerate(conversations):
+            check_messages(conversation, "conversation", f"#{index}", "messages", CONVERSATION_ROLES)
+        texts = [self.render(conversation) for conversation in conversations]
+        # Longest first, so each batch holds similar lengths and little padding.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        scores = [0.0] * len(texts)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            inputs = self.tokenizer(
+                [texts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                padding_side="right",
+                add_special_tokens=False,
+                truncation=self.max_length is not None,
+                max_length=self.max_length,
+            ).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits[:, 0].float().cpu().tolist()
+            for i, value in zip(batch, logits, strict=True):
+                scores[i] = value
+        return scores
+
+    def close(self) -> None:
+        """Free the model's memory; the scorer cannot be used afterwards."""
+        self.model = None
+        release_memory()
+
+    def __enter__(self) -> RewardScorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
