@@ -1,0 +1,70 @@
+"""Generation: one ``Generator`` interface, three backends, and ``make_generator`` to pick one from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rd_pipeline.config import ModelConfig
+from rd_pipeline.generation.base import (
+    Completion,
+    GenerationRequest,
+    GenerationStats,
+    Generator,
+    Message,
+    ProgressCallback,
+    SamplingParams,
+)
+from rd_pipeline.generation.journal import Journal
+
+__all__ = [
+    "Completion",
+    "GenerationRequest",
+    "GenerationStats",
+    "Generator",
+    "Journal",
+    "Message",
+    "ProgressCallback",
+    "SamplingParams",
+    "make_generator",
+]
+
+
+def make_generator(
+    model: ModelConfig, rd_home: Path, location: str | None = None, role: str = "model"
+) -> Generator:
+    """The generator for ``model``'s backend, journaled under ``rd_home/journal``.
+
+    ``location`` (e.g. a trained student's checkpoint) replaces ``model.ref`` for the local backends.
+    ``role`` (teacher, student, judge, ...) only names the model in error messages.
+    """
+    rd_home = Path(rd_home)
+    if model.backend == "openai":
+        from rd_pipeline.generation.openai_backend import OpenAIGenerator
+
+        if location is not None:
+            raise ValueError(
+                f"{role} uses the openai backend, which serves a remote model: it cannot load {location}"
+            )
+        return OpenAIGenerator(model, rd_home / "journal")
+
+    from rd_pipeline.models import resolve_model
+
+    if model.backend == "vllm":
+        from rd_pipeline.generation.vllm_backend import VllmGenerator, require_vllm, vllm_identity
+
+        try:
+            require_vllm()
+        except ImportError as error:
+            raise ImportError(f"{role} model {model.ref!r}: {error}") from None
+        resolved = resolve_model(location or model.ref, rd_home, model.revision)
+        return VllmGenerator(resolved, model, Journal.for_identity(rd_home, vllm_identity(resolved, model)))
+
+    if model.backend == "transformers":
+        from rd_pipeline.generation.transformers_backend import TransformersGenerator, transformers_identity
+
+        resolved = resolve_model(location or model.ref, rd_home, model.revision)
+        return TransformersGenerator(
+            resolved, model, Journal.for_identity(rd_home, transformers_identity(resolved, model))
+        )
+
+    raise ValueError(f"{role} model {model.ref!r}: unknown generation backend {model.backend!r}")

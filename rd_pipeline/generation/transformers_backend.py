@@ -1,0 +1,255 @@
+"""Local generation with transformers: batched, seeded, resumable through the request journal.
+
+Only samples missing from the journal are generated. The ``n`` samples of a prompt share one prefill (its KV
+cache is copied to each sample's row) and are decoded together, prompts are bucketed by token length to cut
+left padding, and each finished batch is committed to the journal before the next starts. The model loads on
+the first pending sample, so a call whose samples are all journaled never loads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rd_pipeline.config import ModelConfig
+from rd_pipeline.generation.base import (
+    Completion,
+    GenerationRequest,
+    GenerationStats,
+    Generator,
+    ProgressCallback,
+)
+from rd_pipeline.generation.journal import Journal
+from rd_pipeline.generation.sample_jobs import (
+    SampleJob,
+    batch_seed,
+    in_request_order,
+    job_completions,
+    make_batches,
+    plan_jobs,
+)
+from rd_pipeline.models import ResolvedModel
+
+# Chat end markers of common templates; any that the tokenizer knows also stops generation.
+_CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def transformers_identity(resolved: ResolvedModel, model: ModelConfig) -> dict[str, str]:
+    """Everything that changes what the transformers backend produces for a request."""
+    return {
+        "backend": "transformers",
+        "model": resolved.ref,
+        "kind": resolved.kind,
+        "revision": resolved.revision or "",
+        "fingerprint": resolved.fingerprint,
+        "dtype": model.dtype,
+    }
+
+
+def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """The token ids of a request's conversation, ending with the assistant turn's opening."""
+    encoded = tokenizer.apply_chat_template([dict(m) for m in request.messages], add_generation_prompt=True)
+    ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
+    return [int(token) for token in ids]
+
+
+def stop_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
+    """The eos ids of tokenizer and generation config plus any chat end marker in the vocabulary."""
+    ids: list[int] = []
+    configured = getattr(generation_config, "eos_token_id", None)
+    for value in [tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])]:
+        if value is not None:
+            ids.append(int(value))
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[token] for token in _CHAT_END_TOKENS if token in vocab]
+    if not ids:
+        raise ValueError("the tokenizer defines no eos token, so generation would never stop early")
+    return sorted(set(ids))
+
+
+class TransformersGenerator(Generator):
+    """A causal LM run in this process through ``model.generate``."""
+
+    def __init__(self, resolved: ResolvedModel, model: ModelConfig, journal: Journal) -> None:
+        self.resolved = resolved
+        self.config = model
+        self._journal: Journal | None = journal
+        self._journal_path = journal.path
+        self._identity = transformers_identity(resolved, model)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._stop_ids: list[int] = []
+        self._pad_id = 0
+        self.loads = 0  # how many times the weights were loaded (a no-op re-run loads none)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return dict(self._identity)
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal(self._journal_path)
+        return self._journal
+
+    def _ensure_loaded(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = "auto" if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
+        revision = {"revision": self.resolved.revision} if self.resolved.revision else {}
+        self._tokenizer = AutoTokenizer.from_pretrained(self.resolved.location, **revision)
+        model = AutoModelForCausalLM.from_pretrained(self.resolved.location, dtype=dtype, **revision)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        model.eval()
+        self._model = model
+        self._stop_ids = stop_token_ids(self._tokenizer, model.generation_config)
+        pad = self._tokenizer.pad_token_id
+        self._pad_id = int(pad) if pad is not None else self._stop_ids[0]
+        self.loads += 1
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> tuple[list[Completion], GenerationStats]:
+        requests = list(requests)
+        done, pending = self.journal.split(self._identity, requests)
+        total = len(done) + len(pending)
+        stats = GenerationStats(samples_requested=total, samples_from_journal=len(done))
+        results = dict(done)
+        if not pending:
+            if progress is not None:
+                progress(total, total, stats)
+            return in_request_order(requests, results), stats
+
+        self._ensure_loaded()
+        jobs = plan_jobs(requests, done, pending, self.config.batch_size)
+        prompts = {job.position: chat_prompt_ids(self._tokenizer, job.request) for job in jobs}
+        lengths = {position: len(ids) for position, ids in prompts.items()}
+        for batch in make_batches(jobs, lengths, self.config.batch_size):
+            outputs = self._decode_batch(batch, prompts)
+            entries = []
+            for job, job_outputs in zip(batch, outputs, strict=True):
+                job_entries = job_completions(job, job_outputs, lengths[job.position])
+                entries += job_entries
+                for _, completion in job_entries:
+                    results[(job.position, completion.sample_index)] = completion
+                stats.input_tokens += lengths[job.position]
+                stats.output_tokens += sum(tokens for _, tokens in job_outputs)
+                stats.backend_requests += job.sequences
+            self.journal.record(entries)
+            stats.samples_generated += len(entries)
+            if progress is not None:
+                progress(len(done) + stats.samples_generated, total, stats)
+        return in_request_order(requests, results), stats
+
+    def _decode_batch(
+        self, batch: list[SampleJob], prompts: dict[int, list[int]]
+    ) -> list[list[tuple[str, int]]]:
+        """Decode one batch; per job, its ``(text, output_tokens)`` sequences."""
+        import torch
+        from transformers import GenerationConfig
+
+        params = batch[0].request.params
+        sequences = batch[0].sequences
+        width = max(len(prompts[job.position]) for job in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, job in enumerate(batch):
+            ids = prompts[job.position]
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        sampling: dict[str, Any] = (
+            {"do_sample": False}
+            if batch[0].greedy
+            else {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        )
+        generation_config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            num_return_sequences=sequences,
+            eos_token_id=self._stop_ids,
+            pad_token_id=self._pad_id,
+            **sampling,
+        )
+        device = self._model.device
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        torch.manual_seed(batch_seed(batch))
+        with torch.inference_mode():
+            if sequences > 1 and width > 1:
+                output = self._generate_with_shared_prefill(
+                    input_ids, attention, sequences, generation_config
+                )
+            else:
+                output = self._model.generate(
+                    input_ids=input_ids, attention_mask=attention, generation_config=generation_config
+                )
+        generated = output[:, width:].tolist()
+        return [
+            [self._finish(generated[row * sequences + k]) for k in range(sequences)]
+            for row in range(len(batch))
+        ]
+
+    def _generate_with_shared_prefill(
+        self, input_ids: Any, attention: Any, sequences: int, generation_config: Any
+    ) -> Any:
+        """Prefill each prompt once, copy its KV cache to its ``sequences`` rows, then decode them together.
+
+        Same result as ``num_return_sequences=sequences``, which prefills every copy.
+        """
+        from transformers import DynamicCache
+
+        model = self._model
+        parameters = inspect.signature(model.forward).parameters
+        cache_name = "cache" if "cache" in parameters else "past_key_values"
+        try:
+            cache = DynamicCache(config=model.config)
+        except TypeError:
+            cache = DynamicCache()
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        logits_arg = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+        model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            **{cache_name: cache},
+            **logits_arg,
+        )
+        cache.batch_repeat_interleave(sequences)
+        expanded = copy.copy(generation_config)
+        expanded.num_return_sequences = 1
+        return model.generate(
+            input_ids=input_ids.repeat_interleave(sequences, dim=0),
+            attention_mask=attention.repeat_interleave(sequences, dim=0),
+            generation_config=expanded,
+            **{cache_name: cache},
+        )
+
+    def _finish(self, tokens: list[int]) -> tuple[str, int]:
+        """Cut a decoded row at its first stop token; return its text and its count of generated tokens."""
+        stops = set(self._stop_ids)
+        end = next((i for i, token in enumerate(tokens) if token in stops), None)
+        body = tokens if end is None else tokens[:end]
+        text = self._tokenizer.decode(body, skip_special_tokens=True)
+        return text, len(tokens) if end is None else end + 1
+
+    def close(self) -> None:
+        """Free the model's memory and close the journal (it reopens if generate() is called again)."""
+        if self._model is not None:
+            self._model = None
+            self._tokenizer = None
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
