@@ -29,8 +29,12 @@ class ApiConfig(_Strict):
     """An OpenAI-compatible endpoint. The key is read from the environment variable named here, never stored."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
-    model: str | None = Field(default=None, description="model name sent to the server; defaults to the model ref")
-    api_key_env: str | None = Field(default="OPENAI_API_KEY", description="NAME of the env var holding the key")
+    model: str | None = Field(
+        default=None, description="model name sent to the server; defaults to the model ref"
+    )
+    api_key_env: str | None = Field(
+        default="OPENAI_API_KEY", description="NAME of the env var holding the key"
+    )
     max_concurrency: int = Field(default=16, ge=1)
     requests_per_minute: float | None = Field(default=None, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
@@ -99,7 +103,9 @@ class SamplingConfig(_Strict):
 class LabelingConfig(_Strict):
     min_vote_share: float = Field(default=0.5, ge=0, le=1)
     min_valid_votes: int = Field(default=2, ge=1)
-    judge_good_score: float = Field(default=7.0, description="judge score at or above which a response is good")
+    judge_good_score: float = Field(
+        default=7.0, description="judge score at or above which a response is good"
+    )
     pair_min_score_gap: float = Field(default=2.0, ge=0)
     max_pairs_per_prompt: int = Field(default=4, ge=1)
     heldout_fraction: float = Field(default=0.2, ge=0, lt=1)
@@ -166,7 +172,9 @@ class PipelineConfig(_Strict):
     def _unique_benchmarks(self) -> PipelineConfig:
         names = [b.name for b in self.benchmarks]
         if len(set(names)) != len(names):
-            raise ValueError(f"benchmarks listed twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+            raise ValueError(
+                f"benchmarks listed twice: {sorted(n for n in set(names) if names.count(n) > 1)}"
+            )
         if not names:
             raise ValueError("at least one benchmark is needed")
         return self

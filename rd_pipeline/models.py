@@ -55,11 +55,15 @@ def resolve_model(ref: str, rd_home: Path, revision: str | None = None) -> Resol
     local = Path(ref).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise ModelResolutionError(f"model directory {local} has no config.json: not a transformers checkpoint")
+            raise ModelResolutionError(
+                f"model directory {local} has no config.json: not a transformers checkpoint"
+            )
         return ResolvedModel(ref, "local", str(local.resolve()), None, fingerprint_directory(local))
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelResolutionError(f"model directory {ref} does not exist")
-    return ResolvedModel(ref, "hub", ref, revision, hashlib.sha256(f"{ref}@{revision}".encode()).hexdigest()[:16])
+    return ResolvedModel(
+        ref, "hub", ref, revision, hashlib.sha256(f"{ref}@{revision}".encode()).hexdigest()[:16]
+    )
 
 
 def fingerprint_directory(path: Path) -> str:
@@ -99,7 +103,9 @@ def _tokenizer_corpus() -> list[str]:
     lines = []
     for i in range(400):
         picked = [words[(i * 7 + j * 13) % len(words)] for j in range(8 + i % 9)]
-        lines.append(f"{' '.join(picked).capitalize()} {i} + {i % 17} = {i + i % 17}. The answer is {i * 3 % 97}.")
+        lines.append(
+            f"{' '.join(picked).capitalize()} {i} + {i % 17} = {i + i % 17}. The answer is {i * 3 % 97}."
+        )
     lines += [f"({letter}) option {letter}" for letter in "ABCDEFGHIJ"]
     return lines
 

@@ -1,0 +1,130 @@
+"""The ``rd`` command: materialize the graph, print the report, open the UI, trace lineage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rd_pipeline.config import ConfigError, PipelineConfig, preset_names, resolve_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", help="pipeline config YAML file")
+    group.add_argument("--preset", help=f"a shipped preset: {', '.join(preset_names())} (default: tiny)")
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    return resolve_config(args.config, args.preset)
+
+
+def _export_config(args: argparse.Namespace) -> None:
+    """Make child processes (Dagster runs, the UI) load the same config."""
+    if args.config:
+        os.environ["RD_CONFIG"] = str(Path(args.config).resolve())
+        os.environ.pop("RD_PRESET", None)
+    elif args.preset:
+        os.environ["RD_PRESET"] = args.preset
+        os.environ.pop("RD_CONFIG", None)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _export_config(args)
+    from rd_pipeline.defs.resources import PipelineResource
+    from rd_pipeline.defs.run import materialize_graph
+
+    resource = PipelineResource(
+        config_file=args.config and str(Path(args.config).resolve()), preset=args.preset
+    )
+    results = materialize_graph(config, resource, _split(args.select), _split(args.partition), args.log_level)
+    failed = [r for r in results if not r.success]
+    if failed:
+        print(
+            f"rd: materialization failed (run {failed[0].run_id}); see the log above or `rd ui`.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"rd: {len(results)} run(s) succeeded; state in {config.rd_home()}")
+    if args.select is None or "report" in (_split(args.select) or []):
+        return cmd_report(args)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rd_pipeline.evaluation import format_table
+    from rd_pipeline.store import Store
+
+    config = _config(args)
+    scores = Store(config.rd_home() / "rd.duckdb").read("eval_scores")
+    if not scores:
+        print("rd: no eval scores yet; run `rd materialize` first.", file=sys.stderr)
+        return 1
+    print(format_table(scores))
+    summary = config.rd_home() / "reports" / "latest" / "report.md"
+    if summary.is_file():
+        print(f"\nFull report with charts: {summary}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _export_config(args)
+    from rd_pipeline.defs.run import dagster_home
+
+    env = dict(os.environ, DAGSTER_HOME=str(dagster_home(config)), RD_HOME=str(config.rd_home()))
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "rd_pipeline.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(args.port),
+    ]
+    print(f"rd: Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(command, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rd", description="Distill a teacher LLM's data and rewards into a student."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    materialize = commands.add_parser("materialize", help="materialize the asset graph through Dagster")
+    _add_config_args(materialize)
+    materialize.add_argument("--select", help="comma-separated asset names (default: all)")
+    materialize.add_argument("--partition", help="comma-separated benchmarks (default: all configured)")
+    materialize.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    materialize.set_defaults(func=cmd_materialize)
+
+    report = commands.add_parser("report", help="print the comparison table")
+    _add_config_args(report)
+    report.set_defaults(func=cmd_report)
+
+    ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
+    _add_config_args(ui)
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"rd: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

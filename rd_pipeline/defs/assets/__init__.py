@@ -1,0 +1,1 @@
+"""Every asset of the pipeline, one module per group."""

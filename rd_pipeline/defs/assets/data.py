@@ -1,0 +1,68 @@
+"""Benchmark prompts, the teacher, its responses and their labels."""
+
+import dagster as dg
+
+from rd_pipeline.defs.assets.common import OWNERS, materialize_result
+from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
+from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
+from rd_pipeline.steps.prompts import make_benchmark_prompts
+from rd_pipeline.steps.teacher import make_teacher_responses, teacher_version
+
+ON_CHANGE = dg.AutomationCondition.eager()
+
+
+@dg.asset(partitions_def=BENCHMARK_PARTITIONS, group_name="data", kinds={"duckdb"}, owners=OWNERS)
+def benchmark_prompts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Each benchmark's train and eval items with the prompt sent to models (gold kept for scoring only)."""
+    return materialize_result(make_benchmark_prompts(pipeline.step_context(context), context.partition_key))
+
+
+@dg.observable_source_asset(
+    group_name="teacher", description="The teacher model; its data version is its identity."
+)
+def teacher(context: dg.OpExecutionContext, pipeline: PipelineResource) -> dg.DataVersion:
+    config = pipeline.pipeline_config()
+    version = teacher_version(config)
+    context.log.info(f"teacher {config.teacher.ref} ({config.teacher.backend}) has version {version}")
+    return dg.DataVersion(version)
+
+
+@dg.asset(
+    partitions_def=BENCHMARK_PARTITIONS,
+    deps=[benchmark_prompts, teacher],
+    group_name="teacher",
+    kinds={"duckdb", "pytorch"},
+    owners=OWNERS,
+    pool="gpu",
+    automation_condition=ON_CHANGE,
+)
+def teacher_responses(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """n teacher samples per training prompt at each configured temperature."""
+    return materialize_result(make_teacher_responses(pipeline.step_context(context), context.partition_key))
+
+
+@dg.asset(
+    partitions_def=BENCHMARK_PARTITIONS,
+    deps=[teacher_responses],
+    group_name="labels",
+    kinds={"duckdb"},
+    owners=OWNERS,
+    automation_condition=ON_CHANGE,
+)
+def pseudo_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Majority-vote (verifiable) or judge (open-ended) labels of the teacher's responses."""
+    return materialize_result(make_pseudo_labels(pipeline.step_context(context), context.partition_key))
+
+
+@dg.asset(
+    partitions_def=BENCHMARK_PARTITIONS,
+    deps=["student_responses", pseudo_labels],
+    group_name="labels",
+    kinds={"duckdb"},
+    owners=OWNERS,
+    automation_condition=ON_CHANGE,
+)
+def reward_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Teacher and student responses labelled the same way, and the reward-model pairs built from them."""
+    return materialize_result(make_reward_labels(pipeline.step_context(context), context.partition_key))

@@ -1,0 +1,35 @@
+"""Evaluation scores and the comparison report."""
+
+import dagster as dg
+
+from rd_pipeline.defs.assets.common import OWNERS, materialize_result
+from rd_pipeline.defs.assets.data import ON_CHANGE
+from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
+from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.steps.evaluation import make_eval_scores, make_report
+
+
+@dg.asset(
+    partitions_def=BENCHMARK_PARTITIONS,
+    deps=["rl_student", "sft_student", "reward_model", "benchmark_prompts", "teacher"],
+    group_name="evaluation",
+    kinds={"duckdb"},
+    owners=OWNERS,
+    pool="gpu",
+    automation_condition=ON_CHANGE,
+)
+def eval_scores(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals."""
+    return materialize_result(make_eval_scores(pipeline.step_context(context), context.partition_key))
+
+
+@dg.asset(
+    deps=[eval_scores],
+    group_name="evaluation",
+    kinds={"markdown"},
+    owners=OWNERS,
+    automation_condition=ON_CHANGE,
+)
+def report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """The comparison table and charts across benchmarks, written under RD_HOME/reports/."""
+    return materialize_result(make_report(pipeline.step_context(context)))

@@ -1,0 +1,107 @@
+"""Materializing the graph from the command line: in order, partition by partition, on a persistent instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.observe import observe
+
+from rd_pipeline.config import PipelineConfig
+from rd_pipeline.defs import ASSETS, teacher
+from rd_pipeline.defs.resources import PipelineResource
+
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
+
+# Topological order of the materializable assets, and whether each is partitioned by benchmark.
+ASSET_ORDER: list[tuple[str, bool]] = [
+    ("benchmark_prompts", True),
+    ("teacher_responses", True),
+    ("pseudo_labels", True),
+    ("sft_student", False),
+    ("student_responses", True),
+    ("reward_labels", True),
+    ("reward_model", False),
+    ("rl_student", False),
+    ("eval_scores", True),
+    ("report", False),
+]
+ASSET_NAMES = [name for name, _ in ASSET_ORDER]
+
+
+def dagster_home(config: PipelineConfig) -> Path:
+    """RD_HOME/dagster, holding the instance's storage and logs; its dagster.yaml is written on first use."""
+    home = config.rd_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").is_file():
+        shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    return home
+
+
+def instance_for(config: PipelineConfig) -> dg.DagsterInstance:
+    os.environ["DAGSTER_HOME"] = str(dagster_home(config))
+    os.environ.setdefault("RD_HOME", str(config.rd_home()))
+    return dg.DagsterInstance.get()
+
+
+def plan_runs(selection: Sequence[str], partitions: Sequence[str]) -> list[tuple[list[str], str | None]]:
+    """Group the selected assets into runs: consecutive partitioned assets run together per partition."""
+    unknown = sorted(set(selection) - set(ASSET_NAMES))
+    if unknown:
+        raise ValueError(f"unknown asset(s) {unknown}; assets: {', '.join(ASSET_NAMES)}")
+    runs: list[tuple[list[str], str | None]] = []
+    block: list[str] = []
+
+    def flush() -> None:
+        runs.extend((list(block), partition) for partition in partitions)
+        block.clear()
+
+    for name, partitioned in ASSET_ORDER:
+        if name not in selection:
+            continue
+        if partitioned:
+            block.append(name)
+        else:
+            if block:
+                flush()
+            runs.append(([name], None))
+    if block:
+        flush()
+    return runs
+
+
+def materialize_graph(
+    config: PipelineConfig,
+    resource: PipelineResource,
+    selection: Sequence[str] | None = None,
+    partitions: Sequence[str] | None = None,
+    log_level: str = "INFO",
+) -> list[dg.ExecuteInProcessResult]:
+    """Observe the teacher, then materialize the selected assets in dependency order; stop at the first failure."""
+    selection = list(selection or ASSET_NAMES)
+    partitions = list(partitions or config.benchmark_names)
+    for partition in partitions:
+        config.benchmark(partition)  # a clear error for an unconfigured benchmark
+    instance = instance_for(config)
+    resources = {"pipeline": resource}
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    observe([teacher], instance=instance, resources=resources)
+    results = []
+    for assets, partition in plan_runs(selection, partitions):
+        result = dg.materialize(
+            ASSETS,
+            selection=assets,
+            partition_key=partition,
+            instance=instance,
+            resources=resources,
+            run_config=run_config,
+            tags={"rd/entry": "cli"},
+            raise_on_error=False,
+        )
+        results.append(result)
+        if not result.success:
+            break
+    return results

@@ -1,0 +1,231 @@
+"""eval_scores and report: teacher, base student, SFT student and RL student on each benchmark's eval subset."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rd_pipeline.benchmarks import get_benchmark, is_item_correct
+from rd_pipeline.config import ModelConfig
+from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, render_report, win_rate
+from rd_pipeline.evaluation.metrics import Estimate
+from rd_pipeline.generation import make_generator
+from rd_pipeline.generation.base import GenerationRequest, SamplingParams
+from rd_pipeline.labeling.judge import judge_pairwise
+from rd_pipeline.models import resolve_model
+from rd_pipeline.steps.checkpoints import latest_checkpoint
+from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.prompts import read_prompts, row_to_item
+from rd_pipeline.steps.teacher import generate_rows, teacher_version
+
+BREAKDOWN_FIELDS = {"gsm_plus": "perturbation_type", "mmlu_pro": "category"}
+
+
+@dataclass(frozen=True)
+class EvaluatedModel:
+    role: str
+    model: ModelConfig
+    location: str | None
+    version: str
+
+
+def evaluated_models(ctx: StepContext) -> list[EvaluatedModel]:
+    """The four models every benchmark is evaluated on."""
+    config = ctx.config
+    sft_path, sft = latest_checkpoint(ctx, "sft_student")
+    rl_path, rl = latest_checkpoint(ctx, "rl_student")
+    base = resolve_model(config.student.ref, ctx.rd_home, config.student.revision)
+    return [
+        EvaluatedModel("teacher", config.teacher, None, teacher_version(config)),
+        EvaluatedModel("base_student", config.student, None, base.fingerprint),
+        EvaluatedModel("sft_student", config.student, str(sft_path), sft["data_version"]),
+        EvaluatedModel("rl_student", config.student, str(rl_path), rl["data_version"]),
+    ]
+
+
+def _score_row(benchmark: str, model: EvaluatedModel, metric: str, estimate: Estimate) -> dict[str, Any]:
+    return {
+        "benchmark": benchmark,
+        "model_role": model.role,
+        "model_version": model.version,
+        "metric": metric,
+        "value": estimate.value,
+        "ci_low": estimate.ci_low,
+        "ci_high": estimate.ci_high,
+        "n": estimate.n,
+    }
+
+
+def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
+    from rd_pipeline.training.scoring import RewardScorer
+
+    config = ctx.config
+    bench = get_benchmark(benchmark)
+    prompts = read_prompts(ctx, benchmark, "eval")
+    items = [row_to_item(row) for row in prompts]
+    models = evaluated_models(ctx)
+    params = SamplingParams(
+        temperature=config.eval.temperature,
+        n=1,
+        max_new_tokens=config.eval.max_new_tokens,
+        seed=config.sampling.seed,
+    )
+    requests = [
+        GenerationRequest(row["prompt_id"], ({"role": "user", "content": row["prompt"]},), params)
+        for row in prompts
+    ]
+    started = time.monotonic()
+    responses: dict[str, list[str]] = {}
+    generated = 0
+    for model in models:
+        completions, stats, _ = generate_rows(
+            ctx, model.model, requests, f"eval_scores[{benchmark}] {model.role}", location=model.location
+        )
+        responses[model.role] = [c.text for c in completions]
+        generated += stats.samples_generated
+    generation_s = time.monotonic() - started
+
+    scores: list[dict[str, Any]] = []
+    breakdown_rows: list[dict[str, Any]] = []
+    response_rows: list[dict[str, Any]] = []
+    for model in models:
+        texts = responses[model.role]
+        correct: list[bool | None] = [None] * len(texts)
+        preferences: list[float | None] = [None] * len(texts)
+        if bench.verifiable:
+            correct = [is_item_correct(item, text) for item, text in zip(items, texts, strict=True)]
+            scores.append(_score_row(benchmark, model, "accuracy", accuracy(correct)))
+            group_field = BREAKDOWN_FIELDS.get(benchmark)
+            if group_field:
+                groups = [item.meta.get(group_field, "unknown") for item in items]
+                for group, estimate in breakdown(correct, groups).items():
+                    breakdown_rows.append(
+                        {
+                            "benchmark": benchmark,
+                            "model_role": model.role,
+                            "group_kind": group_field,
+                            "group": group,
+                            "value": estimate.value,
+                            "n": estimate.n,
+                        }
+                    )
+        else:
+            preferences = _judge_against_reference(ctx, benchmark, items, texts)
+            scores.append(_score_row(benchmark, model, "win_rate", win_rate(preferences)))
+            lc = length_controlled_win_rate(
+                preferences,
+                [len(t) for t in texts],
+                [len(item.reference or "") for item in items],
+                [item.item_id for item in items],
+            )
+            scores.append(_score_row(benchmark, model, "lc_win_rate", lc))
+        for item, text, ok, pref in zip(items, texts, correct, preferences, strict=True):
+            response_rows.append(
+                {
+                    "benchmark": benchmark,
+                    "model_role": model.role,
+                    "model_version": model.version,
+                    "prompt_id": item.item_id,
+                    "response": text,
+                    "correct": ok,
+                    "preference": pref,
+                    "reward_score": None,
+                }
+            )
+
+    prompt_text = {row["prompt_id"]: row["prompt"] for row in prompts}
+    rm_path, _ = latest_checkpoint(ctx, "reward_model")
+    scorer = RewardScorer(str(rm_path))
+    try:
+        rewards = scorer.score(
+            [
+                [
+                    {"role": "user", "content": prompt_text[row["prompt_id"]]},
+                    {"role": "assistant", "content": row["response"]},
+                ]
+                for row in response_rows
+            ]
+        )
+    finally:
+        scorer.close()
+    for row, reward in zip(response_rows, rewards, strict=True):
+        row["reward_score"] = reward
+
+    store = ctx.store
+    store.replace_partition("eval_responses", benchmark, response_rows)
+    store.replace_partition("eval_scores", benchmark, scores)
+    store.replace_partition("eval_breakdown", benchmark, breakdown_rows)
+    data_version = content_hash(scores)
+    rl = ctx.upstream_version("rl_student")
+    ctx.record_version(
+        "eval_scores",
+        benchmark,
+        data_version,
+        rl["teacher_version"],
+        {"rl_student": lineage_ref(rl), "sft_student": lineage_ref(ctx.upstream_version("sft_student"))},
+    )
+    metadata: dict[str, Any] = {
+        "eval_prompts": len(prompts),
+        "samples_generated": generated,
+        "eval_prompts_per_s": round(len(prompts) * len(models) / generation_s, 3) if generated else None,
+    }
+    for row in scores:
+        metadata[f"{row['model_role']}_{row['metric']}"] = round(row["value"], 4)
+    return StepResult(data_version, metadata)
+
+
+def _judge_against_reference(ctx: StepContext, benchmark: str, items, texts: list[str]) -> list[float | None]:
+    """Pairwise judge verdicts of each response against the item's reference output (both orders)."""
+    judge = make_generator(ctx.config.judge_model, ctx.rd_home, role="judge")
+    try:
+        judgments, _ = judge_pairwise(
+            judge,
+            [
+                (item.item_id, item.question, text, item.reference or "")
+                for item, text in zip(items, texts, strict=True)
+            ],
+            ctx.config.labeling.judge_max_new_tokens,
+        )
+    finally:
+        judge.close()
+    return [j.preference for j in judgments]
+
+
+def make_report(ctx: StepContext) -> StepResult:
+    store = ctx.store
+    scores = store.read("eval_scores")
+    if not scores:
+        raise RuntimeError("report: eval_scores is empty; materialize eval_scores first")
+    breakdown_rows = store.read("eval_breakdown")
+    reward_rows = [
+        {
+            "benchmark": r["benchmark"],
+            "source": "teacher" if r["model_role"] == "teacher" else "student",
+            "score": r["reward_score"],
+        }
+        for r in store.read("eval_responses")
+        if r["reward_score"] is not None and r["model_role"] in ("teacher", "rl_student")
+    ]
+    data_version = content_hash(scores, breakdown_rows)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    out_dir = ctx.rd_home / "reports" / f"{stamp}-{data_version}"
+    report = render_report(scores, out_dir, breakdown_rows, reward_rows)
+    latest = ctx.rd_home / "reports" / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(out_dir.name)
+    ctx.log("report:\n" + report.table_text + "\n" + "\n".join(report.summary_lines))
+    ctx.record_version("report", "", data_version)
+    return StepResult(
+        data_version,
+        {
+            "markdown": report.markdown,
+            "table": report.table_text,
+            "summary": "\n".join(report.summary_lines),
+            "path": str(out_dir),
+            "charts": [str(Path(p)) for p in report.png_paths],
+        },
+    )

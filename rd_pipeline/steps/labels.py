@@ -1,0 +1,306 @@
+"""pseudo_labels and reward_labels: labels without humans, for teacher and student responses alike.
+
+Verifiable benchmarks: a response is good when its extracted answer equals the majority answer of the teacher's
+samples for that prompt (prompts whose vote is too weak get no label). Open-ended: the judge scores each response and a
+score at or above ``labeling.judge_good_score`` is good.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
+from rd_pipeline.generation import make_generator
+from rd_pipeline.generation.base import GenerationStats
+from rd_pipeline.labeling.judge import judge_pointwise
+from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs
+from rd_pipeline.labeling.quality import label_quality, label_record
+from rd_pipeline.labeling.vote import majority_vote
+from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.prompts import read_prompts, row_to_item
+from rd_pipeline.steps.teacher import generation_metadata, usage_row
+
+
+def _by_prompt(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        grouped[row["prompt_id"]].append(row)
+    return grouped
+
+
+def judge_scores(
+    ctx: StepContext,
+    benchmark: str,
+    prompts: dict[str, dict[str, Any]],
+    responses: Sequence[dict[str, Any]],
+    label: str,
+) -> tuple[list[float | None], GenerationStats, dict[str, str]]:
+    """Pointwise judge scores (None = unparsable) for responses to open-ended prompts."""
+    judge_model = ctx.config.judge_model
+    generator = make_generator(judge_model, ctx.rd_home, role="judge")
+    items = [
+        (
+            f"{r['prompt_id']}/{r['temperature']}/{r['sample_index']}",
+            prompts[r["prompt_id"]]["question"],
+            r["response"],
+        )
+        for r in responses
+    ]
+    try:
+        ctx.log(f"{label}: judging {len(items)} responses with {judge_model.ref}")
+        judgments, stats = judge_pointwise(generator, items, ctx.config.labeling.judge_max_new_tokens)
+        identity = generator.identity
+    finally:
+        generator.close()
+    return [j.score for j in judgments], stats, identity
+
+
+def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
+    config = ctx.config
+    labeling = config.labeling
+    bench = get_benchmark(benchmark)
+    prompt_rows = {row["prompt_id"]: row for row in read_prompts(ctx, benchmark, "train")}
+    upstream = ctx.upstream_version("teacher_responses", benchmark)
+    responses = ctx.store.read("teacher_responses", benchmark)
+    metadata: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    if bench.verifiable:
+        label_version = content_hash(upstream["data_version"], labeling.model_dump(mode="json"))
+        quality_records = []
+        for prompt_id, group in _by_prompt(responses).items():
+            item = row_to_item(prompt_rows[prompt_id])
+            answers = [extract_item_answer(item, r["response"]) for r in group]
+            vote = majority_vote(
+                answers, bench.answers_equal, labeling.min_vote_share, labeling.min_valid_votes
+            )
+            quality_records.append(label_record(prompt_id, vote, item.gold, bench.answers_equal))
+            for row, answer in zip(group, answers, strict=True):
+                good = vote.labelled and answer is not None and bench.answers_equal(answer, vote.answer)
+                rows.append(
+                    _label_row(
+                        row,
+                        answer,
+                        vote.answer if vote.labelled else None,
+                        vote.share,
+                        vote.n_valid,
+                        None,
+                        vote.labelled,
+                        good,
+                        label_version,
+                    )
+                )
+        quality = label_quality(quality_records)
+        metadata.update(
+            {
+                f"gold_{k}" if k in ("label_accuracy", "majority_accuracy") else k: v
+                for k, v in quality.items()
+                if k not in ("n_prompts", "coverage")
+            }
+        )
+    else:
+        scores, stats, judge_identity = judge_scores(
+            ctx, benchmark, prompt_rows, responses, f"pseudo_labels[{benchmark}]"
+        )
+        label_version = content_hash(
+            upstream["data_version"], labeling.model_dump(mode="json"), judge_identity
+        )
+        for row, score in zip(responses, scores, strict=True):
+            good = score is not None and score >= labeling.judge_good_score
+            rows.append(
+                _label_row(row, None, None, None, None, score, score is not None, good, label_version)
+            )
+        parsed = [s for s in scores if s is not None]
+        metadata.update(
+            {
+                "judge_parse_rate": round(len(parsed) / len(scores), 4) if scores else 0.0,
+                "mean_judge_score": round(sum(parsed) / len(parsed), 3) if parsed else None,
+                **{
+                    f"judge_{k}": v
+                    for k, v in generation_metadata(stats, []).items()
+                    if k != "mean_response_tokens"
+                },
+            }
+        )
+        ctx.store.append(
+            "generation_usage", [usage_row(ctx, "pseudo_labels", benchmark, label_version, stats)]
+        )
+    for row in rows:
+        row["teacher_version"] = upstream["teacher_version"]
+    ctx.store.replace_partition("pseudo_labels", benchmark, rows)
+    data_version = content_hash(
+        label_version,
+        [(r["prompt_id"], r["temperature"], r["sample_index"], r["good"], r["judge_score"]) for r in rows],
+    )
+    ctx.record_version(
+        "pseudo_labels",
+        benchmark,
+        data_version,
+        upstream["teacher_version"],
+        {"teacher_responses": lineage_ref(upstream)},
+    )
+    good = sum(1 for r in rows if r["good"])
+    labelled_prompts = {r["prompt_id"] for r in rows if r["prompt_labelled"]}
+    return StepResult(
+        data_version,
+        {
+            "rows": len(rows),
+            "good_responses": good,
+            "good_fraction": round(good / len(rows), 4) if rows else 0.0,
+            "labelled_prompts": len(labelled_prompts),
+            "coverage": round(len(labelled_prompts) / len(prompt_rows), 4) if prompt_rows else 0.0,
+            "teacher_version": upstream["teacher_version"],
+            "label_version": label_version,
+            **metadata,
+        },
+    )
+
+
+def _label_row(response, answer, prompt_answer, share, valid, score, prompt_labelled, good, label_version):
+    return {
+        "benchmark": response["benchmark"],
+        "prompt_id": response["prompt_id"],
+        "temperature": response["temperature"],
+        "sample_index": response["sample_index"],
+        "extracted_answer": answer,
+        "prompt_answer": prompt_answer,
+        "vote_share": share,
+        "valid_votes": valid,
+        "judge_score": score,
+        "prompt_labelled": prompt_labelled,
+        "good": bool(good),
+        "teacher_version": "",
+        "label_version": label_version,
+    }
+
+
+def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
+    """Label the student's responses the way the teacher's were, and build reward-model pairs from both."""
+    config = ctx.config
+    bench = get_benchmark(benchmark)
+    prompt_rows = {row["prompt_id"]: row for row in read_prompts(ctx, benchmark, "train")}
+    labels_version = ctx.upstream_version("pseudo_labels", benchmark)
+    student_version = ctx.upstream_version("student_responses", benchmark)
+    teacher_rows = ctx.store.read("teacher_responses", benchmark)
+    teacher_labels = {
+        (r["prompt_id"], r["temperature"], r["sample_index"]): r
+        for r in ctx.store.read("pseudo_labels", benchmark)
+    }
+    student_rows = ctx.store.read("student_responses", benchmark)
+    label_version = content_hash(
+        labels_version["data_version"],
+        student_version["data_version"],
+        config.labeling.model_dump(mode="json"),
+    )
+    labelled: list[dict[str, Any]] = []
+    for row in teacher_rows:
+        label = teacher_labels[(row["prompt_id"], row["temperature"], row["sample_index"])]
+        if label["prompt_labelled"]:
+            labelled.append(_reward_row(row, "teacher", label["good"], label["judge_score"], label_version))
+    metadata: dict[str, Any] = {}
+    if bench.verifiable:
+        prompt_answers = {
+            lab["prompt_id"]: lab["prompt_answer"]
+            for lab in teacher_labels.values()
+            if lab["prompt_labelled"]
+        }
+        for row in student_rows:
+            majority = prompt_answers.get(row["prompt_id"])
+            if majority is None:
+                continue
+            answer = extract_item_answer(row_to_item(prompt_rows[row["prompt_id"]]), row["response"])
+            good = answer is not None and bench.answers_equal(answer, majority)
+            labelled.append(_reward_row(row, "student", good, None, label_version))
+    else:
+        scores, stats, _ = judge_scores(
+            ctx, benchmark, prompt_rows, student_rows, f"reward_labels[{benchmark}]"
+        )
+        for row, score in zip(student_rows, scores, strict=True):
+            if score is not None:
+                good = score >= config.labeling.judge_good_score
+                labelled.append(_reward_row(row, "student", good, score, label_version))
+        ctx.store.append(
+            "generation_usage", [usage_row(ctx, "reward_labels", benchmark, label_version, stats)]
+        )
+        metadata["judge_samples_generated"] = stats.samples_generated
+    pairs = build_reward_pairs(
+        [
+            LabelledResponse(
+                benchmark=benchmark,
+                prompt_id=r["prompt_id"],
+                prompt=prompt_rows[r["prompt_id"]]["prompt"],
+                response=r["response"],
+                source=r["source"],
+                correct=r["good"] if bench.verifiable else None,
+                score=r["judge_score"],
+                vote_share=teacher_labels.get((r["prompt_id"], r["temperature"], r["sample_index"]), {}).get(
+                    "vote_share"
+                )
+                if r["source"] == "teacher"
+                else None,
+            )
+            for r in labelled
+        ],
+        config.labeling,
+        seed=config.sampling.seed,
+    )
+    pair_rows = [
+        {
+            "benchmark": benchmark,
+            "prompt_id": p.prompt_id,
+            "prompt": p.prompt,
+            "chosen": p.chosen,
+            "rejected": p.rejected,
+            "margin": p.margin,
+            "split": p.split,
+            "label_version": label_version,
+        }
+        for p in pairs
+    ]
+    ctx.store.replace_partition("reward_labels", benchmark, labelled)
+    ctx.store.replace_partition("reward_pairs", benchmark, pair_rows)
+    data_version = content_hash(
+        label_version, [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pair_rows]
+    )
+    ctx.record_version(
+        "reward_labels",
+        benchmark,
+        data_version,
+        labels_version["teacher_version"],
+        {"pseudo_labels": lineage_ref(labels_version), "student_responses": lineage_ref(student_version)},
+    )
+    by_source = {s: [r for r in labelled if r["source"] == s] for s in ("teacher", "student")}
+    return StepResult(
+        data_version,
+        {
+            "labelled_responses": len(labelled),
+            "teacher_good_fraction": _fraction(by_source["teacher"]),
+            "student_good_fraction": _fraction(by_source["student"]),
+            "pairs": len(pair_rows),
+            "train_pairs": sum(1 for p in pair_rows if p["split"] == "train"),
+            "heldout_pairs": sum(1 for p in pair_rows if p["split"] != "train"),
+            "teacher_version": labels_version["teacher_version"],
+            **metadata,
+        },
+    )
+
+
+def _fraction(rows: Sequence[dict[str, Any]]) -> float | None:
+    return round(sum(1 for r in rows if r["good"]) / len(rows), 4) if rows else None
+
+
+def _reward_row(
+    row: dict[str, Any], source: str, good: bool, score: float | None, label_version: str
+) -> dict:
+    return {
+        "benchmark": row["benchmark"],
+        "prompt_id": row["prompt_id"],
+        "source": source,
+        "temperature": row["temperature"],
+        "sample_index": row["sample_index"],
+        "response": row["response"],
+        "good": bool(good),
+        "judge_score": score,
+        "label_version": label_version,
+    }

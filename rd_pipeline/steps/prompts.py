@@ -1,0 +1,74 @@
+"""benchmark_prompts: each benchmark's train and eval items, normalized, with the prompt sent to models."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, load_benchmark
+from rd_pipeline.steps.context import StepContext, StepResult, content_hash
+
+
+def item_to_row(item: BenchmarkItem, data_version: str = "") -> dict[str, Any]:
+    return {
+        "benchmark": item.benchmark,
+        "prompt_id": item.item_id,
+        "split": item.split,
+        "question": item.question,
+        "prompt": get_benchmark(item.benchmark).user_prompt(item),
+        "gold": item.gold,
+        "reference": item.reference,
+        "meta": json.dumps({"meta": item.meta, "options": list(item.options)}, sort_keys=True),
+        "data_version": data_version,
+    }
+
+
+def row_to_item(row: dict[str, Any]) -> BenchmarkItem:
+    extra = json.loads(row["meta"] or "{}")
+    return BenchmarkItem(
+        benchmark=row["benchmark"],
+        item_id=row["prompt_id"],
+        split=row["split"],
+        question=row["question"],
+        gold=row["gold"],
+        reference=row["reference"],
+        options=tuple(extra.get("options", ())),
+        meta=extra.get("meta", {}),
+    )
+
+
+def read_prompts(ctx: StepContext, benchmark: str, split: str) -> list[dict[str, Any]]:
+    """The stored prompts of one benchmark split, in a stable order; a clear error if there are none."""
+    rows = ctx.store.read("benchmark_prompts", benchmark, split=split, order_by="prompt_id")
+    if not rows and split == "train" and ctx.config.benchmark(benchmark).train_size == 0:
+        return []
+    if not rows:
+        raise RuntimeError(
+            f"benchmark_prompts[{benchmark}] has no {split} prompts; materialize benchmark_prompts first"
+        )
+    return rows
+
+
+def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
+    cfg = ctx.config.benchmark(benchmark)
+    items = load_benchmark(cfg)
+    rows = [item_to_row(item) for item in items]
+    data_version = content_hash([{k: v for k, v in row.items() if k != "data_version"} for row in rows])
+    for row in rows:
+        row["data_version"] = data_version
+    ctx.store.replace_partition("benchmark_prompts", benchmark, rows)
+    ctx.record_version("benchmark_prompts", benchmark, data_version)
+    splits = Counter(row["split"] for row in rows)
+    ctx.log(
+        f"benchmark_prompts[{benchmark}]: {splits['train']} train + {splits['eval']} eval from {cfg.source}"
+    )
+    return StepResult(
+        data_version,
+        {
+            "rows": len(rows),
+            "train_prompts": splits["train"],
+            "eval_prompts": splits["eval"],
+            "source": cfg.source + (f" ({cfg.path})" if cfg.path else ""),
+        },
+    )

@@ -1,0 +1,246 @@
+"""sft_student, student_responses and rl_student."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rd_pipeline.models import resolve_model
+from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
+from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.prompts import read_prompts
+from rd_pipeline.steps.teacher import (
+    generate_rows,
+    generation_metadata,
+    response_rows,
+    sampling_requests,
+    usage_row,
+)
+
+
+def upstream_partitions(ctx: StepContext, asset: str) -> dict[str, dict[str, Any]]:
+    """The latest version record of every configured benchmark partition of ``asset``."""
+    return {name: ctx.upstream_version(asset, name) for name in ctx.config.benchmark_names}
+
+
+def _lineage(upstream_asset: str, records: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
+    return {
+        "base_model": base,
+        "upstream": {f"{upstream_asset}[{name}]": lineage_ref(record) for name, record in records.items()},
+        "teacher_versions": sorted({record["teacher_version"] for record in records.values()}),
+    }
+
+
+def _metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+
+
+def make_sft_student(ctx: StepContext) -> StepResult:
+    from rd_pipeline.training.sft import train_sft
+
+    config = ctx.config
+    labels = upstream_partitions(ctx, "pseudo_labels")
+    examples: list[dict[str, Any]] = []
+    for benchmark in config.benchmark_names:
+        prompts = {row["prompt_id"]: row["prompt"] for row in read_prompts(ctx, benchmark, "train")}
+        good = {
+            (r["prompt_id"], r["temperature"], r["sample_index"])
+            for r in ctx.store.read("pseudo_labels", benchmark)
+            if r["good"]
+        }
+        seen: set[tuple[str, str]] = set()
+        for row in ctx.store.read("teacher_responses", benchmark):
+            key = (row["prompt_id"], row["response"])
+            if (row["prompt_id"], row["temperature"], row["sample_index"]) in good and key not in seen:
+                seen.add(key)
+                examples.append(
+                    {
+                        "prompt": [{"role": "user", "content": prompts[row["prompt_id"]]}],
+                        "completion": [{"role": "assistant", "content": row["response"]}],
+                    }
+                )
+    if not examples:
+        raise RuntimeError(
+            "sft_student: no teacher response earned a good label; nothing to train on "
+            "(check pseudo_labels coverage, or lower labeling.min_vote_share)"
+        )
+    base = resolve_model(config.student.ref, ctx.rd_home, config.student.revision)
+    version = content_hash(
+        "sft",
+        base.fingerprint,
+        config.sft.model_dump(mode="json"),
+        {name: record["data_version"] for name, record in labels.items()},
+    )
+    ctx.log(f"sft_student: {len(examples)} examples from {len(labels)} benchmarks")
+    path, metrics, trained = train_once(
+        ctx,
+        "sft_student",
+        version,
+        lambda out: train_sft(base.location, examples, config.sft, out, seed=config.sampling.seed),
+        _lineage("pseudo_labels", labels, config.student.ref) | {"config_hash": config.section_hash("sft")},
+    )
+    teacher_versions = sorted({r["teacher_version"] for r in labels.values()})
+    ctx.record_version(
+        "sft_student",
+        "",
+        version,
+        ",".join(teacher_versions),
+        {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
+    )
+    return StepResult(
+        version,
+        {
+            "path": str(path),
+            "examples": len(examples),
+            "trained_now": trained,
+            "teacher_versions": ", ".join(teacher_versions),
+            **_metric_metadata(metrics),
+        },
+    )
+
+
+def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
+    prompts = read_prompts(ctx, benchmark, "train")
+    path, sft = latest_checkpoint(ctx, "sft_student")
+    requests = sampling_requests(prompts, ctx.config)
+    completions, stats, _ = generate_rows(
+        ctx, ctx.config.student, requests, f"student_responses[{benchmark}]", location=str(path)
+    )
+    rows = response_rows(completions, benchmark, "student_version", sft["data_version"])
+    ctx.store.replace_partition("student_responses", benchmark, rows)
+    ctx.store.append(
+        "generation_usage", [usage_row(ctx, "student_responses", benchmark, sft["data_version"], stats)]
+    )
+    data_version = content_hash(
+        sft["data_version"],
+        [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows],
+    )
+    ctx.record_version(
+        "student_responses",
+        benchmark,
+        data_version,
+        sft["teacher_version"],
+        {"sft_student": lineage_ref(sft)},
+    )
+    return StepResult(
+        data_version,
+        {
+            "rows": len(rows),
+            "student_version": sft["data_version"],
+            **generation_metadata(stats, completions),
+        },
+    )
+
+
+def make_reward_model(ctx: StepContext) -> StepResult:
+    from rd_pipeline.training.reward import train_reward_model
+
+    config = ctx.config
+    labels = upstream_partitions(ctx, "reward_labels")
+    sft_path, sft = latest_checkpoint(ctx, "sft_student")
+    train_pairs: list[dict[str, Any]] = []
+    heldout_pairs: list[dict[str, Any]] = []
+    for benchmark in config.benchmark_names:
+        for row in ctx.store.read("reward_pairs", benchmark):
+            pair = {
+                "prompt": [{"role": "user", "content": row["prompt"]}],
+                "chosen": [{"role": "assistant", "content": row["chosen"]}],
+                "rejected": [{"role": "assistant", "content": row["rejected"]}],
+                "margin": row["margin"],
+            }
+            (train_pairs if row["split"] == "train" else heldout_pairs).append(pair)
+    if not train_pairs:
+        raise RuntimeError(
+            "reward_model: reward_labels produced no training pairs (every prompt's responses were "
+            "all good or all bad); sample more responses or more prompts"
+        )
+    version = content_hash(
+        "rm",
+        sft["data_version"],
+        config.reward_model.model_dump(mode="json"),
+        {name: record["data_version"] for name, record in labels.items()},
+    )
+    ctx.log(f"reward_model: {len(train_pairs)} train pairs, {len(heldout_pairs)} held out")
+    path, metrics, trained = train_once(
+        ctx,
+        "reward_model",
+        version,
+        lambda out: train_reward_model(
+            str(sft_path), train_pairs, heldout_pairs, config.reward_model, out, seed=config.sampling.seed
+        ),
+        _lineage("reward_labels", labels, f"sft_student@{sft['data_version']}")
+        | {"config_hash": config.section_hash("reward_model")},
+    )
+    teacher_versions = sorted({r["teacher_version"] for r in labels.values()})
+    ctx.record_version(
+        "reward_model",
+        "",
+        version,
+        ",".join(teacher_versions),
+        {f"reward_labels[{n}]": lineage_ref(r) for n, r in labels.items()}
+        | {"sft_student": lineage_ref(sft)},
+    )
+    return StepResult(
+        version,
+        {
+            "path": str(path),
+            "train_pairs": len(train_pairs),
+            "heldout_pairs": len(heldout_pairs),
+            "trained_now": trained,
+            **_metric_metadata(metrics),
+        },
+    )
+
+
+def make_rl_student(ctx: StepContext) -> StepResult:
+    from rd_pipeline.training.rl import train_rl
+
+    config = ctx.config
+    sft_path, sft = latest_checkpoint(ctx, "sft_student")
+    rm_path, rm = latest_checkpoint(ctx, "reward_model")
+    prompts = [
+        {"prompt": [{"role": "user", "content": row["prompt"]}]}
+        for benchmark in config.benchmark_names
+        for row in read_prompts(ctx, benchmark, "train")
+    ]
+    version = content_hash(
+        "rl",
+        sft["data_version"],
+        rm["data_version"],
+        config.rl.model_dump(mode="json"),
+        [p["prompt"][0]["content"] for p in prompts],
+    )
+    lineage = {
+        "base_model": f"sft_student@{sft['data_version']}",
+        "upstream": {"sft_student": lineage_ref(sft), "reward_model": lineage_ref(rm)},
+        "teacher_versions": sorted(
+            set(sft["teacher_version"].split(",")) | set(rm["teacher_version"].split(","))
+        ),
+        "config_hash": config.section_hash("rl"),
+    }
+    ctx.log(
+        f"rl_student: {config.rl.algorithm} on {len(prompts)} prompts against reward_model {rm['data_version']}"
+    )
+    path, metrics, trained = train_once(
+        ctx,
+        "rl_student",
+        version,
+        lambda out: train_rl(str(sft_path), str(rm_path), prompts, config.rl, out, seed=config.sampling.seed),
+        lineage,
+    )
+    ctx.record_version(
+        "rl_student",
+        "",
+        version,
+        rm["teacher_version"],
+        {"sft_student": lineage_ref(sft), "reward_model": lineage_ref(rm)},
+    )
+    return StepResult(
+        version,
+        {
+            "path": str(path),
+            "prompts": len(prompts),
+            "algorithm": config.rl.algorithm,
+            "trained_now": trained,
+            **_metric_metadata(metrics),
+        },
+    )

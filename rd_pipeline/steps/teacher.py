@@ -1,0 +1,161 @@
+"""teacher (its version) and teacher_responses: n samples per training prompt at each temperature."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rd_pipeline.config import ModelConfig, PipelineConfig
+from rd_pipeline.generation import make_generator
+from rd_pipeline.generation.base import (
+    Completion,
+    GenerationRequest,
+    GenerationStats,
+    Generator,
+    SamplingParams,
+)
+from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.prompts import read_prompts
+
+
+def teacher_version(config: PipelineConfig, generator: Generator | None = None) -> str:
+    """The teacher's identity: backend, model, revision or weights fingerprint, and its sampling settings."""
+    own = generator is None
+    generator = generator or make_generator(config.teacher, config.rd_home(), role="teacher")
+    try:
+        return version_from_identity(generator.identity, config)
+    finally:
+        if own:
+            generator.close()
+
+
+def version_from_identity(identity: dict[str, str], config: PipelineConfig) -> str:
+    return content_hash(identity, config.sampling.model_dump(mode="json"))
+
+
+def sampling_requests(prompts: Sequence[dict[str, Any]], config: PipelineConfig) -> list[GenerationRequest]:
+    """n samples per prompt at each configured temperature."""
+    sampling = config.sampling
+    return [
+        GenerationRequest(
+            request_id=row["prompt_id"],
+            messages=({"role": "user", "content": row["prompt"]},),
+            params=SamplingParams(
+                temperature=temperature,
+                n=sampling.n,
+                max_new_tokens=sampling.max_new_tokens,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
+            ),
+        )
+        for row in prompts
+        for temperature in sampling.temperatures
+    ]
+
+
+def generate_rows(
+    ctx: StepContext,
+    model: ModelConfig,
+    requests: Sequence[GenerationRequest],
+    label: str,
+    location: str | None = None,
+) -> tuple[list[Completion], GenerationStats, dict[str, str]]:
+    """Run requests through a journaled generator with progress, then release the model."""
+    generator = make_generator(model, ctx.rd_home, location=location, role=label)
+    total = sum(request.params.n for request in requests)
+    progress = ctx.progress(label, total)
+    try:
+        completions, stats = generator.generate(requests, progress=progress)
+        identity = generator.identity
+    finally:
+        progress.close()
+        generator.close()
+    if stats.budget_exhausted:
+        ctx.log(
+            f"{label}: stopped at the budget limit with {len(completions)}/{total} samples; the rest are generated "
+            "on the next run once the budget allows"
+        )
+    return completions, stats, identity
+
+
+def usage_row(
+    ctx: StepContext, asset: str, benchmark: str, version: str, stats: GenerationStats
+) -> dict[str, Any]:
+    from datetime import datetime, timezone
+
+    return {
+        "benchmark": benchmark,
+        "asset": asset,
+        "run_id": ctx.run_id,
+        "model_version": version,
+        "samples_generated": stats.samples_generated,
+        "samples_from_journal": stats.samples_from_journal,
+        "input_tokens": stats.input_tokens,
+        "output_tokens": stats.output_tokens,
+        "cost_usd": stats.cost_usd,
+        "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None),
+    }
+
+
+def generation_metadata(stats: GenerationStats, completions: Sequence[Completion]) -> dict[str, Any]:
+    mean_tokens = sum(c.output_tokens for c in completions) / len(completions) if completions else 0.0
+    return {
+        "samples_generated": stats.samples_generated,
+        "samples_from_journal": stats.samples_from_journal,
+        "generation_requests": stats.backend_requests,
+        "input_tokens": stats.input_tokens,
+        "output_tokens": stats.output_tokens,
+        "cost_usd": round(stats.cost_usd, 6),
+        "mean_response_tokens": round(mean_tokens, 1),
+        "budget_exhausted": stats.budget_exhausted,
+    }
+
+
+def response_rows(
+    completions: Sequence[Completion], benchmark: str, version_column: str, version: str
+) -> list[dict]:
+    return [
+        {
+            "benchmark": benchmark,
+            "prompt_id": c.request_id,
+            "temperature": c.temperature,
+            "sample_index": c.sample_index,
+            "response": c.text,
+            "input_tokens": c.input_tokens,
+            "output_tokens": c.output_tokens,
+            version_column: version,
+        }
+        for c in completions
+    ]
+
+
+def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
+    prompts = read_prompts(ctx, benchmark, "train")
+    prompts_version = ctx.upstream_version("benchmark_prompts", benchmark)
+    requests = sampling_requests(prompts, ctx.config)
+    completions, stats, identity = generate_rows(
+        ctx, ctx.config.teacher, requests, f"teacher_responses[{benchmark}]"
+    )
+    version = version_from_identity(identity, ctx.config)
+    rows = response_rows(completions, benchmark, "teacher_version", version)
+    ctx.store.replace_partition("teacher_responses", benchmark, rows)
+    ctx.store.append("generation_usage", [usage_row(ctx, "teacher_responses", benchmark, version, stats)])
+    data_version = content_hash(
+        version, [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows]
+    )
+    ctx.record_version(
+        "teacher_responses",
+        benchmark,
+        data_version,
+        teacher_version=version,
+        upstream={"benchmark_prompts": lineage_ref(prompts_version)},
+    )
+    return StepResult(
+        data_version,
+        {
+            "rows": len(rows),
+            "prompts": len(prompts),
+            "teacher_version": version,
+            **generation_metadata(stats, completions),
+        },
+    )

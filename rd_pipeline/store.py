@@ -1,0 +1,288 @@
+"""The DuckDB store: table schemas, idempotent replacement of one benchmark partition, reads.
+
+The only module with SQL. Connections are opened per operation and closed at once, so no connection is held while
+models generate or train; a writer that finds the file locked by another process waits and retries.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+# Every table has a `benchmark` column (the partition key) except where noted.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "benchmark_prompts": {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "split": "VARCHAR",
+        "question": "VARCHAR",
+        "prompt": "VARCHAR",
+        "gold": "VARCHAR",
+        "reference": "VARCHAR",
+        "meta": "VARCHAR",
+        "data_version": "VARCHAR",
+    },
+    "teacher_responses": {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "temperature": "DOUBLE",
+        "sample_index": "INTEGER",
+        "response": "VARCHAR",
+        "input_tokens": "INTEGER",
+        "output_tokens": "INTEGER",
+        "teacher_version": "VARCHAR",
+    },
+    "pseudo_labels": {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "temperature": "DOUBLE",
+        "sample_index": "INTEGER",
+        "extracted_answer": "VARCHAR",
+        "prompt_answer": "VARCHAR",
+        "vote_share": "DOUBLE",
+        "valid_votes": "INTEGER",
+        "judge_score": "DOUBLE",
+        "prompt_labelled": "BOOLEAN",
+        "good": "BOOLEAN",
+        "teacher_version": "VARCHAR",
+        "label_version": "VARCHAR",
+    },
+    "student_responses": {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "temperature": "DOUBLE",
+        "sample_index": "INTEGER",
+        "response": "VARCHAR",
+        "input_tokens": "INTEGER",
+        "output_tokens": "INTEGER",
+        "student_version": "VARCHAR",
+    },
+    "reward_labels": {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "source": "VARCHAR",
+        "temperature": "DOUBLE",
+        "sample_index": "INTEGER",
+        "response": "VARCHAR",
+        "good": "BOOLEAN",
+        "judge_score": "DOUBLE",
+        "label_version": "VARCHAR",
+    },
+    "reward_pairs": {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "prompt": "VARCHAR",
+        "chosen": "VARCHAR",
+        "rejected": "VARCHAR",
+        "margin": "DOUBLE",
+        "split": "VARCHAR",
+        "label_version": "VARCHAR",
+    },
+    "eval_responses": {
+        "benchmark": "VARCHAR",
+        "model_role": "VARCHAR",
+        "model_version": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "response": "VARCHAR",
+        "correct": "BOOLEAN",
+        "preference": "DOUBLE",
+        "reward_score": "DOUBLE",
+    },
+    "eval_scores": {
+        "benchmark": "VARCHAR",
+        "model_role": "VARCHAR",
+        "model_version": "VARCHAR",
+        "metric": "VARCHAR",
+        "value": "DOUBLE",
+        "ci_low": "DOUBLE",
+        "ci_high": "DOUBLE",
+        "n": "INTEGER",
+    },
+    "eval_breakdown": {
+        "benchmark": "VARCHAR",
+        "model_role": "VARCHAR",
+        "group_kind": "VARCHAR",
+        "group": "VARCHAR",
+        "value": "DOUBLE",
+        "n": "INTEGER",
+    },
+    "generation_usage": {
+        "benchmark": "VARCHAR",
+        "asset": "VARCHAR",
+        "run_id": "VARCHAR",
+        "model_version": "VARCHAR",
+        "samples_generated": "INTEGER",
+        "samples_from_journal": "INTEGER",
+        "input_tokens": "BIGINT",
+        "output_tokens": "BIGINT",
+        "cost_usd": "DOUBLE",
+        "recorded_at": "TIMESTAMP",
+    },
+    "asset_versions": {
+        "benchmark": "VARCHAR",  # '' for unpartitioned assets
+        "asset": "VARCHAR",
+        "data_version": "VARCHAR",
+        "run_id": "VARCHAR",
+        "teacher_version": "VARCHAR",
+        "upstream": "VARCHAR",  # JSON: upstream asset/partition -> {data_version, run_id}
+        "recorded_at": "TIMESTAMP",
+    },
+}
+
+_LOCK_WAIT_S = 300.0
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot succeed (unknown table, wrong columns)."""
+
+
+def _is_lock_conflict(error: duckdb.Error) -> bool:
+    text = str(error).lower()
+    return "lock" in text or "conflicting" in text or "being used by another process" in text
+
+
+class Store:
+    """Tables in one DuckDB file, one short-lived connection per operation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _run(self, action, read_only: bool = False) -> Any:
+        """Run ``action(connection)`` with a fresh connection, retrying while another process holds the file."""
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                if read_only and not self.path.exists():
+                    return action(None)
+                connection = duckdb.connect(str(self.path))
+            except duckdb.Error as error:
+                if not _is_lock_conflict(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay + random.uniform(0, delay))
+                delay = min(delay * 2, 2.0)
+                continue
+            try:
+                return action(connection)
+            finally:
+                connection.close()
+
+    @staticmethod
+    def _ensure_table(connection: duckdb.DuckDBPyConnection, table: str) -> None:
+        columns = ", ".join(f'"{name}" {kind}' for name, kind in SCHEMAS[table].items())
+        connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns})')
+
+    def _arrow(self, table: str, rows: Sequence[dict[str, Any]] | pa.Table) -> pa.Table:
+        if table not in SCHEMAS:
+            raise StoreError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
+        names = list(SCHEMAS[table])
+        if isinstance(rows, pa.Table):
+            missing = set(names) - set(rows.column_names)
+            if missing:
+                raise StoreError(f"rows for {table} lack columns {sorted(missing)}")
+            return rows.select(names)
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+        for number, row in enumerate(rows):
+            missing = set(names) - set(row)
+            if missing:
+                raise StoreError(f"row {number} for {table} lacks columns {sorted(missing)}")
+            for name in names:
+                columns[name].append(row[name])
+        return pa.table({name: pa.array(values) for name, values in columns.items()})
+
+    def replace_partition(
+        self, table: str, benchmark: str, rows: Sequence[dict[str, Any]] | pa.Table, **match: str
+    ) -> int:
+        """Atomically replace every row of ``table`` for ``benchmark`` (and the extra ``match`` columns) with ``rows``.
+
+        Idempotent: writing the same rows twice leaves one copy. Returns the number of rows written.
+        """
+        data = self._arrow(table, rows)
+        conditions = " AND ".join(['"benchmark" = ?'] + [f'"{column}" = ?' for column in match])
+        parameters = [benchmark, *match.values()]
+
+        def write(connection: duckdb.DuckDBPyConnection) -> int:
+            self._ensure_table(connection, table)
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                connection.execute(f'DELETE FROM "{table}" WHERE {conditions}', parameters)
+                if data.num_rows:
+                    connection.register("incoming_rows", data)
+                    column_list = ", ".join(f'"{name}"' for name in SCHEMAS[table])
+                    connection.execute(
+                        f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM incoming_rows'
+                    )
+                    connection.unregister("incoming_rows")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return data.num_rows
+
+        return self._run(write)
+
+    def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Append rows (used for usage accounting and version records)."""
+        data = self._arrow(table, rows)
+
+        def write(connection: duckdb.DuckDBPyConnection) -> None:
+            self._ensure_table(connection, table)
+            connection.register("incoming_rows", data)
+            connection.execute(f'INSERT INTO "{table}" SELECT * FROM incoming_rows')
+            connection.unregister("incoming_rows")
+
+        self._run(write)
+
+    def read(
+        self, table: str, benchmark: str | None = None, order_by: str | None = None, **match: str
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` (optionally one benchmark and exact column matches) as dicts; [] if it does not exist."""
+        if table not in SCHEMAS:
+            raise StoreError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
+        filters = dict(match)
+        if benchmark is not None:
+            filters = {"benchmark": benchmark, **filters}
+        where = " AND ".join(f'"{column}" = ?' for column in filters)
+        order = order_by or ", ".join(f'"{c}"' for c in list(SCHEMAS[table])[:4])
+        sql = f'SELECT * FROM "{table}"' + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
+
+        def query(connection: duckdb.DuckDBPyConnection | None) -> list[dict[str, Any]]:
+            if connection is None or not self._has_table(connection, table):
+                return []
+            result = connection.execute(sql, list(filters.values()))
+            names = [d[0] for d in result.description]
+            return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+        return self._run(query, read_only=True)
+
+    def count(self, table: str, benchmark: str | None = None) -> int:
+        def query(connection: duckdb.DuckDBPyConnection | None) -> int:
+            if connection is None or not self._has_table(connection, table):
+                return 0
+            if benchmark is None:
+                return connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            return connection.execute(
+                f'SELECT count(*) FROM "{table}" WHERE benchmark = ?', [benchmark]
+            ).fetchone()[0]
+
+        return self._run(query, read_only=True)
+
+    @staticmethod
+    def _has_table(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
+        return bool(
+            connection.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+            ).fetchone()[0]
+        )
+
+    def latest_version(self, asset: str, benchmark: str = "") -> dict[str, Any] | None:
+        """The most recent version record of an asset partition, or None."""
+        rows = self.read("asset_versions", benchmark=benchmark, asset=asset, order_by="recorded_at DESC")
+        return rows[0] if rows else None
