@@ -7,14 +7,17 @@ no attribute, and every error text is scrubbed of it before it is raised or logg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import functools
 import hashlib
 import json
 import logging
 import os
 import random
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,8 +141,21 @@ def parse_chat_body(raw: bytes) -> tuple[list[str], int | None, int | None]:
     )
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every pool (building one loads the CA bundle, tens of milliseconds)."""
+    return httpx.create_ssl_context()
+
+
 class ChatClient:
-    """POSTs chat completions to one endpoint; use as ``async with ChatClient(...) as client``."""
+    """POSTs chat completions to one endpoint; use as ``async with ChatClient(...) as client``.
+
+    At most ``max_concurrency`` requests run at once: each holds a slot (``async with client.slot()``) for its
+    whole retry loop. Slots are spread over several small connection pools of ``POOL_SIZE`` connections,
+    because one httpx pool spends time quadratic in its size on every request it schedules.
+    """
+
+    POOL_SIZE = 8
 
     def __init__(self, api: ApiConfig, model: str, backoff_base_s: float = 0.5) -> None:
         self.api = api
@@ -147,36 +163,58 @@ class ChatClient:
         self.backoff_base_s = backoff_base_s
         self.endpoint = api.base_url.rstrip("/") + "/chat/completions"
         self.failed_attempts = 0
-        self._client: httpx.AsyncClient | None = None
+        self._pools: list[httpx.AsyncClient] = []
+        self._slots: asyncio.Queue[int] | None = None
 
     def __repr__(self) -> str:
         return f"ChatClient(endpoint={self.endpoint!r}, model={self.model!r})"
 
     async def __aenter__(self) -> ChatClient:
-        size = self.api.max_concurrency
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.api.timeout_s),
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-        )
+        total = self.api.max_concurrency
+        sizes = [min(self.POOL_SIZE, total - start) for start in range(0, total, self.POOL_SIZE)]
+        self._pools = [
+            httpx.AsyncClient(
+                verify=_ssl_context(),
+                timeout=httpx.Timeout(self.api.timeout_s),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for size in sizes
+        ]
+        self._slots = asyncio.Queue()
+        for slot in range(total):
+            self._slots.put_nowait(slot)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for pool in self._pools:
+            await pool.aclose()
+        self._pools = []
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[int]:
+        """Wait for a free concurrency slot and hold it."""
+        assert self._slots is not None, "use ChatClient as an async context manager"
+        slot = await self._slots.get()
+        try:
+            yield slot
+        finally:
+            self._slots.put_nowait(slot)
 
     def _where(self) -> str:
         return f"endpoint {self.endpoint}, model {self.model!r}"
 
     async def chat(
-        self, payload: dict[str, Any], should_stop: Callable[[], bool] = lambda: False
+        self, payload: dict[str, Any], slot: int, should_stop: Callable[[], bool] = lambda: False
     ) -> ChatResult:
-        """Send one chat request, retrying transient failures; ApiError when refused or out of retries."""
-        assert self._client is not None, "use ChatClient as an async context manager"
+        """Send one chat request on a held slot, retrying transient failures.
+
+        Raises ApiError when the endpoint refuses it or every retry failed.
+        """
+        pool = self._pools[slot // self.POOL_SIZE]
         attempts = self.api.max_retries + 1
         for attempt in range(attempts):
             try:
-                return await self._attempt(payload, attempt + 1)
+                return await self._attempt(pool, payload, attempt + 1)
             except _Retry as retry:
                 self.failed_attempts += 1
                 if attempt + 1 >= attempts:
@@ -204,10 +242,9 @@ class ChatClient:
                     raise RequestAbandoned() from None
         raise AssertionError("unreachable")
 
-    async def _attempt(self, payload: dict[str, Any], attempt: int) -> ChatResult:
-        assert self._client is not None
+    async def _attempt(self, pool: httpx.AsyncClient, payload: dict[str, Any], attempt: int) -> ChatResult:
         try:
-            response = await self._client.post(self.endpoint, json=payload, headers=auth_headers(self.api))
+            response = await pool.post(self.endpoint, json=payload, headers=auth_headers(self.api))
         except httpx.TimeoutException:
             raise _Retry(f"no answer within {self.api.timeout_s:g}s") from None
         except httpx.TransportError as error:

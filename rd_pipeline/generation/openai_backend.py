@@ -214,7 +214,6 @@ class _Run:
         self._report(force=True)
         if not self.units:
             return
-        self.semaphore = asyncio.Semaphore(self.api.max_concurrency)
         self.limiter = RateLimiter(self.api.requests_per_minute, self.api.tokens_per_minute)
         async with ChatClient(self.api, self.gen.model_name, self.gen.backoff_base_s) as client:
             self.client = client
@@ -251,7 +250,7 @@ class _Run:
             )
 
     async def _send(self, unit: _Unit) -> ChatResult | None:
-        async with self.semaphore:
+        async with self.client.slot() as slot:
             if self.stopping:
                 self.not_sent += len(unit.indices)
                 return None
@@ -266,7 +265,7 @@ class _Run:
             await self.limiter.acquire(input_estimate + output_estimate)
             self.reserved_usd += cost_estimate
             try:
-                result = await self.client.chat(self._payload(unit), should_stop=lambda: self.stopping)
+                result = await self.client.chat(self._payload(unit), slot, should_stop=lambda: self.stopping)
             except RequestAbandoned:
                 self.limiter.settle(input_estimate + output_estimate, 0)
                 return None
