@@ -183,3 +183,33 @@ def test_location_overrides_the_reference(rd_home: Path) -> None:
 def test_vllm_backend_without_vllm_says_how_to_install_it(rd_home: Path) -> None:
     with pytest.raises(ImportError, match=r"student model 'tiny-random'.*pip install 'rd-pipeline\[vllm\]'"):
         make_generator(ModelConfig(ref=TINY_RANDOM, backend="vllm"), rd_home, role="student")
+
+
+def test_log_progress_throttles_lines_and_always_reports_the_end() -> None:
+    from rd_pipeline.generation import GenerationStats
+    from rd_pipeline.generation.progress import log_progress
+
+    now = [0.0]
+    lines: list[str] = []
+    report = log_progress(lines.append, "teacher", min_interval_s=10, clock=lambda: now[0])
+    for done, at in ((2, 1.0), (4, 5.0), (6, 12.0), (8, 13.0)):
+        now[0] = at
+        report(
+            done,
+            8,
+            GenerationStats(samples_from_journal=2, samples_generated=done - 2, output_tokens=10 * done),
+        )
+    assert len(lines) == 3  # t=1 (first), t=12 (10 s later), t=13 (the end)
+    assert lines[-1].startswith(
+        "teacher: 8/8 samples (2 from journal, 6 generated), 0 input / 80 output tokens"
+    )
+    assert lines[-1].endswith(f"{6 / 13:.2f} samples/s")
+
+
+def test_progress_bar_follows_a_real_generation(rd_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rd_pipeline.generation.progress import progress_bar
+
+    generator = _generator(rd_home, batch_size=3)
+    with progress_bar("student") as report:
+        generator.generate(_requests(n=3, count=2), progress=report)
+    assert "student: 100%" in capsys.readouterr().err
