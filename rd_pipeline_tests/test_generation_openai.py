@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -22,6 +23,7 @@ from rd_pipeline.generation.api_client import backoff_delay, parse_chat_body, pa
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.journal import Journal, identity_version
 from rd_pipeline.generation.openai_backend import ApiError, OpenAIGenerator, derived_seed
+from rd_pipeline.generation.rate_limit import TokenBucket
 from rd_pipeline_tests.fault_server import FAULTS, FaultServer, FaultSettings, fake_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +137,8 @@ def test_client_errors_fail_fast_without_the_key(
         elapsed = time.monotonic() - started
         sent = server.stats()["requests"]
     message = str(caught.value)
-    assert "HTTP 401" in message and server.base_url in message and "'fake-model'" in message
+    assert "HTTP 401 (key from $RD_TEST_KEY)" in message
+    assert server.base_url in message and "'fake-model'" in message
     assert "Incorrect API key provided: ***" in message
     assert SECRET not in message and SECRET not in caplog.text
     assert caught.value.status == 401
@@ -325,3 +328,31 @@ def test_kill_nine_halfway_then_rerun_completes_without_repeats(tmp_path: Path) 
     repeated = final["answered_total"] - final["unique_answered"]
     assert repeated <= min(8, at_kill["answered_total"])
     assert final["max_answers_per_key"] <= 2
+
+
+def test_generate_works_when_called_inside_a_running_event_loop(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        generator = make_generator(server.base_url, tmp_path)
+
+        async def caller() -> int:
+            completions, _ = generator.generate(make_requests(3, n=2))
+            return len(completions)
+
+        assert asyncio.run(caller()) == 6
+
+
+def test_token_bucket_waits_for_refill_and_takes_back_unused_tokens() -> None:
+    async def scenario() -> tuple[float, float]:
+        bucket = TokenBucket(per_minute=6000.0, capacity=100.0)  # 100 tokens per second
+        started = time.monotonic()
+        await bucket.acquire(100)  # the full bucket: no wait
+        await bucket.acquire(50)  # half a second of refill
+        waited = time.monotonic() - started
+        bucket.give_back(50)  # the estimate was 50 too high
+        started = time.monotonic()
+        await bucket.acquire(40)
+        return waited, time.monotonic() - started
+
+    waited, after_refund = asyncio.run(scenario())
+    assert 0.4 <= waited <= 0.8
+    assert after_refund < 0.1

@@ -256,12 +256,19 @@ class ChatClient:
             except ValueError as error:
                 raise _Retry(f"malformed response: {error}", status=status) from None
             return ChatResult(texts, prompt_tokens, completion_tokens, attempt)
-        detail = scrub(response.text[:300].strip(), self.api)
+        detail = scrub(response.text, self.api).strip()[
+            :300
+        ]  # scrub before cutting, so no part of a key is left
         if status in RETRYABLE_STATUS or status >= 500:
             raise _Retry(f"HTTP {status} {detail[:120]}".strip(), parse_retry_after(response.headers), status)
+        hint = ""
+        if status in (401, 403):
+            source = f"${self.api.api_key_env}" if self.api.api_key_env else "no key variable configured"
+            hint = f" (key from {source}{'' if read_key(self.api) else ', which is unset'})"
         raise ApiError(
             scrub(
-                f"{self._where()}: request refused with HTTP {status}: {detail or '(empty body)'}", self.api
+                f"{self._where()}: request refused with HTTP {status}{hint}: {detail or '(empty body)'}",
+                self.api,
             ),
             status=status,
         )
