@@ -18,4 +18,4 @@ class PipelineResource(dg.ConfigurableResource):
         return resolve_config(self.config_file, self.preset)
 
     def step_context(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> StepContext:
-        return StepContext(self.pipeline_config(), run_id=context.run_id, log=context.log.info)
+        return StepContext(self.pipeline_config(), run_id=context.run.run_id, log=context.log.info)

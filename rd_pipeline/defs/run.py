@@ -88,7 +88,7 @@ def materialize_graph(
     instance = instance_for(config)
     resources = {"pipeline": resource}
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    observe([teacher], instance=instance, resources=resources)
+    observe([teacher], run_config=run_config, instance=instance, resources=resources)
     results = []
     for assets, partition in plan_runs(selection, partitions):
         result = dg.materialize(

@@ -70,5 +70,5 @@ class Generator(ABC):
     ) -> tuple[list[Completion], GenerationStats]:
         """All ``n`` samples of every request, in request order then sample index."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook; backends without resources keep this default
         """Release model memory or connections."""
