@@ -74,6 +74,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from rd_pipeline.steps.lineage import render, teacher_versions, trace
+    from rd_pipeline.store import Store
+
+    config = _config(args)
+    store = Store(config.rd_home() / "rd.duckdb")
+    partitions = [args.partition] if args.partition else [""] + config.benchmark_names
+    found = False
+    for benchmark in partitions:
+        node = trace(store, args.asset, benchmark)
+        if node is None:
+            continue
+        found = True
+        print(render(node))
+        print(f"teacher version(s): {', '.join(sorted(teacher_versions(node))) or 'none recorded'}\n")
+    if not found:
+        print(f"rd: no materialization of {args.asset} recorded in {config.rd_home()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     config = _config(args)
     _export_config(args)
@@ -112,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="print the comparison table")
     _add_config_args(report)
     report.set_defaults(func=cmd_report)
+
+    lineage = commands.add_parser("lineage", help="print an asset's inputs back to the teacher version")
+    _add_config_args(lineage)
+    lineage.add_argument("asset", help="asset name, e.g. rl_student")
+    lineage.add_argument("--partition", help="benchmark partition (partitioned assets)")
+    lineage.set_defaults(func=cmd_lineage)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     _add_config_args(ui)

@@ -149,6 +149,30 @@ class EvalConfig(_Strict):
     batch_size: int = Field(default=16, ge=1)
 
 
+class ChecksConfig(_Strict):
+    """Asset-check thresholds. With ``enforce`` a failed check blocks downstream steps; without, it only warns."""
+
+    enforce: bool = True
+    min_label_coverage: float = Field(
+        default=0.3, ge=0, le=1, description="share of prompts that get a label"
+    )
+    min_mean_vote_share: float = Field(
+        default=0.5, ge=0, le=1, description="mean majority share, labelled prompts"
+    )
+    min_reward_model_accuracy: float = Field(
+        default=0.5, ge=0, le=1, description="held-out pairwise accuracy above"
+    )
+
+
+class AutomationConfig(_Strict):
+    """How often the teacher is observed; a new teacher version re-makes everything downstream."""
+
+    observe_teacher_cron: str = Field(
+        default="0 * * * *", description="cron schedule of the teacher observation"
+    )
+    schedule_running: bool = Field(default=True, description="start the observation schedule switched on")
+
+
 class PathsConfig(_Strict):
     rd_home: str | None = Field(default=None, description="state directory; defaults to $RD_HOME or ./.rd")
 
@@ -166,6 +190,8 @@ class PipelineConfig(_Strict):
     reward_model: RewardModelConfig = RewardModelConfig()
     rl: RlConfig = RlConfig()
     eval: EvalConfig = EvalConfig()
+    checks: ChecksConfig = ChecksConfig()
+    automation: AutomationConfig = AutomationConfig()
     paths: PathsConfig = PathsConfig()
 
     @model_validator(mode="after")

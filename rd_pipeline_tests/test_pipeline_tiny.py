@@ -42,7 +42,9 @@ def tiny_graph(tmp_path_factory: pytest.TempPathFactory):
 
 def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> dict:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None
+        ),
         limit=1,
     ).records
     assert records, f"no materialization of {asset}[{partition}]"
@@ -58,8 +60,16 @@ def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):
     config, _, rd_home, first = tiny_graph
     assert first and all(result.success for result in first)
     store = Store(rd_home / "rd.duckdb")
-    for table in ("benchmark_prompts", "teacher_responses", "pseudo_labels", "student_responses",
-                  "eval_responses", "eval_scores", "asset_versions", "generation_usage"):
+    for table in (
+        "benchmark_prompts",
+        "teacher_responses",
+        "pseudo_labels",
+        "student_responses",
+        "eval_responses",
+        "eval_scores",
+        "asset_versions",
+        "generation_usage",
+    ):
         for benchmark in config.benchmark_names if table not in ("asset_versions",) else [None]:
             assert store.count(table, benchmark) > 0, f"{table}[{benchmark}] is empty"
     # The tiny judge is a random model whose verdicts never parse, so only verifiable benchmarks get reward labels.
@@ -73,8 +83,11 @@ def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):
         assert store.count("teacher_responses", benchmark) == expected
         assert store.count("student_responses", benchmark) == expected
     roles = {(row["benchmark"], row["model_role"]) for row in store.read("eval_scores")}
-    assert roles == {(b, r) for b in config.benchmark_names
-                     for r in ("teacher", "base_student", "sft_student", "rl_student")}
+    assert roles == {
+        (b, r)
+        for b in config.benchmark_names
+        for r in ("teacher", "base_student", "sft_student", "rl_student")
+    }
     report_md = rd_home / "reports" / "latest" / "report.md"
     assert report_md.is_file() and "gsm8k" in report_md.read_text()
 
@@ -95,8 +108,15 @@ def test_checkpoints_load_and_carry_lineage(tiny_graph):
         loader = AutoModelForSequenceClassification if asset == "reward_model" else AutoModelForCausalLM
         model = loader.from_pretrained(path)
         assert sum(p.numel() for p in model.parameters()) > 0
-    sft_lineage = json.loads((rd_home / "models" / "sft_student" / store.latest_version("sft_student")["data_version"]
-                              / "lineage.json").read_text())
+    sft_lineage = json.loads(
+        (
+            rd_home
+            / "models"
+            / "sft_student"
+            / store.latest_version("sft_student")["data_version"]
+            / "lineage.json"
+        ).read_text()
+    )
     assert set(sft_lineage["upstream"]) == {f"pseudo_labels[{b}]" for b in config.benchmark_names}
     for ref in sft_lineage["upstream"].values():
         assert ref["run_id"] and ref["data_version"] and ref["teacher_version"] in teacher_versions
@@ -141,9 +161,72 @@ def test_dagster_cli_materializes_one_partition(tiny_graph):
     _, _, rd_home, _ = tiny_graph
     env = dict(os.environ, RD_HOME=str(rd_home), RD_PRESET="tiny", DAGSTER_HOME=str(rd_home / "dagster"))
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rd_pipeline.definitions",
-         "--select", "teacher_responses", "--partition", "gsm8k"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "rd_pipeline.definitions",
+            "--select",
+            "teacher_responses",
+            "--partition",
+            "gsm8k",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RUN_SUCCESS" in result.stderr + result.stdout
+
+
+def test_lineage_cli_traces_rl_student_to_the_teacher(tiny_graph, capsys):
+    from rd_pipeline.cli import main
+
+    _, _, rd_home, _ = tiny_graph
+    store = Store(rd_home / "rd.duckdb")
+    teacher_version = store.read("teacher_responses")[0]["teacher_version"]
+    assert main(["lineage", "rl_student", "--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rl_student  version " + store.latest_version("rl_student")["data_version"])
+    for upstream in (
+        "reward_model",
+        "sft_student",
+        "reward_labels[gsm8k]",
+        "student_responses[gsm8k]",
+        "pseudo_labels[mmlu_pro]",
+        "teacher_responses[alpaca_eval]",
+        "benchmark_prompts[gsm_plus]",
+    ):
+        assert upstream in out, f"{upstream} missing from the lineage"
+    assert f"teacher version(s): {teacher_version}" in out
+
+
+def test_report_charts_are_valid_pngs(tiny_graph):
+    import matplotlib.image
+
+    _, _, rd_home, _ = tiny_graph
+    report_dir = (rd_home / "reports" / "latest").resolve()
+    pngs = sorted(report_dir.glob("*.png"))
+    assert {p.name for p in pngs} >= {"scores.png", "gsm_plus_by_perturbation_type.png", "reward_scores.png"}
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_asset_checks_ran(tiny_graph):
+    instance = dg.DagsterInstance.get()
+    for asset, check in (
+        ("pseudo_labels", "label_coverage"),
+        ("reward_model", "heldout_accuracy"),
+        ("teacher_responses", "not_empty"),
+        ("eval_scores", "complete"),
+    ):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
+        )
+        assert records, f"check {asset}:{check} never ran"

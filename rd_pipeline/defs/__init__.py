@@ -13,6 +13,7 @@ from rd_pipeline.defs.assets.data import (
 )
 from rd_pipeline.defs.assets.evaluation import eval_scores, report
 from rd_pipeline.defs.assets.models import reward_model, rl_student, sft_student, student_responses
+from rd_pipeline.defs.automation import automation_sensor, teacher_observation_schedule
 from rd_pipeline.defs.resources import PipelineResource
 
 ASSETS = [
@@ -31,7 +32,13 @@ ASSETS = [
 
 
 def build_definitions(pipeline: PipelineResource | None = None) -> dg.Definitions:
-    return dg.Definitions(assets=ASSETS, resources={"pipeline": pipeline or PipelineResource()})
+    pipeline = pipeline or PipelineResource()
+    return dg.Definitions(
+        assets=ASSETS,
+        resources={"pipeline": pipeline},
+        schedules=[teacher_observation_schedule(pipeline.pipeline_config())],
+        sensors=[automation_sensor],
+    )
 
 
 defs = build_definitions()

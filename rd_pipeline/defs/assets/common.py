@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
+from rd_pipeline.defs.checks import check_results
+from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.context import StepResult
 
 OWNERS = ["team:rd-pipeline"]
@@ -25,8 +28,18 @@ def _metadata_value(key: str, value: Any) -> Any:
     return value
 
 
-def materialize_result(result: StepResult) -> dg.MaterializeResult:
+def run_step(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineResource,
+    make: Callable[..., StepResult],
+) -> dg.MaterializeResult:
+    """Run an asset's step (for the run's partition, if any) and report its data version, metadata and checks."""
+    step_context = pipeline.step_context(context)
+    partition = (context.partition_key,) if context.has_partition_key else ()
+    result = make(step_context, *partition)
+    asset = context.asset_key.to_user_string()
     return dg.MaterializeResult(
         metadata={key: _metadata_value(key, value) for key, value in result.metadata.items()},
         data_version=dg.DataVersion(result.data_version),
+        check_results=check_results(asset, result.metadata, step_context.config),
     )

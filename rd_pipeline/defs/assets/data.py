@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from rd_pipeline.defs.assets.common import OWNERS, materialize_result
+from rd_pipeline.defs.assets.common import OWNERS, run_step
+from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
@@ -12,10 +13,16 @@ from rd_pipeline.steps.teacher import make_teacher_responses, teacher_version
 ON_CHANGE = dg.AutomationCondition.eager()
 
 
-@dg.asset(partitions_def=BENCHMARK_PARTITIONS, group_name="data", kinds={"duckdb"}, owners=OWNERS)
+@dg.asset(
+    partitions_def=BENCHMARK_PARTITIONS,
+    group_name="data",
+    kinds={"duckdb"},
+    owners=OWNERS,
+    check_specs=check_specs("benchmark_prompts"),
+)
 def benchmark_prompts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Each benchmark's train and eval items with the prompt sent to models (gold kept for scoring only)."""
-    return materialize_result(make_benchmark_prompts(pipeline.step_context(context), context.partition_key))
+    return run_step(context, pipeline, make_benchmark_prompts)
 
 
 @dg.observable_source_asset(
@@ -36,10 +43,11 @@ def teacher(context: dg.OpExecutionContext, pipeline: PipelineResource) -> dg.Da
     owners=OWNERS,
     pool="gpu",
     automation_condition=ON_CHANGE,
+    check_specs=check_specs("teacher_responses"),
 )
 def teacher_responses(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """n teacher samples per training prompt at each configured temperature."""
-    return materialize_result(make_teacher_responses(pipeline.step_context(context), context.partition_key))
+    return run_step(context, pipeline, make_teacher_responses)
 
 
 @dg.asset(
@@ -49,10 +57,11 @@ def teacher_responses(context: dg.AssetExecutionContext, pipeline: PipelineResou
     kinds={"duckdb"},
     owners=OWNERS,
     automation_condition=ON_CHANGE,
+    check_specs=check_specs("pseudo_labels"),
 )
 def pseudo_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Majority-vote (verifiable) or judge (open-ended) labels of the teacher's responses."""
-    return materialize_result(make_pseudo_labels(pipeline.step_context(context), context.partition_key))
+    return run_step(context, pipeline, make_pseudo_labels)
 
 
 @dg.asset(
@@ -65,4 +74,4 @@ def pseudo_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource)
 )
 def reward_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Teacher and student responses labelled the same way, and the reward-model pairs built from them."""
-    return materialize_result(make_reward_labels(pipeline.step_context(context), context.partition_key))
+    return run_step(context, pipeline, make_reward_labels)

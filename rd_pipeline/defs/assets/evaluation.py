@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-from rd_pipeline.defs.assets.common import OWNERS, materialize_result
+from rd_pipeline.defs.assets.common import OWNERS, run_step
 from rd_pipeline.defs.assets.data import ON_CHANGE
+from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.evaluation import make_eval_scores, make_report
@@ -17,10 +18,11 @@ from rd_pipeline.steps.evaluation import make_eval_scores, make_report
     owners=OWNERS,
     pool="gpu",
     automation_condition=ON_CHANGE,
+    check_specs=check_specs("eval_scores"),
 )
 def eval_scores(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals."""
-    return materialize_result(make_eval_scores(pipeline.step_context(context), context.partition_key))
+    return run_step(context, pipeline, make_eval_scores)
 
 
 @dg.asset(
@@ -32,4 +34,4 @@ def eval_scores(context: dg.AssetExecutionContext, pipeline: PipelineResource) -
 )
 def report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """The comparison table and charts across benchmarks, written under RD_HOME/reports/."""
-    return materialize_result(make_report(pipeline.step_context(context)))
+    return run_step(context, pipeline, make_report)

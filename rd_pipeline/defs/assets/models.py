@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-from rd_pipeline.defs.assets.common import OWNERS, materialize_result
+from rd_pipeline.defs.assets.common import OWNERS, run_step
 from rd_pipeline.defs.assets.data import ON_CHANGE
+from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.students import (
@@ -26,7 +27,7 @@ MODEL_KINDS = {"pytorch", "huggingface"}
 )
 def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer)."""
-    return materialize_result(make_sft_student(pipeline.step_context(context)))
+    return run_step(context, pipeline, make_sft_student)
 
 
 @dg.asset(
@@ -37,10 +38,11 @@ def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -
     owners=OWNERS,
     pool="gpu",
     automation_condition=ON_CHANGE,
+    check_specs=check_specs("student_responses"),
 )
 def student_responses(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """The SFT student's own samples on the training prompts, so the reward model sees its distribution."""
-    return materialize_result(make_student_responses(pipeline.step_context(context), context.partition_key))
+    return run_step(context, pipeline, make_student_responses)
 
 
 @dg.asset(
@@ -50,10 +52,11 @@ def student_responses(context: dg.AssetExecutionContext, pipeline: PipelineResou
     owners=OWNERS,
     pool="gpu",
     automation_condition=ON_CHANGE,
+    check_specs=check_specs("reward_model"),
 )
 def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """A Bradley-Terry reward model on labelled teacher and student pairs (TRL RewardTrainer)."""
-    return materialize_result(make_reward_model(pipeline.step_context(context)))
+    return run_step(context, pipeline, make_reward_model)
 
 
 @dg.asset(
@@ -66,4 +69,4 @@ def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
 )
 def rl_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """The SFT student refined by GRPO or RLOO against the reward model."""
-    return materialize_result(make_rl_student(pipeline.step_context(context)))
+    return run_step(context, pipeline, make_rl_student)

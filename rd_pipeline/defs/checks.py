@@ -1,0 +1,104 @@
+"""Asset checks, evaluated from what each step reports and attached to its materialization.
+
+Blocking checks (when ``checks.enforce`` is on) stop downstream steps in the same run: bad labels never reach SFT,
+and a reward model no better than chance never drives RL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from rd_pipeline.config import PipelineConfig
+
+CheckFn = Callable[[dict[str, Any], PipelineConfig], tuple[bool, dict[str, Any]]]
+
+
+def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    rows = metadata.get("rows", metadata.get("labelled_responses", 0)) or 0
+    return rows > 0, {"rows": rows}
+
+
+def _label_coverage(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    coverage = metadata.get("coverage") or 0.0
+    share = metadata.get("mean_vote_share")
+    minima = config.checks
+    passed = coverage >= minima.min_label_coverage and (share is None or share >= minima.min_mean_vote_share)
+    return passed, {
+        "coverage": coverage,
+        "min_coverage": minima.min_label_coverage,
+        "mean_vote_share": share,
+        "min_mean_vote_share": minima.min_mean_vote_share,
+    }
+
+
+def _reward_model_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    accuracy = metadata.get("heldout_accuracy")
+    threshold = config.checks.min_reward_model_accuracy
+    passed = accuracy is not None and accuracy == accuracy and accuracy > threshold
+    return passed, {
+        "heldout_accuracy": accuracy,
+        "must_exceed": threshold,
+        "heldout_pairs": metadata.get("heldout_pairs"),
+    }
+
+
+def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    roles = ("teacher", "base_student", "sft_student", "rl_student")
+    missing = [role for role in roles if not any(key.startswith(f"{role}_") for key in metadata)]
+    return not missing and (metadata.get("eval_prompts") or 0) > 0, {
+        "missing_roles": ", ".join(missing) or "none"
+    }
+
+
+# asset -> [(check name, blocking, description, function)]
+CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
+    "benchmark_prompts": [("not_empty", True, "the partition has prompts", _not_empty)],
+    "teacher_responses": [("not_empty", True, "the teacher answered", _not_empty)],
+    "pseudo_labels": [
+        ("not_empty", True, "responses were labelled", _not_empty),
+        (
+            "label_coverage",
+            True,
+            "label coverage and mean vote share reach the configured minima",
+            _label_coverage,
+        ),
+    ],
+    "student_responses": [("not_empty", True, "the student answered", _not_empty)],
+    "reward_model": [
+        (
+            "heldout_accuracy",
+            True,
+            "held-out pairwise accuracy is above the configured minimum",
+            _reward_model_accuracy,
+        ),
+    ],
+    "eval_scores": [("complete", False, "every model was scored", _eval_complete)],
+}
+
+
+def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
+        for name, blocking, description, _ in CHECKS.get(asset, [])
+    ]
+
+
+def check_results(asset: str, metadata: dict[str, Any], config: PipelineConfig) -> list[dg.AssetCheckResult]:
+    """Evaluate an asset's checks on its step metadata; failures are errors only when checks are enforced."""
+    severity = dg.AssetCheckSeverity.ERROR if config.checks.enforce else dg.AssetCheckSeverity.WARN
+    results = []
+    for name, _, _, check in CHECKS.get(asset, []):
+        passed, details = check(metadata, config)
+        results.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                asset_key=asset,
+                passed=bool(passed),
+                severity=severity,
+                metadata={k: (dg.MetadataValue.null() if v is None else v) for k, v in details.items()},
+            )
+        )
+    return results
