@@ -1,0 +1,202 @@
+"""The benchmark suite behind ``make bench``: every benchmark script as a subprocess, then one summary table.
+
+Runs, each in its own process (so one's memory and threads do not affect the next):
+
+- ``generation``: sampling throughput of the transformers backend on SmolLM2 against plain batched ``generate``,
+  a per-sample loop and the matmul compute limit (``bench_generation.py``);
+- ``noop``: a no-op re-materialization of the whole tiny graph, its time and generation requests
+  (``bench_noop.py``);
+- ``duckdb``: DuckDB write throughput for 100k response rows (``bench_duckdb.py``);
+- ``api``: the openai backend's throughput against a local server with fixed latency (``bench_api.py``).
+
+Each script writes its own JSON under ``bench-results/``; this one adds wall time and peak RSS per subprocess (from
+``wait4``), checks the targets and writes ``bench-results/summary.json``. ``--quick`` skips the slow ones
+(generation and noop). The machine's load average is recorded: on a shared machine compare ratios, not rates.
+
+    python scripts/bench.py [--quick] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench-results"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark script, whether it is slow, and how to read its headline numbers from its JSON."""
+
+    name: str
+    script: str
+    args: tuple[str, ...]
+    output: str
+    slow: bool
+    summarize: Callable[[dict], list[tuple[str, str, str, bool | None]]]
+
+
+def _generation(data: dict) -> list[tuple[str, str, str, bool | None]]:
+    ours = data["ours"]
+    return [
+        (
+            "samples/s: ours | plain | loop",
+            f"{ours['samples_per_s']:.2f} | {data['plain_generate']['samples_per_s']:.2f} | "
+            f"{data['per_sample_loop']['samples_per_s']:.2f}",
+            "",
+            None,
+        ),
+        (
+            "ours / plain generate",
+            f"{data['ours_vs_plain_samples']:.2f}x",
+            ">= 0.9x",
+            data["ours_vs_plain_samples"] >= 0.9,
+        ),
+        (
+            "ours / per-sample loop",
+            f"{data['ours_vs_loop_samples']:.1f}x",
+            ">= 5x",
+            data["ours_vs_loop_samples"] >= 5,
+        ),
+        (
+            "ours, share of compute limit",
+            f"{100 * data['ours_fraction_of_limit']:.1f}%",
+            f"limit {data['machine_limit_tokens_per_s']:.0f} tok/s",
+            None,
+        ),
+    ]
+
+
+def _noop(data: dict) -> list[tuple[str, str, str, bool | None]]:
+    return [
+        ("no-op re-run of tiny graph", f"{data['noop_seconds']:.1f} s", "< 30 s", data["noop_seconds"] < 30),
+        ("  generation requests", str(data["generation_requests"]), "0", data["generation_requests"] == 0),
+        (
+            "  journal rows before -> after",
+            f"{data['journal_rows_before']} -> {data['journal_rows_after']}",
+            "unchanged",
+            data["journal_rows_before"] == data["journal_rows_after"],
+        ),
+        ("  first materialization", f"{data['first_materialization_seconds']:.1f} s", "", None),
+    ]
+
+
+def _duckdb(data: dict) -> list[tuple[str, str, str, bool | None]]:
+    paths = data["paths"]
+    rows = []
+    for name in (
+        "replace_partition (list of dicts)",
+        "replace_partition (Arrow table)",
+        "append (list of dicts)",
+    ):
+        rate = paths[name]["rows_per_s"]
+        rows.append((name, f"{rate:,} rows/s", ">= 100,000", rate >= 100_000))
+    return rows
+
+
+def _api(data: dict) -> list[tuple[str, str, str, bool | None]]:
+    return [
+        (
+            f"api concurrency {row['concurrency']}",
+            f"{row['requests_per_s']:.1f} req/s",
+            f"{100 * row['fraction_of_ideal']:.0f}% of ideal {row['ideal_requests_per_s']:.0f}",
+            None,
+        )
+        for row in data["results"]
+    ]
+
+
+BENCHES = [
+    Bench("generation", "bench_generation.py", (), "generation.json", True, _generation),
+    Bench("noop", "bench_noop.py", ("--profile",), "noop.json", True, _noop),
+    Bench("duckdb", "bench_duckdb.py", (), "duckdb.json", False, _duckdb),
+    Bench("api", "bench_api.py", (), "api.json", False, _api),
+]
+
+
+def run(bench: Bench) -> dict:
+    """Run one script; its exit code, wall time, peak RSS and the JSON it wrote."""
+    output = RESULTS / bench.output
+    output.unlink(missing_ok=True)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / bench.script), *bench.args]
+    print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO_ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    record = {
+        "exit_code": process.returncode,
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "load_average_at_start": load,
+    }
+    if process.returncode == 0 and output.is_file():
+        record["results"] = json.loads(output.read_text())
+    return record
+
+
+def print_table(records: dict[str, dict]) -> None:
+    print(f"\n{'benchmark':<36}{'result':>30}  {'target':<22}{'ok':<4}")
+    for name, record in records.items():
+        bench = next(b for b in BENCHES if b.name == name)
+        head = f"{name} ({record['seconds']:.0f} s, peak RSS {record['peak_rss_mib']:.0f} MiB)"
+        print(head)
+        if "results" not in record:
+            print(f"  failed with exit code {record['exit_code']}")
+            continue
+        for label, value, target, ok in bench.summarize(record["results"]):
+            mark = "" if ok is None else ("yes" if ok else "NO")
+            print(f"  {label:<34}{value:>30}  {target:<22}{mark:<4}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the slow benchmarks (generation, noop)")
+    parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run only these")
+    args = parser.parse_args()
+
+    selected = [b for b in BENCHES if (not args.only or b.name in args.only) and not (args.quick and b.slow)]
+    records = {bench.name: run(bench) for bench in selected}
+    print_table(records)
+    summary = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "note": "shared, noisy machine: compare ratios, not absolute rates",
+        "benchmarks": {
+            name: {
+                **{k: v for k, v in record.items() if k != "results"},
+                "headline": [
+                    {"metric": label, "value": value, "target": target, "ok": ok}
+                    for label, value, target, ok in next(b for b in BENCHES if b.name == name).summarize(
+                        record["results"]
+                    )
+                ]
+                if "results" in record
+                else [],
+            }
+            for name, record in records.items()
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {RESULTS / 'summary.json'} (details in the other files there)")
+    if any(record["exit_code"] != 0 for record in records.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
