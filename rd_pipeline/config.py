@@ -159,6 +159,9 @@ class ChecksConfig(_Strict):
     min_mean_vote_share: float = Field(
         default=0.5, ge=0, le=1, description="mean majority share, labelled prompts"
     )
+    min_gold_label_accuracy: float = Field(
+        default=0.5, ge=0, le=1, description="labels vs gold, where gold exists"
+    )
     min_reward_model_accuracy: float = Field(
         default=0.5, ge=0, le=1, description="held-out pairwise accuracy above"
     )

@@ -34,6 +34,17 @@ def _label_coverage(metadata: dict[str, Any], config: PipelineConfig) -> tuple[b
     }
 
 
+def _gold_label_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    accuracy = metadata.get("gold_label_accuracy")
+    threshold = config.checks.min_gold_label_accuracy
+    passed = accuracy is None or accuracy >= threshold  # open-ended benchmarks have no gold to compare with
+    return passed, {
+        "gold_label_accuracy": accuracy,
+        "min_gold_label_accuracy": threshold,
+        "labelled_prompts": metadata.get("n_labelled"),
+    }
+
+
 def _reward_model_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
     accuracy = metadata.get("heldout_accuracy")
     threshold = config.checks.min_reward_model_accuracy

@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rd_pipeline.benchmarks import get_benchmark, is_item_correct
+from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, render_report, win_rate
 from rd_pipeline.evaluation.metrics import Estimate
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
-from rd_pipeline.labeling.judge import judge_pairwise
+from rd_pipeline.labeling.judge import judge_pairwise, judge_summary
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
@@ -91,6 +91,7 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     scores: list[dict[str, Any]] = []
     breakdown_rows: list[dict[str, Any]] = []
     response_rows: list[dict[str, Any]] = []
+    judge_metadata: dict[str, Any] = {}
     for model in models:
         texts = responses[model.role]
         correct: list[bool | None] = [None] * len(texts)
@@ -113,7 +114,11 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
                         }
                     )
         else:
-            preferences = _judge_against_reference(ctx, benchmark, items, texts)
+            judgments = _judge_against_reference(ctx, items, texts)
+            preferences = [j.preference for j in judgments]
+            judge_metadata.update(
+                {f"{model.role}_judge_{k}": round(v, 4) for k, v in judge_summary(pairwise=judgments).items()}
+            )
             scores.append(_score_row(benchmark, model, "win_rate", win_rate(preferences)))
             lc = length_controlled_win_rate(
                 preferences,
@@ -174,11 +179,14 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     }
     for row in scores:
         metadata[f"{row['model_role']}_{row['metric']}"] = round(row["value"], 4)
+    metadata.update(
+        {k: v for k, v in judge_metadata.items() if v == v}
+    )  # NaN rates (nothing parsed) left out
     return StepResult(data_version, metadata)
 
 
-def _judge_against_reference(ctx: StepContext, benchmark: str, items, texts: list[str]) -> list[float | None]:
-    """Pairwise judge verdicts of each response against the item's reference output (both orders)."""
+def _judge_against_reference(ctx: StepContext, items: list[BenchmarkItem], texts: list[str]) -> list:
+    """Pairwise judgments of each response against the item's reference output, made in both orders."""
     judge = make_generator(ctx.config.judge_model, ctx.rd_home, role="judge")
     try:
         judgments, _ = judge_pairwise(
@@ -191,7 +199,7 @@ def _judge_against_reference(ctx: StepContext, benchmark: str, items, texts: lis
         )
     finally:
         judge.close()
-    return [j.preference for j in judgments]
+    return judgments
 
 
 def make_report(ctx: StepContext) -> StepResult:
