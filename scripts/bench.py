@@ -11,9 +11,11 @@ Runs, each in its own process (so one's memory and threads do not affect the nex
 
 Each script writes its own JSON under ``bench-results/``; this one adds wall time and peak RSS per subprocess (from
 ``wait4``), checks the targets and writes ``bench-results/summary.json``. ``--quick`` skips the slow ones
-(generation and noop). The machine's load average is recorded: on a shared machine compare ratios, not rates.
+(generation and noop); ``--summarize-only`` rebuilds the table and summary from the JSON files already there
+(wall time and peak RSS then come from the previous summary, where it has them). The machine's load average is
+recorded: on a shared machine compare ratios, not rates.
 
-    python scripts/bench.py [--quick] [--only NAME ...]
+    python scripts/bench.py [--quick] [--only NAME ...] [--summarize-only]
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _generation(data: dict) -> list[tuple[str, str, str, bool | None]]:
 
 
 def _noop(data: dict) -> list[tuple[str, str, str, bool | None]]:
-    return [
+    rows = [
         ("no-op re-run of tiny graph", f"{data['noop_seconds']:.1f} s", "< 30 s", data["noop_seconds"] < 30),
         ("  generation requests", str(data["generation_requests"]), "0", data["generation_requests"] == 0),
         (
@@ -88,6 +90,11 @@ def _noop(data: dict) -> list[tuple[str, str, str, bool | None]]:
         ),
         ("  first materialization", f"{data['first_materialization_seconds']:.1f} s", "", None),
     ]
+    if "noop_new_process_seconds" in data:
+        rows.insert(
+            1, ("  as `rd materialize`, new process", f"{data['noop_new_process_seconds']:.1f} s", "", None)
+        )
+    return rows
 
 
 def _duckdb(data: dict) -> list[tuple[str, str, str, bool | None]]:
@@ -146,11 +153,24 @@ def run(bench: Bench) -> dict:
     return record
 
 
+def previous(bench: Bench, earlier: dict) -> dict | None:
+    """A record from the JSON ``bench`` already wrote, with wall time and RSS from an earlier summary if known."""
+    output = RESULTS / bench.output
+    if not output.is_file():
+        return None
+    record = {"exit_code": 0, "seconds": None, "peak_rss_mib": None, "load_average_at_start": None}
+    record.update({k: v for k, v in earlier.get(bench.name, {}).items() if k in record})
+    record["results"] = json.loads(output.read_text())
+    return record
+
+
 def print_table(records: dict[str, dict]) -> None:
     print(f"\n{'benchmark':<36}{'result':>30}  {'target':<22}{'ok':<4}")
     for name, record in records.items():
         bench = next(b for b in BENCHES if b.name == name)
-        head = f"{name} ({record['seconds']:.0f} s, peak RSS {record['peak_rss_mib']:.0f} MiB)"
+        head = name
+        if record["seconds"] is not None:
+            head += f" ({record['seconds']:.0f} s, peak RSS {record['peak_rss_mib']:.0f} MiB)"
         print(head)
         if "results" not in record:
             print(f"  failed with exit code {record['exit_code']}")
@@ -163,11 +183,18 @@ def print_table(records: dict[str, dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the slow benchmarks (generation, noop)")
+    parser.add_argument("--summarize-only", action="store_true", help="summarize the JSON already written")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run only these")
     args = parser.parse_args()
 
     selected = [b for b in BENCHES if (not args.only or b.name in args.only) and not (args.quick and b.slow)]
-    records = {bench.name: run(bench) for bench in selected}
+    if args.summarize_only:
+        summary_file = RESULTS / "summary.json"
+        earlier = json.loads(summary_file.read_text())["benchmarks"] if summary_file.is_file() else {}
+        found = {bench.name: previous(bench, earlier) for bench in selected}
+        records = {name: record for name, record in found.items() if record is not None}
+    else:
+        records = {bench.name: run(bench) for bench in selected}
     print_table(records)
     summary = {
         "machine": {
