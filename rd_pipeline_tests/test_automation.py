@@ -85,3 +85,10 @@ def test_new_teacher_version_requests_every_downstream_partition(defs):
     assert requested_overall == DOWNSTREAM_OF_TEACHER
     # benchmark prompts do not depend on the teacher and are left alone
     assert not any(asset == "benchmark_prompts" for asset, _ in requested_overall)
+
+
+def test_rematerialized_prompts_request_nothing(defs):
+    instance, cursor = _settled_instance(defs)
+    _materialize(instance, "benchmark_prompts", "gsm8k")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert result.total_requested == 0, _requested_asset_partitions(result)

@@ -21,6 +21,16 @@ def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[
     return rows > 0, {"rows": rows}
 
 
+def _complete_samples(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    expected = (metadata.get("prompts") or 0) * config.sampling.n * len(config.sampling.temperatures)
+    rows = metadata.get("rows") or 0
+    return rows == expected, {
+        "rows": rows,
+        "expected": expected,
+        "budget_exhausted": bool(metadata.get("budget_exhausted")),
+    }
+
+
 def _label_coverage(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
     coverage = metadata.get("coverage") or 0.0
     share = metadata.get("mean_vote_share")
@@ -67,7 +77,15 @@ def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, d
 # asset -> [(check name, blocking, description, function)]
 CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
     "benchmark_prompts": [("not_empty", True, "the partition has prompts", _not_empty)],
-    "teacher_responses": [("not_empty", True, "the teacher answered", _not_empty)],
+    "teacher_responses": [
+        ("not_empty", True, "the teacher answered", _not_empty),
+        (
+            "complete",
+            True,
+            "every prompt has n samples at each temperature (not cut short by the budget)",
+            _complete_samples,
+        ),
+    ],
     "pseudo_labels": [
         ("not_empty", True, "responses were labelled", _not_empty),
         (
@@ -77,7 +95,10 @@ CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
             _label_coverage,
         ),
     ],
-    "student_responses": [("not_empty", True, "the student answered", _not_empty)],
+    "student_responses": [
+        ("not_empty", True, "the student answered", _not_empty),
+        ("complete", True, "every prompt has n samples at each temperature", _complete_samples),
+    ],
     "reward_model": [
         (
             "heldout_accuracy",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,36 @@ def instance_for(config: PipelineConfig) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the `rd` runs on this host whose process is gone (killed), and free the pool slots they hold.
+
+    Without this, a run killed while holding a `gpu` pool slot keeps it forever, and the next run waits on it.
+    """
+    released = []
+    in_progress = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    for record in instance.get_run_records(dg.RunsFilter(statuses=in_progress, tags={"rd/entry": "cli"})):
+        run = record.dagster_run
+        pid, host = run.tags.get("rd/pid"), run.tags.get("rd/host")
+        if host != socket.gethostname() or not pid or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, message=f"the rd process ({pid}) that ran this run is gone; marked failed"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
+
+
 def plan_runs(selection: Sequence[str], partitions: Sequence[str]) -> list[tuple[list[str], str | None]]:
     """Group the selected assets into runs: consecutive partitioned assets run together per partition."""
     unknown = sorted(set(selection) - set(ASSET_NAMES))
@@ -86,9 +117,12 @@ def materialize_graph(
     for partition in partitions:
         config.benchmark(partition)  # a clear error for an unconfigured benchmark
     instance = instance_for(config)
+    for run_id in release_abandoned_runs(instance):
+        print(f"rd: run {run_id} was interrupted (its process is gone): marked failed, its pool slots freed")
     resources = {"pipeline": resource}
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    observe([teacher], run_config=run_config, instance=instance, resources=resources)
+    tags = {"rd/entry": "cli", "rd/pid": str(os.getpid()), "rd/host": socket.gethostname()}
+    observe([teacher], run_config=run_config, instance=instance, resources=resources, tags=tags)
     results = []
     for assets, partition in plan_runs(selection, partitions):
         result = dg.materialize(
@@ -98,7 +132,7 @@ def materialize_graph(
             instance=instance,
             resources=resources,
             run_config=run_config,
-            tags={"rd/entry": "cli"},
+            tags=tags,
             raise_on_error=False,
         )
         results.append(result)

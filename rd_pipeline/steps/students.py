@@ -125,6 +125,7 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
         data_version,
         {
             "rows": len(rows),
+            "prompts": len(prompts),
             "student_version": sft["data_version"],
             **generation_metadata(stats, completions),
         },

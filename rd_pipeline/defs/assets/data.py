@@ -3,14 +3,13 @@
 import dagster as dg
 
 from rd_pipeline.defs.assets.common import OWNERS, run_step
+from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
 from rd_pipeline.steps.teacher import make_teacher_responses, teacher_version
-
-ON_CHANGE = dg.AutomationCondition.eager()
 
 
 @dg.asset(

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from rd_pipeline.defs.assets.common import OWNERS, run_step
-from rd_pipeline.defs.assets.data import ON_CHANGE
+from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
