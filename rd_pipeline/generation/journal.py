@@ -66,7 +66,9 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._connection = sqlite3.connect(
+            self.path, timeout=60, isolation_level=None, check_same_thread=False
+        )
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute(_SCHEMA)
@@ -82,7 +84,8 @@ class Journal:
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self._connection.execute(
-                f"SELECT key, text, input_tokens, output_tokens FROM completions WHERE key IN ({marks})", chunk
+                f"SELECT key, text, input_tokens, output_tokens FROM completions WHERE key IN ({marks})",
+                chunk,
             )
             for key, text, input_tokens, output_tokens in rows:
                 found[key] = (text, input_tokens, output_tokens)
@@ -127,8 +130,15 @@ class Journal:
             request = requests[position]
             if key in found:
                 text, input_tokens, output_tokens = found[key]
+                temperature = request.params.temperature
                 done[(position, index)] = Completion(
-                    request.request_id, index, request.params.temperature, text, input_tokens, output_tokens, True
+                    request.request_id,
+                    index,
+                    temperature,
+                    text,
+                    input_tokens,
+                    output_tokens,
+                    from_journal=True,
                 )
             else:
                 pending.append(PendingSample(key, request, index))
