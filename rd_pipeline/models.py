@@ -188,6 +188,9 @@ def ensure_smollm2(target: Path) -> Path:
         fresh = AutoModelForCausalLM.from_config(loaded.config)
         fresh.load_state_dict(loaded.state_dict())
         fresh.generation_config = loaded.generation_config
+        # The weights are dequantized now; a leftover GGUF quantization entry would make trainers refuse them.
+        if hasattr(fresh.config, "quantization_config"):
+            del fresh.config.quantization_config
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         staging = target.with_name(target.name + ".partial")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -67,6 +68,32 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     prompts = read_prompts(ctx, benchmark, "eval")
     items = [row_to_item(row) for row in prompts]
     models = evaluated_models(ctx)
+    rm_path, rm = latest_checkpoint(ctx, "reward_model")
+    rl = ctx.upstream_version("rl_student")
+    inputs_key = content_hash(
+        ctx.upstream_version("benchmark_prompts", benchmark)["data_version"],
+        [(m.role, m.version) for m in models],
+        rm["data_version"],
+        config.eval.model_dump(mode="json"),
+        config.judge_model.model_dump(mode="json") if not bench.verifiable else None,
+    )
+    previous = ctx.store.latest_version("eval_scores", benchmark)
+    stored = ctx.store.read("eval_scores", benchmark)
+    if previous and stored and json.loads(previous["upstream"]).get("inputs_key") == inputs_key:
+        ctx.log(
+            f"eval_scores[{benchmark}]: models, prompts and settings unchanged; keeping the stored scores"
+        )
+        ctx.record_version(
+            "eval_scores",
+            benchmark,
+            previous["data_version"],
+            previous["teacher_version"],
+            json.loads(previous["upstream"]),
+        )
+        return StepResult(
+            previous["data_version"],
+            {"eval_prompts": len(prompts), "samples_generated": 0, "reused": True, **_score_metadata(stored)},
+        )
     params = SamplingParams(
         temperature=config.eval.temperature,
         n=1,
@@ -142,7 +169,6 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
             )
 
     prompt_text = {row["prompt_id"]: row["prompt"] for row in prompts}
-    rm_path, _ = latest_checkpoint(ctx, "reward_model")
     scorer = RewardScorer(str(rm_path))
     try:
         rewards = scorer.score(
@@ -164,25 +190,33 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     store.replace_partition("eval_scores", benchmark, scores)
     store.replace_partition("eval_breakdown", benchmark, breakdown_rows)
     data_version = content_hash(scores)
-    rl = ctx.upstream_version("rl_student")
     ctx.record_version(
         "eval_scores",
         benchmark,
         data_version,
         rl["teacher_version"],
-        {"rl_student": lineage_ref(rl), "sft_student": lineage_ref(ctx.upstream_version("sft_student"))},
+        {
+            "rl_student": lineage_ref(rl),
+            "sft_student": lineage_ref(ctx.upstream_version("sft_student")),
+            "reward_model": lineage_ref(rm),
+            "inputs_key": inputs_key,
+        },
     )
     metadata: dict[str, Any] = {
         "eval_prompts": len(prompts),
         "samples_generated": generated,
         "eval_prompts_per_s": round(len(prompts) * len(models) / generation_s, 3) if generated else None,
+        "reused": False,
+        **_score_metadata(scores),
     }
-    for row in scores:
-        metadata[f"{row['model_role']}_{row['metric']}"] = round(row["value"], 4)
     metadata.update(
         {k: v for k, v in judge_metadata.items() if v == v}
     )  # NaN rates (nothing parsed) left out
     return StepResult(data_version, metadata)
+
+
+def _score_metadata(scores: list[dict[str, Any]]) -> dict[str, float]:
+    return {f"{row['model_role']}_{row['metric']}": round(row["value"], 4) for row in scores}
 
 
 def _judge_against_reference(ctx: StepContext, items: list[BenchmarkItem], texts: list[str]) -> list:

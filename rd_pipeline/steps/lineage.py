@@ -50,7 +50,7 @@ def trace(
     )
     for key, ref in sorted(json.loads(record["upstream"] or "{}").items()):
         parsed = _KEY.match(key)
-        if parsed is None:
+        if parsed is None or not isinstance(ref, dict):
             continue
         upstream_asset = parsed["asset"]
         candidates = [parsed["benchmark"]] if parsed["benchmark"] else [benchmark, ""]
