@@ -6,6 +6,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from rd_pipeline.config import ModelConfig
+from rd_pipeline.models import ResolvedModel
+
 Message = dict[str, str]  # {"role": ..., "content": ...}
 
 
@@ -72,3 +75,15 @@ class Generator(ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook; backends without resources keep this default
         """Release model memory or connections."""
+
+
+def local_model_identity(backend: str, resolved: ResolvedModel, model: ModelConfig) -> dict[str, str]:
+    """Everything that changes what a local backend (transformers, vLLM) produces for a request."""
+    return {
+        "backend": backend,
+        "model": resolved.ref,
+        "kind": resolved.kind,
+        "revision": resolved.revision or "",
+        "fingerprint": resolved.fingerprint,
+        "dtype": model.dtype,
+    }

@@ -21,6 +21,7 @@ from rd_pipeline.generation.base import (
     GenerationStats,
     Generator,
     ProgressCallback,
+    local_model_identity,
 )
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.sample_jobs import (
@@ -38,15 +39,7 @@ _CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|e
 
 
 def transformers_identity(resolved: ResolvedModel, model: ModelConfig) -> dict[str, str]:
-    """Everything that changes what the transformers backend produces for a request."""
-    return {
-        "backend": "transformers",
-        "model": resolved.ref,
-        "kind": resolved.kind,
-        "revision": resolved.revision or "",
-        "fingerprint": resolved.fingerprint,
-        "dtype": model.dtype,
-    }
+    return local_model_identity("transformers", resolved, model)
 
 
 def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:

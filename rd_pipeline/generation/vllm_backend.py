@@ -20,6 +20,7 @@ from rd_pipeline.generation.base import (
     GenerationStats,
     Generator,
     ProgressCallback,
+    local_model_identity,
 )
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.sample_jobs import batch_seed, in_request_order, job_completions, plan_jobs
@@ -39,15 +40,7 @@ def require_vllm() -> None:
 
 
 def vllm_identity(resolved: ResolvedModel, model: ModelConfig) -> dict[str, str]:
-    """Everything that changes what the vLLM backend produces for a request."""
-    return {
-        "backend": "vllm",
-        "model": resolved.ref,
-        "kind": resolved.kind,
-        "revision": resolved.revision or "",
-        "fingerprint": resolved.fingerprint,
-        "dtype": model.dtype,
-    }
+    return local_model_identity("vllm", resolved, model)
 
 
 class VllmGenerator(Generator):
