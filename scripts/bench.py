@@ -122,11 +122,11 @@ def _api(data: dict) -> list[tuple[str, str, str, bool | None]]:
     ]
 
 
-BENCHES = [
-    Bench("generation", "bench_generation.py", (), "generation.json", True, _generation),
-    Bench("noop", "bench_noop.py", ("--profile",), "noop.json", True, _noop),
+BENCHES = [  # quick ones first, so an interrupted run still leaves their results
     Bench("duckdb", "bench_duckdb.py", (), "duckdb.json", False, _duckdb),
     Bench("api", "bench_api.py", (), "api.json", False, _api),
+    Bench("generation", "bench_generation.py", (), "generation.json", True, _generation),
+    Bench("noop", "bench_noop.py", ("--profile",), "noop.json", True, _noop),
 ]
 
 
