@@ -1,0 +1,94 @@
+"""The DuckDB store: idempotent partition replacement, reads, and writers in several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from rd_pipeline.store import Store, StoreError
+
+
+def _rows(benchmark: str, n: int, text: str = "x") -> list[dict]:
+    return [
+        {
+            "benchmark": benchmark,
+            "prompt_id": f"p{i}",
+            "temperature": 0.7,
+            "sample_index": i % 4,
+            "response": f"{text}{i}",
+            "input_tokens": 3,
+            "output_tokens": 5,
+            "teacher_version": "v1",
+        }
+        for i in range(n)
+    ]
+
+
+def test_replace_is_idempotent_and_partitioned(tmp_path: Path):
+    store = Store(tmp_path / "rd.duckdb")
+    assert store.read("teacher_responses") == [] and store.count("teacher_responses") == 0
+    store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 10))
+    store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 10))
+    store.replace_partition("teacher_responses", "mmlu_pro", _rows("mmlu_pro", 3))
+    assert store.count("teacher_responses", "gsm8k") == 10
+    assert store.count("teacher_responses") == 13
+    store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 2, text="y"))
+    assert [r["response"] for r in store.read("teacher_responses", "gsm8k")] == ["y0", "y1"]
+    assert store.count("teacher_responses", "mmlu_pro") == 3
+    store.replace_partition("teacher_responses", "gsm8k", [])
+    assert store.count("teacher_responses", "gsm8k") == 0
+
+
+def test_bad_rows_fail_clearly(tmp_path: Path):
+    store = Store(tmp_path / "rd.duckdb")
+    with pytest.raises(StoreError, match="unknown table 'nope'"):
+        store.replace_partition("nope", "gsm8k", [])
+    bad = _rows("gsm8k", 2)
+    del bad[1]["response"]
+    with pytest.raises(StoreError, match=r"row 1 for teacher_responses lacks columns \['response'\]"):
+        store.replace_partition("teacher_responses", "gsm8k", bad)
+    assert store.count("teacher_responses") == 0
+
+
+def test_latest_version_and_filters(tmp_path: Path):
+    store = Store(tmp_path / "rd.duckdb")
+    for version in ("a", "b"):
+        store.append(
+            "asset_versions",
+            [
+                {
+                    "benchmark": "gsm8k",
+                    "asset": "pseudo_labels",
+                    "data_version": version,
+                    "run_id": "r",
+                    "teacher_version": "t",
+                    "upstream": "{}",
+                    "recorded_at": __import__("datetime").datetime.now(),
+                }
+            ],
+        )
+    assert store.latest_version("pseudo_labels", "gsm8k")["data_version"] == "b"
+    assert store.latest_version("pseudo_labels", "mmlu_pro") is None
+
+
+def _write_partition(path: str, benchmark: str) -> None:
+    store = Store(Path(path))
+    for _ in range(5):
+        store.replace_partition("teacher_responses", benchmark, _rows(benchmark, 200))
+
+
+def test_writers_in_parallel_processes_lose_nothing(tmp_path: Path):
+    path = str(tmp_path / "rd.duckdb")
+    benchmarks = ["gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval"]
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_partition, args=(path, b)) for b in benchmarks]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    store = Store(Path(path))
+    for benchmark in benchmarks:
+        assert store.count("teacher_responses", benchmark) == 200
