@@ -135,6 +135,18 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
 }
 
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "DOUBLE": pa.float64(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us"),
+}
+_ARROW_SCHEMAS = {
+    table: pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in columns.items()])
+    for table, columns in SCHEMAS.items()
+}
 _LOCK_WAIT_S = 300.0
 
 
@@ -188,14 +200,11 @@ class Store:
             if missing:
                 raise StoreError(f"rows for {table} lack columns {sorted(missing)}")
             return rows.select(names)
-        columns: dict[str, list[Any]] = {name: [] for name in names}
-        for number, row in enumerate(rows):
-            missing = set(names) - set(row)
-            if missing:
-                raise StoreError(f"row {number} for {table} lacks columns {sorted(missing)}")
-            for name in names:
-                columns[name].append(row[name])
-        return pa.table({name: pa.array(values) for name, values in columns.items()})
+        required = set(names)
+        if not all(row.keys() >= required for row in rows):
+            number, row = next((n, r) for n, r in enumerate(rows) if not r.keys() >= required)
+            raise StoreError(f"row {number} for {table} lacks columns {sorted(required - set(row))}")
+        return pa.Table.from_pylist(list(rows), schema=_ARROW_SCHEMAS[table])
 
     def replace_partition(
         self, table: str, benchmark: str, rows: Sequence[dict[str, Any]] | pa.Table, **match: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +250,8 @@ def make_report(ctx: StepContext) -> StepResult:
         for r in store.read("eval_responses")
         if r["reward_score"] is not None and r["model_role"] in ("teacher", "rl_student")
     ]
-    data_version = content_hash(scores, breakdown_rows)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    out_dir = ctx.rd_home / "reports" / f"{stamp}-{data_version}"
+    data_version = content_hash(scores, breakdown_rows, reward_rows)
+    out_dir = ctx.rd_home / "reports" / data_version
     report = render_report(scores, out_dir, breakdown_rows, reward_rows)
     latest = ctx.rd_home / "reports" / "latest"
     if latest.is_symlink() or latest.exists():

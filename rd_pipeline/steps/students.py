@@ -34,9 +34,25 @@ def _metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
 
 
-def make_sft_student(ctx: StepContext) -> StepResult:
-    from rd_pipeline.training.sft import train_sft
+def _train_sft(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from rd_pipeline.training.sft import train_sft  # TRL is imported only when something is trained
 
+    return train_sft(*args, **kwargs)
+
+
+def _train_reward_model(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from rd_pipeline.training.reward import train_reward_model
+
+    return train_reward_model(*args, **kwargs)
+
+
+def _train_rl(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from rd_pipeline.training.rl import train_rl
+
+    return train_rl(*args, **kwargs)
+
+
+def make_sft_student(ctx: StepContext) -> StepResult:
     config = ctx.config
     labels = upstream_partitions(ctx, "pseudo_labels")
     examples: list[dict[str, Any]] = []
@@ -75,7 +91,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         ctx,
         "sft_student",
         version,
-        lambda out: train_sft(base.location, examples, config.sft, out, seed=config.sampling.seed),
+        lambda out: _train_sft(base.location, examples, config.sft, out, seed=config.sampling.seed),
         _lineage("pseudo_labels", labels, config.student.ref) | {"config_hash": config.section_hash("sft")},
     )
     teacher_versions = sorted({r["teacher_version"] for r in labels.values()})
@@ -93,6 +109,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
             "examples": len(examples),
             "trained_now": trained,
             "teacher_versions": ", ".join(teacher_versions),
+            "lineage": {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
             **_metric_metadata(metrics),
         },
     )
@@ -133,8 +150,6 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
 
 
 def make_reward_model(ctx: StepContext) -> StepResult:
-    from rd_pipeline.training.reward import train_reward_model
-
     config = ctx.config
     labels = upstream_partitions(ctx, "reward_labels")
     sft_path, sft = latest_checkpoint(ctx, "sft_student")
@@ -165,7 +180,7 @@ def make_reward_model(ctx: StepContext) -> StepResult:
         ctx,
         "reward_model",
         version,
-        lambda out: train_reward_model(
+        lambda out: _train_reward_model(
             str(sft_path), train_pairs, heldout_pairs, config.reward_model, out, seed=config.sampling.seed
         ),
         _lineage("reward_labels", labels, f"sft_student@{sft['data_version']}")
@@ -187,14 +202,14 @@ def make_reward_model(ctx: StepContext) -> StepResult:
             "train_pairs": len(train_pairs),
             "heldout_pairs": len(heldout_pairs),
             "trained_now": trained,
+            "lineage": {f"reward_labels[{n}]": lineage_ref(r) for n, r in labels.items()}
+            | {"sft_student": lineage_ref(sft)},
             **_metric_metadata(metrics),
         },
     )
 
 
 def make_rl_student(ctx: StepContext) -> StepResult:
-    from rd_pipeline.training.rl import train_rl
-
     config = ctx.config
     sft_path, sft = latest_checkpoint(ctx, "sft_student")
     rm_path, rm = latest_checkpoint(ctx, "reward_model")
@@ -225,7 +240,9 @@ def make_rl_student(ctx: StepContext) -> StepResult:
         ctx,
         "rl_student",
         version,
-        lambda out: train_rl(str(sft_path), str(rm_path), prompts, config.rl, out, seed=config.sampling.seed),
+        lambda out: _train_rl(
+            str(sft_path), str(rm_path), prompts, config.rl, out, seed=config.sampling.seed
+        ),
         lineage,
     )
     ctx.record_version(
@@ -242,6 +259,8 @@ def make_rl_student(ctx: StepContext) -> StepResult:
             "prompts": len(prompts),
             "algorithm": config.rl.algorithm,
             "trained_now": trained,
+            "lineage": lineage["upstream"],
+            "teacher_versions": ", ".join(lineage["teacher_versions"]),
             **_metric_metadata(metrics),
         },
     )
