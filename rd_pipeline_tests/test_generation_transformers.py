@@ -213,3 +213,17 @@ def test_progress_bar_follows_a_real_generation(rd_home: Path, capsys: pytest.Ca
     with progress_bar("student") as report:
         generator.generate(_requests(n=3, count=2), progress=report)
     assert "student: 100%" in capsys.readouterr().err
+
+
+def test_a_final_assistant_message_is_continued(model_home: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(TINY_RANDOM, model_home).location)
+    params = SamplingParams(temperature=0.0)
+    user = {"role": "user", "content": "Rate it."}
+    fresh = chat_prompt_ids(tokenizer, GenerationRequest("a", (user,), params))
+    prefilled = chat_prompt_ids(
+        tokenizer, GenerationRequest("b", (user, {"role": "assistant", "content": "Rating: [["}), params)
+    )
+    assert tokenizer.decode(fresh).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(prefilled).endswith("<|im_start|>assistant\nRating: [[")

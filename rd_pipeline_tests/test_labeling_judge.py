@@ -115,7 +115,7 @@ def test_judge_pointwise_retries_unparsable_once_at_temperature_zero():
     def script(request: GenerationRequest) -> str:
         response = _fenced_response(request)
         if request.request_id.endswith(":retry"):
-            return "Rating: [[4]]" if "fixable" in response else "still no verdict"
+            return "4]]" if "fixable" in response else "still no verdict"  # continues "Rating: [["
         if "good" in response:
             return "Accurate and complete.\nRating: [[9]]"
         return "I think it's about a seven."
@@ -128,7 +128,10 @@ def test_judge_pointwise_retries_unparsable_once_at_temperature_zero():
     ]  # fmt: skip
     retries = [r for r in judge.requests if r.request_id.endswith(":retry")]
     assert len(judge.requests) == 5 and len(retries) == 2
-    assert all(r.params.temperature == 0.0 and r.messages[-2]["role"] == "assistant" for r in retries)
+    for retry in retries:
+        assert retry.params.temperature == 0.0
+        assert [m["role"] for m in retry.messages[-3:]] == ["assistant", "user", "assistant"]
+        assert retry.messages[-1]["content"] == "Rating: [["  # the judge's reply starts with the verdict line
     assert stats.samples_generated == 5 and stats.input_tokens == 50
     summary = judge_summary(pointwise=judgments)
     assert summary["pointwise_parse_rate"] == pytest.approx(2 / 3)

@@ -23,7 +23,11 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Ask for ``params.n`` samples for one conversation. ``request_id`` is the caller's key for it."""
+    """Ask for ``params.n`` samples for one conversation. ``request_id`` is the caller's key for it.
+
+    When the last message is the assistant's, it is a prefilled reply that local backends continue; API backends
+    send it as it is (servers differ in whether they continue it).
+    """
 
     request_id: str
     messages: tuple[Message, ...]

@@ -43,8 +43,16 @@ def transformers_identity(resolved: ResolvedModel, model: ModelConfig) -> dict[s
 
 
 def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
-    """The token ids of a request's conversation, ending with the assistant turn's opening."""
-    encoded = tokenizer.apply_chat_template([dict(m) for m in request.messages], add_generation_prompt=True)
+    """The token ids of a request's conversation, ending with the assistant turn's opening.
+
+    A conversation that ends with an assistant message is a prefilled reply: the ids end inside that message, so
+    the model continues it.
+    """
+    messages = [dict(m) for m in request.messages]
+    prefilled = messages[-1]["role"] == "assistant"
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=not prefilled, continue_final_message=prefilled
+    )
     ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
     return [int(token) for token in ids]
 

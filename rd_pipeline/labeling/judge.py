@@ -37,6 +37,9 @@ PAIRWISE_TASK = (
     'verdict on the last line, exactly in the format "Verdict: [[A]]" if response A is better, '
     '"Verdict: [[B]]" if response B is better, or "Verdict: [[C]]" for a tie.'
 )
+RETRY_MAX_NEW_TOKENS = 8
+POINTWISE_PREFIX = "Rating: [["
+PAIRWISE_PREFIX = "Verdict: [["
 POINTWISE_RETRY = 'Write only your final rating, exactly in the format "Rating: [[N]]" with N from 1 to 10.'
 PAIRWISE_RETRY = (
     'Write only your final verdict, exactly "Verdict: [[A]]", "Verdict: [[B]]" or "Verdict: [[C]]".'
@@ -155,10 +158,14 @@ def _run_with_retry(
     parse: Callable[[str], object],
     retry_prompt: str,
     params: SamplingParams,
+    verdict_prefix: str,
 ) -> tuple[dict[str, str], set[str], GenerationStats]:
     """Judge texts by request id, with one temperature-0 follow-up for each unparsable verdict.
 
-    Returns the final text per id (the retry's when there was one), the ids retried, and summed stats.
+    The follow-up asks for the verdict line alone and starts the judge's reply with ``verdict_prefix`` (e.g.
+    ``Rating: [[``), so that even a small judge only has to write the verdict itself; what it writes is parsed like
+    any other verdict, and anything else stays unparsable. Returns the final text per id (for a retry, the prefix
+    plus the judge's continuation), the ids retried, and summed stats.
     """
     requests = [GenerationRequest(rid, tuple(messages), params) for rid, messages in conversations.items()]
     completions, stats = generator.generate(requests)
@@ -166,8 +173,13 @@ def _run_with_retry(
     failed = [rid for rid in conversations if parse(texts.get(rid, "")) is None]
     if not failed:
         return texts, set(), stats
+    # The verdict after the prefix is a few tokens ("10]]"); a longer allowance would only let the judge ramble.
     retry_params = SamplingParams(
-        temperature=0.0, n=1, max_new_tokens=params.max_new_tokens, top_p=1.0, seed=params.seed
+        temperature=0.0,
+        n=1,
+        max_new_tokens=min(params.max_new_tokens, RETRY_MAX_NEW_TOKENS),
+        top_p=1.0,
+        seed=params.seed,
     )
     retries = [
         GenerationRequest(
@@ -176,6 +188,7 @@ def _run_with_retry(
                 *conversations[rid],
                 {"role": "assistant", "content": texts.get(rid, "")},
                 {"role": "user", "content": retry_prompt},
+                {"role": "assistant", "content": verdict_prefix},
             ),
             retry_params,
         )
@@ -184,7 +197,7 @@ def _run_with_retry(
     retry_completions, retry_stats = generator.generate(retries)
     for completion in retry_completions:
         if completion.sample_index == 0:
-            texts[completion.request_id.removesuffix(":retry")] = completion.text
+            texts[completion.request_id.removesuffix(":retry")] = verdict_prefix + completion.text
     return texts, set(failed), add_stats(stats, retry_stats)
 
 
@@ -200,7 +213,7 @@ def judge_pointwise(
     conversations = {f"pointwise:{key}": pointwise_messages(inst, resp) for key, inst, resp in items}
     params = SamplingParams(temperature=temperature, n=1, max_new_tokens=max_new_tokens, seed=seed)
     texts, retried, stats = _run_with_retry(
-        generator, conversations, parse_pointwise, POINTWISE_RETRY, params
+        generator, conversations, parse_pointwise, POINTWISE_RETRY, params, POINTWISE_PREFIX
     )
     judgments = []
     for key, _, _ in items:
@@ -232,7 +245,9 @@ def judge_pairwise(
         conversations[f"pairwise:{key}:fwd"] = pairwise_messages(instruction, first, second)
         conversations[f"pairwise:{key}:bwd"] = pairwise_messages(instruction, second, first)
     params = SamplingParams(temperature=temperature, n=1, max_new_tokens=max_new_tokens, seed=seed)
-    texts, retried, stats = _run_with_retry(generator, conversations, parse_pairwise, PAIRWISE_RETRY, params)
+    texts, retried, stats = _run_with_retry(
+        generator, conversations, parse_pairwise, PAIRWISE_RETRY, params, PAIRWISE_PREFIX
+    )
     judgments = []
     for key, _, _, _ in items:
         fwd_id, bwd_id = f"pairwise:{key}:fwd", f"pairwise:{key}:bwd"
