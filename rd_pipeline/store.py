@@ -15,6 +15,21 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+
+def _response_columns(version_column: str) -> dict[str, str]:
+    """Sampled responses: one row per (prompt, temperature, sample index), with the version of the model."""
+    return {
+        "benchmark": "VARCHAR",
+        "prompt_id": "VARCHAR",
+        "temperature": "DOUBLE",
+        "sample_index": "INTEGER",
+        "response": "VARCHAR",
+        "input_tokens": "INTEGER",
+        "output_tokens": "INTEGER",
+        version_column: "VARCHAR",
+    }
+
+
 # Every table has a `benchmark` column (the partition key) except where noted.
 SCHEMAS: dict[str, dict[str, str]] = {
     "benchmark_prompts": {
@@ -28,16 +43,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "meta": "VARCHAR",
         "data_version": "VARCHAR",
     },
-    "teacher_responses": {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "temperature": "DOUBLE",
-        "sample_index": "INTEGER",
-        "response": "VARCHAR",
-        "input_tokens": "INTEGER",
-        "output_tokens": "INTEGER",
-        "teacher_version": "VARCHAR",
-    },
+    "teacher_responses": _response_columns("teacher_version"),
     "pseudo_labels": {
         "benchmark": "VARCHAR",
         "prompt_id": "VARCHAR",
@@ -53,16 +59,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "teacher_version": "VARCHAR",
         "label_version": "VARCHAR",
     },
-    "student_responses": {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "temperature": "DOUBLE",
-        "sample_index": "INTEGER",
-        "response": "VARCHAR",
-        "input_tokens": "INTEGER",
-        "output_tokens": "INTEGER",
-        "student_version": "VARCHAR",
-    },
+    "student_responses": _response_columns("student_version"),
     "reward_labels": {
         "benchmark": "VARCHAR",
         "prompt_id": "VARCHAR",
