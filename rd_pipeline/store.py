@@ -6,6 +6,8 @@ models generate or train; a writer that finds the file locked by another process
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -163,8 +165,24 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    def _create_once(self) -> None:
+        """Create the database file under a file lock, so that processes starting together never open a
+        half-written file."""
+        with open(self.path.with_name(f".{self.path.name}.create.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not self.path.exists():
+                    # Built aside and renamed into place: other processes see no file or a complete one.
+                    staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+                    duckdb.connect(str(staging)).close()
+                    os.replace(staging, self.path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _run(self, action, read_only: bool = False) -> Any:
         """Run ``action(connection)`` with a fresh connection, retrying while another process holds the file."""
+        if not read_only and not self.path.exists():
+            self._create_once()
         deadline = time.monotonic() + _LOCK_WAIT_S
         delay = 0.05
         while True:

@@ -9,7 +9,10 @@ import pytest
 from rd_pipeline.evaluation.metrics import accuracy, breakdown, win_rate
 from rd_pipeline.evaluation.report import MODEL_ROLES, format_table, render_report
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+# The built-in GSM-Plus sample ships with the package, so these tests need no external data.
+GSM_PLUS_SAMPLE = (
+    Path(__file__).resolve().parents[1] / "rd_pipeline" / "benchmarks" / "samples" / "gsmplus_testmini.jsonl"
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RATES = {"teacher": 0.7, "base_student": 0.25, "sft_student": 0.5, "rl_student": 0.8}
 
@@ -34,7 +37,7 @@ def _correct(rate: float, n: int) -> list[bool]:
 
 
 def _gsm_plus_types(limit: int = 160) -> list[str]:
-    with (DATA / "gsm_plus" / "gsmplus_testmini.jsonl").open() as f:
+    with GSM_PLUS_SAMPLE.open() as f:
         return [json.loads(line)["perturbation_type"] for _, line in zip(range(limit), f, strict=False)]
 
 
