@@ -11,7 +11,7 @@ from rd_pipeline.evaluation.report import MODEL_ROLES, format_table, render_repo
 
 # The built-in GSM-Plus sample ships with the package, so these tests need no external data.
 GSM_PLUS_SAMPLE = (
-    Path(__file__).resolve().parents[1] / "rd_pipeline" / "benchmarks" / "samples" / "gsmplus_testmini.jsonl"
+    Path(__file__).resolve().parents[1] / "rd_pipeline" / "benchmarks" / "samples" / "gsm_plus_sample.jsonl"
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RATES = {"teacher": 0.7, "base_student": 0.25, "sft_student": 0.5, "rl_student": 0.8}

@@ -20,6 +20,7 @@ from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
 SAMPLES = Path(__file__).parent / "samples"
 FILE_NAME = "alpaca_eval_gpt4_baseline.json"
+SAMPLE_FILE = "alpaca_eval_sample.json"  # written for this project, in the same format
 HUB_ID, HUB_CONFIG, HUB_SPLIT = "tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline", "eval"
 
 
@@ -29,7 +30,7 @@ class AlpacaEval(Benchmark):
 
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
         if source == "builtin":
-            file = SAMPLES / FILE_NAME
+            file = SAMPLES / SAMPLE_FILE
             records, where = read_json_array(file), str(file)
         elif source == "local":
             if path is None:

@@ -30,7 +30,9 @@ class Gsm8k(Benchmark):
 
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
         if source == "builtin":
-            return self._load_split_files(SAMPLES / "gsm8k_train.jsonl", SAMPLES / "gsm8k_test.jsonl")
+            return self._load_split_files(
+                SAMPLES / "gsm8k_train_sample.jsonl", SAMPLES / "gsm8k_test_sample.jsonl"
+            )
         if source == "local":
             if path is None:
                 raise ValueError("gsm8k: source 'local' needs a path")

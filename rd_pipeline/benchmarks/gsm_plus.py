@@ -14,6 +14,7 @@ from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
 SAMPLES = Path(__file__).parent / "samples"
 FILE_NAME = "gsmplus_testmini.jsonl"
+SAMPLE_FILE = "gsm_plus_sample.jsonl"  # written for this project, in the same format
 HUB_ID, HUB_SPLIT = "qintongli/GSM-Plus", "testmini"
 PERTURBATION_TYPES = (
     "numerical substitution",
@@ -35,7 +36,7 @@ class GsmPlus(Benchmark):
 
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
         if source == "builtin":
-            file = SAMPLES / FILE_NAME
+            file = SAMPLES / SAMPLE_FILE
             records, where = read_jsonl(file), str(file)
         elif source == "local":
             if path is None:

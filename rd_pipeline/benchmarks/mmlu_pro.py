@@ -20,7 +20,7 @@ from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
 SAMPLES = Path(__file__).parent / "samples"
 FILE_NAME = "test.jsonl"
-SAMPLE_FILE = "mmlu_pro_test.jsonl"
+SAMPLE_FILE = "mmlu_pro_sample.jsonl"
 HUB_ID, HUB_SPLIT = "TIGER-Lab/MMLU-Pro", "test"
 
 
