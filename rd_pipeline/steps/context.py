@@ -6,15 +6,16 @@ import hashlib
 import json
 import logging
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.generation.base import GenerationStats
+from rd_pipeline.generation.base import GenerationStats, ProgressCallback
+from rd_pipeline.generation.progress import log_progress, progress_bar
 from rd_pipeline.store import Store
 
 LogFn = Callable[[str], None]
@@ -80,36 +81,20 @@ class StepContext:
             raise RuntimeError(f"{where} has not been materialized yet; materialize it first")
         return record
 
-    def progress(self, label: str, total: int) -> GenerationProgress:
-        return GenerationProgress(label, total, self.log)
+    @contextmanager
+    def progress(self, label: str) -> Iterator[ProgressCallback]:
+        """Generation progress: lines in the log at most every 10 s, plus a terminal bar when attached to a TTY."""
+        to_log = log_progress(self.log, label)
+        if not sys.stderr.isatty():
+            yield to_log
+            return
+        with progress_bar(label) as to_bar:
 
+            def both(done: int, total: int, stats: GenerationStats) -> None:
+                to_bar(done, total, stats)
+                to_log(done, total, stats)
 
-class GenerationProgress:
-    """Progress of a long generation: a terminal bar when attached to a TTY, and log lines at most every 10 s."""
-
-    def __init__(self, label: str, total: int, log: LogFn, interval_s: float = 10.0) -> None:
-        from tqdm import tqdm
-
-        self.label, self.total, self.log, self.interval_s = label, total, log, interval_s
-        self._last_log = 0.0
-        self._bar = tqdm(total=total, desc=label, unit="sample", disable=not sys.stderr.isatty(), leave=False)
-
-    def __call__(self, done: int, total: int, stats: GenerationStats) -> None:
-        self._bar.total = total
-        self._bar.n = done
-        self._bar.set_postfix(tokens=stats.output_tokens, cost=f"${stats.cost_usd:.4f}", refresh=False)
-        self._bar.refresh()
-        now = time.monotonic()
-        if done >= total or now - self._last_log >= self.interval_s:
-            self._last_log = now
-            self.log(
-                f"{self.label}: {done}/{total} samples ({stats.samples_generated} generated, "
-                f"{stats.samples_from_journal} from journal), {stats.input_tokens} input + {stats.output_tokens} "
-                f"output tokens, ${stats.cost_usd:.4f}"
-            )
-
-    def close(self) -> None:
-        self._bar.close()
+            yield both
 
 
 def lineage_ref(record: dict[str, Any]) -> dict[str, str]:

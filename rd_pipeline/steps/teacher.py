@@ -62,18 +62,16 @@ def generate_rows(
 ) -> tuple[list[Completion], GenerationStats, dict[str, str]]:
     """Run requests through a journaled generator with progress, then release the model."""
     generator = make_generator(model, ctx.rd_home, location=location, role=label)
-    total = sum(request.params.n for request in requests)
-    progress = ctx.progress(label, total)
     try:
-        completions, stats = generator.generate(requests, progress=progress)
+        with ctx.progress(label) as progress:
+            completions, stats = generator.generate(requests, progress=progress)
         identity = generator.identity
     finally:
-        progress.close()
         generator.close()
     if stats.budget_exhausted:
         ctx.log(
-            f"{label}: stopped at the budget limit with {len(completions)}/{total} samples; the rest are generated "
-            "on the next run once the budget allows"
+            f"{label}: stopped at the budget limit with {len(completions)}/{stats.samples_requested} samples; "
+            "the rest are generated on the next run once the budget allows"
         )
     return completions, stats, identity
 
