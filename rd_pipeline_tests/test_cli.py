@@ -43,3 +43,10 @@ def test_bad_config_exits_2_with_the_field(tmp_path: Path, capsys):
     path.write_text("teacher: {ref: tiny-random}\n")
     assert main(["report", "--config", str(path)]) == 2
     assert "student: Field required" in capsys.readouterr().err
+
+
+def test_shipped_instance_config_matches_the_one_rd_installs():
+    root = Path(__file__).resolve().parents[1]
+    packaged = root / "rd_pipeline" / "defs" / "dagster_instance.yaml"
+    assert (root / "dagster.yaml").read_text() == packaged.read_text()
+    assert "pools" in packaged.read_text() and "run_retries" in packaged.read_text()
