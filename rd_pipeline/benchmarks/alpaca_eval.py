@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
@@ -16,9 +15,9 @@ from rd_pipeline.benchmarks.records import (
     resolve_file,
     short_hash,
 )
+from rd_pipeline.benchmarks.sources import SAMPLES
 from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
-SAMPLES = Path(__file__).parent / "samples"
 FILE_NAME = "alpaca_eval_gpt4_baseline.json"
 SAMPLE_FILE = "alpaca_eval_sample.json"  # written for this project, in the same format
 HUB_ID, HUB_CONFIG, HUB_SPLIT = "tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline", "eval"

@@ -11,9 +11,9 @@ from rd_pipeline.benchmarks.extraction import extract_number, numbers_equal
 from rd_pipeline.benchmarks.hub import hub_source, read_hub
 from rd_pipeline.benchmarks.math_prompt import math_prompt
 from rd_pipeline.benchmarks.records import Record, field_str, read_jsonl, short_hash
+from rd_pipeline.benchmarks.sources import SAMPLES
 from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
-SAMPLES = Path(__file__).parent / "samples"
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 _GOLD_LINE = re.compile(r"^####\s*(-?[\d,]*\.?\d+)\s*$", re.MULTILINE)
 

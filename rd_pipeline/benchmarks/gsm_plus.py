@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import NONE_ANSWER, extract_number, is_number, numbers_equal
-from rd_pipeline.benchmarks.hub import hub_source, read_hub
 from rd_pipeline.benchmarks.math_prompt import math_prompt
-from rd_pipeline.benchmarks.records import Record, field_str, read_jsonl, resolve_file, short_hash
+from rd_pipeline.benchmarks.records import Record, field_str, short_hash
+from rd_pipeline.benchmarks.sources import read_jsonl_source
 from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
-SAMPLES = Path(__file__).parent / "samples"
 FILE_NAME = "gsmplus_testmini.jsonl"
 SAMPLE_FILE = "gsm_plus_sample.jsonl"  # written for this project, in the same format
 HUB_ID, HUB_SPLIT = "qintongli/GSM-Plus", "testmini"
@@ -35,18 +32,15 @@ class GsmPlus(Benchmark):
     verifiable = True
 
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
-        if source == "builtin":
-            file = SAMPLES / SAMPLE_FILE
-            records, where = read_jsonl(file), str(file)
-        elif source == "local":
-            if path is None:
-                raise ValueError("gsm_plus: source 'local' needs a path")
-            file = resolve_file(path, FILE_NAME)
-            records, where = read_jsonl(file), str(file)
-        elif source == "hub":
-            records, where = read_hub(HUB_ID, None, HUB_SPLIT), hub_source(HUB_ID, None, HUB_SPLIT)
-        else:
-            raise ValueError(f"gsm_plus: unknown source {source!r}")
+        records, where = read_jsonl_source(
+            self.name,
+            source,
+            path,
+            file_name=FILE_NAME,
+            sample_file=SAMPLE_FILE,
+            hub_id=HUB_ID,
+            hub_split=HUB_SPLIT,
+        )
         items = [self._item(record, where) for record in records]
         check_unique(items, where)
         return items

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import LETTERS, choices_equal, extract_choice
-from rd_pipeline.benchmarks.hub import hub_source, read_hub
 from rd_pipeline.benchmarks.records import (
     Record,
     field_int,
     field_str,
     field_str_list,
-    read_jsonl,
-    resolve_file,
 )
+from rd_pipeline.benchmarks.sources import read_jsonl_source
 from rd_pipeline.benchmarks.splits import check_unique, hash_split
 
-SAMPLES = Path(__file__).parent / "samples"
 FILE_NAME = "test.jsonl"
 SAMPLE_FILE = "mmlu_pro_sample.jsonl"
 HUB_ID, HUB_SPLIT = "TIGER-Lab/MMLU-Pro", "test"
@@ -29,18 +24,15 @@ class MmluPro(Benchmark):
     verifiable = True
 
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
-        if source == "builtin":
-            file = SAMPLES / SAMPLE_FILE
-            records, where = read_jsonl(file), str(file)
-        elif source == "local":
-            if path is None:
-                raise ValueError("mmlu_pro: source 'local' needs a path")
-            file = resolve_file(path, FILE_NAME)
-            records, where = read_jsonl(file), str(file)
-        elif source == "hub":
-            records, where = read_hub(HUB_ID, None, HUB_SPLIT), hub_source(HUB_ID, None, HUB_SPLIT)
-        else:
-            raise ValueError(f"mmlu_pro: unknown source {source!r}")
+        records, where = read_jsonl_source(
+            self.name,
+            source,
+            path,
+            file_name=FILE_NAME,
+            sample_file=SAMPLE_FILE,
+            hub_id=HUB_ID,
+            hub_split=HUB_SPLIT,
+        )
         items = [self._item(record, where) for record in records]
         check_unique(items, where)
         return items
