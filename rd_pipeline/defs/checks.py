@@ -1,114 +1,21 @@
 """Asset checks, evaluated from what each step reports and attached to its materialization.
 
-Blocking checks (when ``checks.enforce`` is on) stop downstream steps in the same run: bad labels never reach SFT,
-and a reward model no better than chance never drives RL.
+The checks themselves are plain functions in ``rd_pipeline.steps.checks`` (add new ones to ``CHECKS`` there); they
+run before a step's writes are committed, so a failed blocking check leaves the stored data unchanged and fails the
+step, which stops downstream steps: bad labels never reach SFT, and a reward model no better than chance never drives
+RL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
+from rd_pipeline.steps.checks import CHECKS, CheckOutcome, evaluate_checks
 
-CheckFn = Callable[[dict[str, Any], PipelineConfig], tuple[bool, dict[str, Any]]]
-
-
-def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    rows = metadata.get("rows", metadata.get("labelled_responses", 0)) or 0
-    return rows > 0, {"rows": rows}
-
-
-def _complete_samples(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    expected = (metadata.get("prompts") or 0) * config.sampling.n * len(config.sampling.temperatures)
-    rows = metadata.get("rows") or 0
-    return rows == expected, {
-        "rows": rows,
-        "expected": expected,
-        "budget_exhausted": bool(metadata.get("budget_exhausted")),
-    }
-
-
-def _label_coverage(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    coverage = metadata.get("coverage") or 0.0
-    share = metadata.get("mean_vote_share")
-    minima = config.checks
-    passed = coverage >= minima.min_label_coverage and (share is None or share >= minima.min_mean_vote_share)
-    return passed, {
-        "coverage": coverage,
-        "min_coverage": minima.min_label_coverage,
-        "mean_vote_share": share,
-        "min_mean_vote_share": minima.min_mean_vote_share,
-    }
-
-
-def _gold_label_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    accuracy = metadata.get("gold_label_accuracy")
-    threshold = config.checks.min_gold_label_accuracy
-    passed = accuracy is None or accuracy >= threshold  # open-ended benchmarks have no gold to compare with
-    return passed, {
-        "gold_label_accuracy": accuracy,
-        "min_gold_label_accuracy": threshold,
-        "labelled_prompts": metadata.get("n_labelled"),
-    }
-
-
-def _reward_model_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    accuracy = metadata.get("heldout_accuracy")
-    threshold = config.checks.min_reward_model_accuracy
-    passed = accuracy is not None and accuracy == accuracy and accuracy > threshold
-    return passed, {
-        "heldout_accuracy": accuracy,
-        "must_exceed": threshold,
-        "heldout_pairs": metadata.get("heldout_pairs"),
-    }
-
-
-def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    roles = ("teacher", "base_student", "sft_student", "rl_student")
-    missing = [role for role in roles if not any(key.startswith(f"{role}_") for key in metadata)]
-    return not missing and (metadata.get("eval_prompts") or 0) > 0, {
-        "missing_roles": ", ".join(missing) or "none"
-    }
-
-
-# asset -> [(check name, blocking, description, function)]
-CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
-    "benchmark_prompts": [("not_empty", True, "the partition has prompts", _not_empty)],
-    "teacher_responses": [
-        ("not_empty", True, "the teacher answered", _not_empty),
-        (
-            "complete",
-            True,
-            "every prompt has n samples at each temperature (not cut short by the budget)",
-            _complete_samples,
-        ),
-    ],
-    "pseudo_labels": [
-        ("not_empty", True, "responses were labelled", _not_empty),
-        (
-            "label_coverage",
-            True,
-            "label coverage and mean vote share reach the configured minima",
-            _label_coverage,
-        ),
-    ],
-    "student_responses": [
-        ("not_empty", True, "the student answered", _not_empty),
-        ("complete", True, "every prompt has n samples at each temperature", _complete_samples),
-    ],
-    "reward_model": [
-        (
-            "heldout_accuracy",
-            True,
-            "held-out pairwise accuracy is above the configured minimum",
-            _reward_model_accuracy,
-        ),
-    ],
-    "eval_scores": [("complete", False, "every model was scored", _eval_complete)],
-}
+__all__ = ["CHECKS", "check_results", "check_specs", "outcome_results"]
 
 
 def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
@@ -118,19 +25,25 @@ def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def check_results(asset: str, metadata: dict[str, Any], config: PipelineConfig) -> list[dg.AssetCheckResult]:
-    """Evaluate an asset's checks on its step metadata; failures are errors only when checks are enforced."""
-    severity = dg.AssetCheckSeverity.ERROR if config.checks.enforce else dg.AssetCheckSeverity.WARN
+def outcome_results(outcomes: list[CheckOutcome], config: PipelineConfig) -> list[dg.AssetCheckResult]:
+    """Dagster check results for outcomes already evaluated; a refused commit's failures are errors."""
     results = []
-    for name, _, _, check in CHECKS.get(asset, []):
-        passed, details = check(metadata, config)
+    for outcome in outcomes:
+        error = config.checks.enforce or outcome.refuses_commit
         results.append(
             dg.AssetCheckResult(
-                check_name=name,
-                asset_key=asset,
-                passed=bool(passed),
-                severity=severity,
-                metadata={k: (dg.MetadataValue.null() if v is None else v) for k, v in details.items()},
+                check_name=outcome.name,
+                asset_key=outcome.asset,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    k: (dg.MetadataValue.null() if v is None else v) for k, v in outcome.details.items()
+                },
             )
         )
     return results
+
+
+def check_results(asset: str, metadata: dict[str, Any], config: PipelineConfig) -> list[dg.AssetCheckResult]:
+    """Evaluate an asset's checks on its step metadata; failures are errors only when checks are enforced."""
+    return outcome_results(evaluate_checks(asset, metadata, config), config)
