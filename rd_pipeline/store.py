@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,61 @@ class StoreError(RuntimeError):
     """A store operation that cannot succeed (unknown table, wrong columns)."""
 
 
+class StoreCorruptError(StoreError):
+    """The database file cannot be read as a DuckDB database (damaged, truncated, or not DuckDB at all)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"{self.path} is not a readable DuckDB database ({reason}); nothing was written to it. "
+            "`rd rebuild` moves it aside and re-makes every table from the journal and the checkpoints"
+        )
+
+
+@dataclass
+class PartitionWrite:
+    """Rows that replace one partition of a table (``benchmark`` plus optional extra column matches)."""
+
+    table: str
+    benchmark: str
+    rows: pa.Table
+    match: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StagedWrites:
+    """A step's writes, held back until its checks pass, then committed together by ``Store.commit``."""
+
+    replacements: list[PartitionWrite] = field(default_factory=list)
+    appends: list[tuple[str, pa.Table]] = field(default_factory=list)
+
+    def rows(self, table: str) -> int:
+        """How many rows are staged for ``table``."""
+        return sum(w.rows.num_rows for w in self.replacements if w.table == table) + sum(
+            data.num_rows for name, data in self.appends if name == table
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.replacements or self.appends)
+
+
 def _is_lock_conflict(error: duckdb.Error) -> bool:
     text = str(error).lower()
     return "lock" in text or "conflicting" in text or "being used by another process" in text
+
+
+_CORRUPTION_MARKERS = ("not a valid duckdb database", "could not read enough bytes", "corrupt", "checksum")
+
+
+def _is_corruption(error: duckdb.Error) -> bool:
+    text = str(error).lower()
+    return any(marker in text for marker in _CORRUPTION_MARKERS)
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of a DuckDB error, without the path (the message names the file already)."""
+    return str(error).splitlines()[0].strip()
 
 
 class Store:
@@ -191,6 +244,8 @@ class Store:
                     return action(None)
                 connection = duckdb.connect(str(self.path))
             except duckdb.Error as error:
+                if _is_corruption(error):
+                    raise StoreCorruptError(self.path, _reason(error)) from error
                 if not _is_lock_conflict(error) or time.monotonic() > deadline:
                     raise
                 time.sleep(delay + random.uniform(0, delay))
@@ -198,8 +253,30 @@ class Store:
                 continue
             try:
                 return action(connection)
+            except duckdb.Error as error:
+                if _is_corruption(error):
+                    raise StoreCorruptError(self.path, _reason(error)) from error
+                raise
             finally:
                 connection.close()
+
+    def verify(self) -> list[str]:
+        """Open the file and count every table's rows, so that a damaged file fails before any work starts.
+
+        Returns the table names (none when the file does not exist yet); raises ``StoreCorruptError``.
+        """
+
+        def check(connection: duckdb.DuckDBPyConnection | None) -> list[str]:
+            if connection is None:
+                return []
+            tables = [
+                row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables")
+            ]
+            for table in tables:
+                connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+            return tables
+
+        return self._run(check, read_only=True)
 
     @staticmethod
     def _ensure_table(connection: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -228,29 +305,67 @@ class Store:
 
         Idempotent: writing the same rows twice leaves one copy. Returns the number of rows written.
         """
-        data = self._arrow(table, rows)
-        conditions = " AND ".join(['"benchmark" = ?'] + [f'"{column}" = ?' for column in match])
-        parameters = [benchmark, *match.values()]
+        staged = StagedWrites()
+        written = self.stage_partition(staged, table, benchmark, rows, **match)
+        self.commit(staged)
+        return written
 
-        def write(connection: duckdb.DuckDBPyConnection) -> int:
-            self._ensure_table(connection, table)
+    def stage_partition(
+        self,
+        staged: StagedWrites,
+        table: str,
+        benchmark: str,
+        rows: Sequence[dict[str, Any]] | pa.Table,
+        **match: str,
+    ) -> int:
+        """Add the replacement of one partition to ``staged`` (validated now, written by ``commit``)."""
+        data = self._arrow(table, rows)
+        staged.replacements.append(PartitionWrite(table, benchmark, data, dict(match)))
+        return data.num_rows
+
+    def stage_append(self, staged: StagedWrites, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Add rows to append to ``staged`` (validated now, written by ``commit``)."""
+        staged.appends.append((table, self._arrow(table, rows)))
+
+    def commit(self, staged: StagedWrites) -> None:
+        """Write every staged replacement and append in one transaction: all of them become visible, or none."""
+
+        def write(connection: duckdb.DuckDBPyConnection) -> None:
+            for table in {w.table for w in staged.replacements} | {name for name, _ in staged.appends}:
+                self._ensure_table(connection, table)
             connection.execute("BEGIN TRANSACTION")
             try:
-                connection.execute(f'DELETE FROM "{table}" WHERE {conditions}', parameters)
-                if data.num_rows:
-                    connection.register("incoming_rows", data)
-                    column_list = ", ".join(f'"{name}"' for name in SCHEMAS[table])
-                    connection.execute(
-                        f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM incoming_rows'
-                    )
-                    connection.unregister("incoming_rows")
+                for replacement in staged.replacements:
+                    self._replace_rows(connection, replacement)
+                for table, data in staged.appends:
+                    self._insert(connection, table, data)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            return data.num_rows
 
-        return self._run(write)
+        if staged:
+            self._run(write)
+
+    @staticmethod
+    def _replace_rows(connection: duckdb.DuckDBPyConnection, write: PartitionWrite) -> None:
+        conditions = " AND ".join(['"benchmark" = ?'] + [f'"{column}" = ?' for column in write.match])
+        parameters = [write.benchmark, *write.match.values()]
+        connection.execute(f'DELETE FROM "{write.table}" WHERE {conditions}', parameters)
+        Store._insert(connection, write.table, write.rows)
+
+    @staticmethod
+    def _insert(connection: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+        if not data.num_rows:
+            return
+        connection.register("incoming_rows", data)
+        try:
+            column_list = ", ".join(f'"{name}"' for name in SCHEMAS[table])
+            connection.execute(
+                f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM incoming_rows'
+            )
+        finally:
+            connection.unregister("incoming_rows")
 
     def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (used for usage accounting and version records)."""
