@@ -106,9 +106,22 @@ class LabelingConfig(_Strict):
     judge_good_score: float = Field(
         default=7.0, description="judge score at or above which a response is good"
     )
-    pair_min_score_gap: float = Field(default=2.0, ge=0)
-    max_pairs_per_prompt: int = Field(default=4, ge=1)
-    heldout_fraction: float = Field(default=0.2, ge=0, lt=1)
+    pair_min_score_gap: float = Field(
+        default=2.0, ge=0, description="judged prompts: smallest judge-score gap that makes a reward pair"
+    )
+    max_pairs_per_prompt: int = Field(default=4, ge=1, description="reward pairs kept per prompt")
+    pair_policy: Literal["balanced", "random"] = Field(
+        default="balanced",
+        description=(
+            "which (good, bad) pairs become reward pairs. 'balanced': teacher-over-student pairs only as many "
+            "as student-over-teacher pairs, plus same-source pairs, alternating chosen-teacher and "
+            "chosen-student pairs, so the response's source never predicts the preference. 'random': any "
+            "pairs (with a strong teacher and weak student, 'chosen' is then mostly the teacher's)"
+        ),
+    )
+    heldout_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="share of prompts whose pairs are held out of reward training"
+    )
     judge_max_new_tokens: int = Field(default=256, ge=1)
 
 

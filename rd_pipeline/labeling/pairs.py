@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from rd_pipeline.config import LabelingConfig
 
 JUDGE_SCALE = 9.0  # the width of the 1-10 judge scale; score gaps are divided by it to give margins
+Source = Literal["teacher", "student"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,30 @@ class RewardPair:
     rejected: str
     margin: float
     split: Literal["train", "heldout"]
+    chosen_source: Source = "teacher"
+    rejected_source: Source = "teacher"
+
+
+@dataclass(frozen=True)
+class PairSourceStats:
+    """Who wrote the chosen and rejected responses of a set of pairs."""
+
+    pairs: int
+    chosen_teacher_share: float | None
+    rejected_teacher_share: float | None
+    same_source_pairs: int
+
+
+def pair_source_stats(pairs: Sequence[RewardPair]) -> PairSourceStats:
+    """Shares of pairs whose chosen (rejected) response is the teacher's, and the same-source pair count."""
+    if not pairs:
+        return PairSourceStats(0, None, None, 0)
+    return PairSourceStats(
+        pairs=len(pairs),
+        chosen_teacher_share=sum(p.chosen_source == "teacher" for p in pairs) / len(pairs),
+        rejected_teacher_share=sum(p.rejected_source == "teacher" for p in pairs) / len(pairs),
+        same_source_pairs=sum(p.chosen_source == p.rejected_source for p in pairs),
+    )
 
 
 def pair_split(benchmark: str, prompt_id: str, heldout_fraction: float) -> Literal["train", "heldout"]:
@@ -53,11 +78,13 @@ def pair_split(benchmark: str, prompt_id: str, heldout_fraction: float) -> Liter
 def build_reward_pairs(rows: Iterable[LabelledResponse], cfg: LabelingConfig, seed: int) -> list[RewardPair]:
     """Pairs per prompt, at most ``cfg.max_pairs_per_prompt`` each, in a deterministic order.
 
-    A prompt whose responses carry ``correct`` gives (correct, incorrect) pairs with the vote share as
-    margin. A prompt whose responses carry ``score`` gives pairs whose score gap is at least
+    A prompt whose responses carry ``correct`` gives (correct, incorrect) pairs; the margin is the chance
+    that both labels are right, the product of the two responses' vote shares (0, the smallest, when either
+    is unknown). A prompt whose responses carry ``score`` gives pairs whose score gap is at least
     ``cfg.pair_min_score_gap``, margin = gap / 9, largest gaps first. Responses with neither label are
-    skipped, as are duplicate response texts. Each prompt's pairs are all ``"train"`` or all
-    ``"heldout"``, by a stable hash of the prompt id. ``seed`` picks which pairs survive the cap.
+    skipped, as are duplicate response texts. ``cfg.pair_policy`` picks among the candidate pairs (see
+    ``select_pairs``). Each prompt's pairs are all ``"train"`` or all ``"heldout"``, by a stable hash of the
+    prompt id. ``seed`` picks which pairs survive the cap.
     """
     groups: dict[tuple[str, str], list[LabelledResponse]] = {}
     for row in rows:
@@ -69,10 +96,19 @@ def build_reward_pairs(rows: Iterable[LabelledResponse], cfg: LabelingConfig, se
         judged = _unique([r for r in group if r.correct is None and r.score is not None])
         candidates = _verifiable_pairs(verifiable, rng) + _judged_pairs(judged, cfg.pair_min_score_gap, rng)
         split = pair_split(benchmark, prompt_id, cfg.heldout_fraction)
-        for chosen, rejected, margin in candidates[: cfg.max_pairs_per_prompt]:
+        selected = select_pairs(candidates, cfg.pair_policy, cfg.max_pairs_per_prompt)
+        for chosen, rejected, margin in selected:
             pairs.append(
                 RewardPair(
-                    benchmark, prompt_id, chosen.prompt, chosen.response, rejected.response, margin, split
+                    benchmark,
+                    prompt_id,
+                    chosen.prompt,
+                    chosen.response,
+                    rejected.response,
+                    margin,
+                    split,
+                    chosen.source,
+                    rejected.source,
                 )
             )
     return pairs
@@ -92,14 +128,51 @@ Candidate = tuple[LabelledResponse, LabelledResponse, float]
 def _verifiable_pairs(rows: list[LabelledResponse], rng: random.Random) -> list[Candidate]:
     good = [r for r in rows if r.correct]
     bad = [r for r in rows if r.correct is False]
-    candidates = [(g, b, _vote_margin(g, b)) for g in good for b in bad]
+    candidates = [(g, b, vote_margin(g, b)) for g in good for b in bad]
     rng.shuffle(candidates)
     return candidates
 
 
-def _vote_margin(good: LabelledResponse, bad: LabelledResponse) -> float:
-    shares = [s for s in (good.vote_share, bad.vote_share) if s is not None]
-    return float(max(shares)) if shares else 1.0
+def vote_margin(good: LabelledResponse, bad: LabelledResponse) -> float:
+    """How sure a (correct, incorrect) preference is: the chance both labels are right, taking each
+    response's vote share as the chance its label is right. 0 when either share is unknown, so a pair of
+    uncertain labels never demands more separation than a pair of confident ones."""
+    if good.vote_share is None or bad.vote_share is None:
+        return 0.0
+    return float(good.vote_share) * float(bad.vote_share)
+
+
+def select_pairs(candidates: list[Candidate], policy: str, cap: int) -> list[Candidate]:
+    """Up to ``cap`` of the candidates (in their priority order) under the pairing policy.
+
+    ``"random"`` keeps the first ``cap``. ``"balanced"`` keeps teacher-over-student pairs only as many as
+    student-over-teacher pairs, so that across sources a response's source never predicts whether it is
+    chosen, and fills in with same-source pairs; picks alternate between chosen-teacher and chosen-student
+    pairs, and within each between cross-source and same-source ones.
+    """
+    if policy == "random":
+        return candidates[:cap]
+    if policy != "balanced":
+        raise ValueError(f"labeling.pair_policy must be 'balanced' or 'random', got {policy!r}")
+    buckets: dict[tuple[str, str], list[Candidate]] = {
+        (c, r): [] for c in ("teacher", "student") for r in ("teacher", "student")
+    }
+    for candidate in candidates:
+        buckets[(candidate[0].source, candidate[1].source)].append(candidate)
+    matched = min(len(buckets[("teacher", "student")]), len(buckets[("student", "teacher")]))
+    sides = [
+        _interleave(buckets[("teacher", "student")][:matched], buckets[("teacher", "teacher")]),
+        _interleave(buckets[("student", "teacher")][:matched], buckets[("student", "student")]),
+    ]
+    return _interleave(*sides)[:cap]
+
+
+def _interleave(*queues: list[Candidate]) -> list[Candidate]:
+    """One from each queue in turn, skipping emptied queues, until all are empty."""
+    out: list[Candidate] = []
+    for position in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[position] for q in queues if position < len(q))
+    return out
 
 
 def _judged_pairs(rows: list[LabelledResponse], min_gap: float, rng: random.Random) -> list[Candidate]:

@@ -15,7 +15,7 @@ from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
 from rd_pipeline.labeling.judge import judge_pointwise
-from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs
+from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
@@ -199,6 +199,11 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
         if label["prompt_labelled"]:
             labelled.append(_reward_row(row, "teacher", label["good"], label["judge_score"], label_version))
     metadata: dict[str, Any] = {}
+    # Teacher and student responses alike are labelled against the prompt's majority answer, so each
+    # label is as sure as that majority's vote share.
+    prompt_shares = {
+        lab["prompt_id"]: lab["vote_share"] for lab in teacher_labels.values() if lab["prompt_labelled"]
+    }
     if bench.verifiable:
         prompt_answers = {
             lab["prompt_id"]: lab["prompt_answer"]
@@ -234,11 +239,7 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
                 source=r["source"],
                 correct=r["good"] if bench.verifiable else None,
                 score=r["judge_score"],
-                vote_share=teacher_labels.get((r["prompt_id"], r["temperature"], r["sample_index"]), {}).get(
-                    "vote_share"
-                )
-                if r["source"] == "teacher"
-                else None,
+                vote_share=prompt_shares.get(r["prompt_id"]),
             )
             for r in labelled
         ],
@@ -271,6 +272,7 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
         {"pseudo_labels": lineage_ref(labels_version), "student_responses": lineage_ref(student_version)},
     )
     by_source = {s: [r for r in labelled if r["source"] == s] for s in ("teacher", "student")}
+    source_stats = pair_source_stats(pairs)
     return StepResult(
         data_version,
         {
@@ -280,10 +282,18 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
             "pairs": len(pair_rows),
             "train_pairs": sum(1 for p in pair_rows if p["split"] == "train"),
             "heldout_pairs": sum(1 for p in pair_rows if p["split"] != "train"),
+            "pair_policy": config.labeling.pair_policy,
+            "chosen_teacher_share": _round(source_stats.chosen_teacher_share),
+            "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
+            "same_source_pairs": source_stats.same_source_pairs,
             "teacher_version": labels_version["teacher_version"],
             **metadata,
         },
     )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _fraction(rows: Sequence[dict[str, Any]]) -> float | None:
