@@ -91,13 +91,28 @@ class BenchmarkConfig(_Strict):
 
 
 class SamplingConfig(_Strict):
-    """How teacher and student sample training responses."""
+    """How the teacher samples training responses (and the student, unless ``student_sampling`` says otherwise)."""
 
     n: int = Field(default=4, ge=1, description="samples per prompt at each temperature")
-    temperatures: list[float] = Field(default_factory=lambda: [0.7, 1.0])
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    max_new_tokens: int = Field(default=256, ge=1)
-    seed: int = 0
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.7, 1.0], description="each prompt is sampled n times at each of these"
+    )
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling threshold")
+    max_new_tokens: int = Field(default=256, ge=1, description="longest response, in tokens")
+    seed: int = Field(default=0, description="seed of sampling and of every trainer")
+
+
+class StudentSamplingConfig(_Strict):
+    """How the SFT student samples the responses the reward model learns from; an unset field takes the
+    teacher's value from ``sampling``. The student usually needs more samples than the teacher (e.g. 30 vs
+    10 per prompt) to give enough good and bad responses per prompt."""
+
+    n: int | None = Field(default=None, ge=1, description="samples per prompt at each temperature")
+    temperatures: list[float] | None = Field(
+        default=None, min_length=1, description="each prompt is sampled n times at each of these"
+    )
+    top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling threshold")
+    max_new_tokens: int | None = Field(default=None, ge=1, description="longest response, in tokens")
 
 
 class LabelingConfig(_Strict):
@@ -201,6 +216,10 @@ class PipelineConfig(_Strict):
         default_factory=lambda: [BenchmarkConfig(name=name) for name in ALL_BENCHMARKS]
     )
     sampling: SamplingConfig = SamplingConfig()
+    student_sampling: StudentSamplingConfig = Field(
+        default=StudentSamplingConfig(),
+        description="the student's own sampling settings; unset fields take the teacher's (sampling)",
+    )
     labeling: LabelingConfig = LabelingConfig()
     sft: SftConfig = SftConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
@@ -224,6 +243,11 @@ class PipelineConfig(_Strict):
     @property
     def judge_model(self) -> ModelConfig:
         return self.judge or self.teacher
+
+    def student_sampling_settings(self) -> SamplingConfig:
+        """The student's sampling: ``student_sampling`` where set, the teacher's ``sampling`` elsewhere."""
+        overrides = self.student_sampling.model_dump(exclude_none=True)
+        return self.sampling.model_copy(update=overrides)
 
     @property
     def benchmark_names(self) -> list[str]:

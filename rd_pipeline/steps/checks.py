@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rd_pipeline.config import PipelineConfig
+from rd_pipeline.config import PipelineConfig, SamplingConfig
 
 CheckFn = Callable[[dict[str, Any], PipelineConfig], tuple[bool, dict[str, Any]]]
 
@@ -23,7 +23,17 @@ def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[
 
 
 def _complete_samples(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    expected = (metadata.get("prompts") or 0) * config.sampling.n * len(config.sampling.temperatures)
+    return _samples_match(metadata, config.sampling)
+
+
+def _complete_student_samples(
+    metadata: dict[str, Any], config: PipelineConfig
+) -> tuple[bool, dict[str, Any]]:
+    return _samples_match(metadata, config.student_sampling_settings())
+
+
+def _samples_match(metadata: dict[str, Any], sampling: SamplingConfig) -> tuple[bool, dict[str, Any]]:
+    expected = (metadata.get("prompts") or 0) * sampling.n * len(sampling.temperatures)
     rows = metadata.get("rows") or 0
     return rows == expected, {
         "rows": rows,
@@ -98,7 +108,12 @@ CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
     ],
     "student_responses": [
         ("not_empty", True, "the student answered", _not_empty),
-        ("complete", True, "every prompt has n samples at each temperature", _complete_samples),
+        (
+            "complete",
+            True,
+            "every prompt has student_sampling.n samples at each of its temperatures",
+            _complete_student_samples,
+        ),
     ],
     "reward_model": [
         (

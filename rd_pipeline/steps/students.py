@@ -118,7 +118,8 @@ def make_sft_student(ctx: StepContext) -> StepResult:
 def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
     prompts = read_prompts(ctx, benchmark, "train")
     path, sft = latest_checkpoint(ctx, "sft_student")
-    requests = sampling_requests(prompts, ctx.config)
+    sampling = ctx.config.student_sampling_settings()
+    requests = sampling_requests(prompts, ctx.config, sampling)
     completions, stats, _ = generate_rows(
         ctx, ctx.config.student, requests, f"student_responses[{benchmark}]", location=str(path)
     )
@@ -129,6 +130,7 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
     )
     data_version = content_hash(
         sft["data_version"],
+        sampling.model_dump(mode="json"),
         [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows],
     )
     ctx.record_version(
@@ -144,6 +146,7 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
             "rows": len(rows),
             "prompts": len(prompts),
             "student_version": sft["data_version"],
+            "samples_per_prompt": sampling.n * len(sampling.temperatures),
             **generation_metadata(stats, completions),
         },
     )

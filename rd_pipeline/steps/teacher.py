@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rd_pipeline.config import ModelConfig, PipelineConfig
+from rd_pipeline.config import ModelConfig, PipelineConfig, SamplingConfig
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import (
     Completion,
@@ -33,9 +33,11 @@ def version_from_identity(identity: dict[str, str], config: PipelineConfig) -> s
     return content_hash(identity, config.sampling.model_dump(mode="json"))
 
 
-def sampling_requests(prompts: Sequence[dict[str, Any]], config: PipelineConfig) -> list[GenerationRequest]:
-    """n samples per prompt at each configured temperature."""
-    sampling = config.sampling
+def sampling_requests(
+    prompts: Sequence[dict[str, Any]], config: PipelineConfig, sampling: SamplingConfig | None = None
+) -> list[GenerationRequest]:
+    """n samples per prompt at each temperature of ``sampling`` (default: the teacher's, ``config.sampling``)."""
+    sampling = sampling or config.sampling
     return [
         GenerationRequest(
             request_id=row["prompt_id"],
