@@ -25,12 +25,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Chat request fields the openai backend always sets itself from the sampling settings.
+SAMPLING_FIELDS_SENT = frozenset({"model", "messages", "n", "seed", "temperature", "top_p", "max_tokens"})
+
+
 class ApiConfig(_Strict):
     """An OpenAI-compatible endpoint. The key is read from the environment variable named here, never stored."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1", description="the endpoint, when the model has one replica"
+    )
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="replicas of the same model (e.g. several `vllm serve`); requests are spread over them, a "
+        "failing one is taken out and retried later. Replaces base_url; the model's identity is the same "
+        "whichever replica answers",
+    )
+    endpoint_cooldown_s: float = Field(
+        default=30.0, gt=0, description="how long a failing replica stays out (doubled per repeated failure)"
+    )
     model: str | None = Field(
         default=None, description="model name sent to the server; defaults to the model ref"
+    )
+    sampling_extras: dict[str, float | int] = Field(
+        default_factory=dict,
+        description="more sampling fields sent with every request, e.g. {top_k: -1, min_p: 0, "
+        "repetition_penalty: 1.0} for a vLLM server, which otherwise fills fields left out from the model's "
+        "generation_config.json; part of the model's identity. OpenAI's own API refuses unknown fields",
     )
     api_key_env: str | None = Field(
         default="OPENAI_API_KEY", description="NAME of the env var holding the key"
@@ -43,6 +64,22 @@ class ApiConfig(_Strict):
     price_input_per_m: float = Field(default=0.0, ge=0, description="USD per million input tokens")
     price_output_per_m: float = Field(default=0.0, ge=0, description="USD per million output tokens")
     max_budget_usd: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_endpoints(self) -> ApiConfig:
+        if self.base_urls and "base_url" in self.model_fields_set:
+            raise ValueError("give base_url (one endpoint) or base_urls (replicas), not both")
+        stripped = [url.rstrip("/") for url in self.base_urls]
+        if len(set(stripped)) != len(stripped):
+            raise ValueError(f"base_urls lists a URL twice: {self.base_urls}")
+        reserved = sorted(set(self.sampling_extras) & SAMPLING_FIELDS_SENT)
+        if reserved:
+            raise ValueError(f"sampling_extras cannot set {reserved}: they come from the sampling settings")
+        return self
+
+    def endpoint_urls(self) -> list[str]:
+        """The base URLs requests go to: base_urls, else [base_url]."""
+        return [url.rstrip("/") for url in (self.base_urls or [self.base_url])]
 
 
 class LoraConfig(_Strict):
