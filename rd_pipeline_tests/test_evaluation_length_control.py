@@ -76,7 +76,7 @@ def test_bootstrap_is_seeded():
 
 def test_degenerate_and_bad_inputs():
     one = length_controlled_win_rate([1.0], [10], [5], ["x"])
-    assert one.n == 1 and math.isnan(one.ci_low)
+    assert one.n == 1 and 0.0 < one.ci_low < 0.5 and one.ci_high > 0.99
     empty = length_controlled_win_rate([None], [10], [5], ["x"])
     assert empty.n == 0 and empty.n_excluded == 1 and math.isnan(empty.value)
     with pytest.raises(ValueError, match="equal lengths"):
@@ -85,3 +85,16 @@ def test_degenerate_and_bad_inputs():
         length_controlled_win_rate([1.0, 0.0], [10, -3], [5, 5], ["x", "y"])
     with pytest.raises(ValueError, match=r"preferences\[0\] = 2.0"):
         length_controlled_win_rate([2.0], [10], [5], ["x"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 12])
+def test_interval_has_width_when_every_comparison_ties(n):
+    est = length_controlled_win_rate([0.5] * n, [100 + 10 * i for i in range(n)], [100] * n, range(n))
+    assert est.value == pytest.approx(0.5, abs=1e-3)
+    assert est.ci_low < est.value < est.ci_high
+    assert est.ci_high - est.ci_low >= 0.9 * (win_rate([0.5] * n).ci_high - win_rate([0.5] * n).ci_low)
+
+
+def test_unanimous_small_sample_keeps_a_wide_interval():
+    est = length_controlled_win_rate([1.0, 1.0, 1.0], [120, 130, 90], [100] * 3, ["a", "b", "c"])
+    assert est.value > 0.9 and est.ci_low < 0.6 and est.ci_high <= 1.0

@@ -57,13 +57,32 @@ def test_empty_accuracy_is_nan():
 
 
 def test_win_rate_counts_ties_half_and_excludes_unparsable():
-    # mean of (1, 0.5, 0, 1) = 0.625; sample variance 0.6875 / 3 = 0.229167;
-    # half width 1.96 * sqrt(0.229167 / 4) = 0.46913, so the upper bound clips to 1.
+    # mean of (1, 0.5, 0, 1) = 0.625: 2.5 half-credit wins of 4, with the Wilson interval of 2.5 / 4.
     est = win_rate([1.0, 0.5, 0.0, None, 1.0])
     assert est.value == pytest.approx(0.625)
     assert est.n == 4 and est.n_excluded == 1
-    assert est.ci_low == pytest.approx(0.625 - 0.46913, abs=1e-4)
-    assert est.ci_high == 1.0
+    assert (est.ci_low, est.ci_high) == pytest.approx(wilson_interval(2.5, 4))
+    # centre (0.625 + 0.48019) / 1.96037 = 0.56376, half 1.96 * sqrt(0.05859 + 0.06002) / 1.96037 = 0.34434
+    assert est.ci_low == pytest.approx(0.2194, abs=1e-4) and est.ci_high == pytest.approx(0.9081, abs=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 40])
+def test_win_rate_interval_has_width_when_every_comparison_ties(n):
+    est = win_rate([0.5] * n)
+    assert est.value == 0.5 and est.n == n
+    assert 0.0 <= est.ci_low < 0.5 < est.ci_high <= 1.0
+    assert est.ci_high - est.ci_low > 0.25  # 40 ties say little: about ±15 points
+    low, high = wilson_interval(n / 2, n)
+    assert (est.ci_low, est.ci_high) == pytest.approx((low, high))
+
+
+def test_win_rate_interval_at_small_n_covers_what_one_judgement_allows():
+    one_win = win_rate([1.0])
+    assert one_win.value == 1.0 and one_win.ci_high == 1.0 and 0.0 < one_win.ci_low < 0.5
+    unanimous = win_rate([1.0] * 5)
+    assert unanimous.ci_high == 1.0 and unanimous.ci_low == pytest.approx(0.5655, abs=1e-4)
+    soft = win_rate([0.55, 0.6, 0.45])
+    assert soft.ci_low < soft.value < soft.ci_high and soft.value == pytest.approx(1.6 / 3)
 
 
 def test_win_rate_treats_nan_as_unparsable_and_rejects_bad_values():
@@ -78,7 +97,7 @@ def test_win_rate_with_all_unparsable_or_single_judgement():
     none = win_rate([None, None])
     assert none.n == 0 and none.n_excluded == 2 and math.isnan(none.value)
     one = win_rate([0.5])
-    assert one.value == 0.5 and math.isnan(one.ci_low)
+    assert one.value == 0.5 and one.ci_low < 0.5 < one.ci_high
 
 
 def test_breakdown_per_group():

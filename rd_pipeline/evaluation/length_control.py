@@ -20,7 +20,8 @@ How this version differs from AlpacaEval's:
   the model wins or loses every comparison (the LC win rate is then about 0.999 or 0.001, not 1 or 0).
 - Preferences may be soft: a tie is a target of 0.5 in the log-likelihood, as in AlpacaEval.
 - The 95% interval is a seeded percentile bootstrap over instructions (each resample refits the GLM,
-  standardization included), not AlpacaEval's standard error.
+  standardization included), not AlpacaEval's standard error, and never narrower than the Wilson interval of
+  the LC value over the instructions (so it keeps its width when every comparison ties, and at small n).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rd_pipeline.evaluation.metrics import Estimate
+from rd_pipeline.evaluation.metrics import Estimate, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,11 @@ def length_controlled_win_rate(
     ``preferences`` are 1.0 (model wins), 0.5 (tie), 0.0 (baseline wins) or None (unparsable:
     dropped and counted in ``n_excluded``). Lengths are output lengths in any consistent unit
     (AlpacaEval uses characters). Several rows may share an instruction id (for example both judge
-    orders); they then share one instruction intercept and are resampled together. The interval is
-    NaN when fewer than two instructions remain or ``n_bootstrap`` is 0.
+    orders); they then share one instruction intercept and are resampled together. The interval is the
+    bootstrap's, widened where needed to the Wilson interval of the LC value over the instructions (see
+    :func:`~rd_pipeline.evaluation.metrics.win_rate`): resamples of identical preferences (every comparison a
+    tie, or a handful of wins) all give the same value, and that must not read as certainty. With fewer than
+    two instructions or ``n_bootstrap`` 0 the Wilson interval is used alone.
     """
     _validate(preferences, model_lengths, baseline_lengths, instruction_ids)
     keep = [i for i, p in enumerate(preferences) if not (p is None or math.isnan(p))]
@@ -184,8 +188,9 @@ def length_controlled_win_rate(
     idx = np.array([codes.setdefault(instruction_ids[i], len(codes)) for i in keep], dtype=np.intp)
     k = len(codes)
     value = fit_length_glm(y, diff, idx, k, instruction_l2=instruction_l2).lc_win_rate()
+    floor_low, floor_high = wilson_interval(value * k, k)
     if k < 2 or n_bootstrap <= 0:
-        return Estimate(value, math.nan, math.nan, len(keep), excluded)
+        return Estimate(value, floor_low, floor_high, len(keep), excluded)
 
     order = np.argsort(idx, kind="stable")
     counts = np.bincount(idx, minlength=k)
@@ -198,4 +203,4 @@ def length_controlled_win_rate(
         new_idx = np.repeat(np.arange(k), counts[picks])
         boot[b] = fit_length_glm(y[rows], diff[rows], new_idx, k, instruction_l2=instruction_l2).lc_win_rate()
     low, high = np.percentile(boot, [2.5, 97.5])
-    return Estimate(value, float(low), float(high), len(keep), excluded)
+    return Estimate(value, min(float(low), floor_low), max(float(high), floor_high), len(keep), excluded)

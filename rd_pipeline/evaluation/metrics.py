@@ -80,9 +80,10 @@ def win_rate(preferences: Sequence[float | None]) -> Estimate:
     Each preference is 1.0 (model wins), 0.5 (tie) or 0.0 (baseline wins); any value in [0, 1]
     is accepted as a soft preference. ``None`` (or NaN) marks an unparsable verdict: it is excluded from
     ``n`` and counted in ``n_excluded``. The value is the mean preference, so a tie counts half a win.
-    The interval is the normal approximation ``mean ± 1.96·s/sqrt(n)`` with the sample standard
-    deviation ``s`` (the standard error AlpacaEval reports), clipped to [0, 1]; with fewer than two
-    observations its bounds are NaN. When every preference is equal the interval has zero width.
+    The interval is the Wilson score interval of the half-credit score (the sum of the preferences out of
+    ``n``, see :func:`wilson_interval`). A variable in [0, 1] with mean p has variance at most p(1-p), so this
+    interval is conservative for ties and soft preferences, stays valid at small ``n`` (one judgement
+    included) and never has zero width: n comparisons that all tie still leave the win rate uncertain.
     """
     values: list[float] = []
     excluded = 0
@@ -96,12 +97,9 @@ def win_rate(preferences: Sequence[float | None]) -> Estimate:
     n = len(values)
     if n == 0:
         return _empty(excluded)
-    mean = sum(values) / n
-    if n < 2:
-        return Estimate(mean, math.nan, math.nan, n, excluded)
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    half = Z_95 * math.sqrt(var / n)
-    return Estimate(mean, max(0.0, mean - half), min(1.0, mean + half), n, excluded)
+    total = min(float(n), sum(values))  # float rounding must not push the sum past n
+    low, high = wilson_interval(total, n)
+    return Estimate(total / n, low, high, n, excluded)
 
 
 def breakdown(correct: Sequence[bool], groups: Sequence[str]) -> dict[str, Estimate]:
