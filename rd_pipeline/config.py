@@ -177,35 +177,96 @@ class LabelingConfig(_Strict):
     judge_max_new_tokens: int = Field(default=256, ge=1)
 
 
+TRAINING_STRATEGIES = ("ddp", "fsdp2", "zero2", "zero3")
+
+
+class LaunchConfig(_Strict):
+    """How a training step runs: its own process group under ``accelerate launch``."""
+
+    num_processes: int = Field(
+        default=1, ge=1, description="processes in total over all machines, one per GPU (on a CPU: gloo)"
+    )
+    num_machines: int = Field(default=1, ge=1, description="machines the processes are spread over")
+    machine_rank: int = Field(default=0, ge=0, description="this machine's rank when num_machines > 1")
+    main_process_ip: str | None = Field(
+        default=None, description="address of machine rank 0; needed when num_machines > 1"
+    )
+    main_process_port: int | None = Field(
+        default=None, ge=1, le=65535, description="rendezvous port; default: a free port on one machine"
+    )
+    strategy: Literal["ddp", "fsdp2", "zero2", "zero3"] = Field(
+        default="ddp",
+        description="data parallel (ddp), fully sharded (fsdp2) or DeepSpeed ZeRO stage 2/3 (zero2, zero3); "
+        "fsdp2 and zero* need GPUs (and deepspeed installed for zero*)",
+    )
+    accelerate_config_file: str | None = Field(
+        default=None,
+        description="an accelerate config YAML to use as is (see `rd accelerate-config`); replaces strategy",
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        default="auto",
+        description="autocast over fp32 weights: auto = bf16 on a GPU that has it, else fp16 on a GPU, "
+        "none on a CPU. Trainable weights always stay fp32",
+    )
+
+    @model_validator(mode="after")
+    def _machines_fit(self) -> LaunchConfig:
+        if self.num_processes % self.num_machines != 0:
+            raise ValueError(
+                f"num_processes ({self.num_processes}) must be a multiple of num_machines ({self.num_machines})"
+            )
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank ({self.machine_rank}) must be below num_machines")
+        if self.num_machines > 1 and (self.main_process_ip is None or self.main_process_port is None):
+            raise ValueError("num_machines > 1 needs main_process_ip and main_process_port")
+        return self
+
+
 class SftConfig(_Strict):
+    """Supervised fine-tuning (TRL SFTTrainer) on the teacher's well-labelled responses."""
+
     epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=-1)
+    max_steps: int = Field(default=-1, description="stop after this many optimizer steps; -1: run epochs")
     learning_rate: float = Field(default=2e-5, gt=0)
-    batch_size: int = Field(default=4, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=4, ge=1, description="examples per process per micro-step")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
     max_length: int = Field(default=512, ge=16)
     lora: LoraConfig = LoraConfig()
+    launch: LaunchConfig = LaunchConfig()
 
 
 class RewardModelConfig(_Strict):
+    """Pairwise (Bradley-Terry) reward model (TRL RewardTrainer) initialised from the SFT student."""
+
     epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=-1)
+    max_steps: int = Field(default=-1, description="stop after this many optimizer steps; -1: run epochs")
     learning_rate: float = Field(default=1e-5, gt=0)
-    batch_size: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=4, ge=1, description="pairs per process per micro-step")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
     max_length: int = Field(default=512, ge=16)
     lora: LoraConfig = LoraConfig()
+    launch: LaunchConfig = LaunchConfig()
 
 
 class RlConfig(_Strict):
+    """GRPO or RLOO (TRL) on the SFT student against the reward model, with a KL penalty to the SFT student."""
+
     algorithm: Literal["grpo", "rloo"] = "grpo"
     max_steps: int = Field(default=20, ge=1)
     learning_rate: float = Field(default=1e-6, gt=0)
     batch_size: int = Field(default=4, ge=1, description="prompts x generations per device step")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
     num_generations: int = Field(default=4, ge=2)
     max_completion_length: int = Field(default=128, ge=1)
     temperature: float = Field(default=1.0, gt=0)
-    beta: float = Field(default=0.0, ge=0, description="KL coefficient")
+    beta: float = Field(
+        default=0.05, ge=0, description="KL coefficient against the reference (the SFT student); 0 = no KL"
+    )
     lora: LoraConfig = LoraConfig()
+    launch: LaunchConfig = LaunchConfig()
 
 
 class EvalConfig(_Strict):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from rd_pipeline.config import LoraConfig, RewardModelConfig, RlConfig, SftConfig
+from rd_pipeline.config import LaunchConfig, LoraConfig, RewardModelConfig, RlConfig, SftConfig
 from rd_pipeline.models import resolve_model
 from rd_pipeline.training import RewardScorer, pairwise_accuracy, train_reward_model, train_rl, train_sft
 from rd_pipeline.training.common import check_records, loss_metrics, step_values
@@ -263,3 +263,54 @@ def test_check_records_names_the_record_and_field() -> None:
         ValueError, match=r"item #0: field 'prompt' message 0 must be a dict with a string 'content'"
     ):
         check_records([{"prompt": [{"role": "user", "content": 3}]}], "item", fields)
+
+
+def _changed_tensors(base_dir: Path, trained_dir: Path) -> tuple[list[str], list[str]]:
+    """The tensors both checkpoints hold, and those of them that did not train: unchanged, or (outside the
+    embedding, whose unused token rows get no gradient) with under 90% of their elements changed."""
+    base, trained = _weights(base_dir), _weights(trained_dir)
+    shared = sorted(base.keys() & trained.keys())
+    untrained = []
+    for key in shared:
+        moved = (base[key].to(trained[key].dtype) != trained[key]).float().mean().item()
+        if moved == 0 or ("embed" not in key and moved < 0.9):
+            untrained.append(f"{key} ({moved:.0%} changed)")
+    return shared, untrained
+
+
+BF16 = LaunchConfig(mixed_precision="bf16")  # what `auto` resolves to on a bf16-capable GPU
+
+
+def test_bf16_sft_updates_every_weight_at_a_tiny_learning_rate(tiny_base: str, tmp_path: Path) -> None:
+    """bf16 autocast over fp32 weights: one step at lr 1e-6 moves every tensor (pure bf16 weights would not)."""
+    out = tmp_path / "sft_bf16"
+    cfg = SftConfig(max_steps=1, batch_size=4, learning_rate=1e-6, max_length=128, launch=BF16)
+    metrics = train_sft(tiny_base, _sft_examples(4), cfg, out, seed=0)
+    assert metrics["mixed_precision"] == "bf16"
+    shared, unchanged = _changed_tensors(Path(tiny_base), out)
+    assert len(shared) > 10 and unchanged == []
+    assert all(t.dtype == torch.float32 for t in _weights(out).values())
+
+
+def test_bf16_reward_model_updates_every_weight_at_a_tiny_learning_rate(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "rm_bf16"
+    cfg = RewardModelConfig(max_steps=1, batch_size=4, learning_rate=1e-6, max_length=128, launch=BF16)
+    train_reward_model(tiny_base, _pairs(4), [], cfg, out, seed=0)
+    shared, unchanged = _changed_tensors(Path(tiny_base), out)
+    assert len(shared) > 10 and unchanged == []
+
+
+def test_bf16_rl_updates_every_weight_at_a_tiny_learning_rate(
+    tiny_base: str, reward_model_dir: tuple[Path, dict], tmp_path: Path
+) -> None:
+    reward_dir, _ = reward_model_dir
+    out = tmp_path / "rl_bf16"
+    cfg = RlConfig(
+        max_steps=1, batch_size=4, num_generations=2, max_completion_length=8, learning_rate=1e-6, launch=BF16
+    )
+    prompts = [{"prompt": _user(f"What is {i} times 3 plus 7?")} for i in range(2)]
+    train_rl(tiny_base, str(reward_dir), prompts, cfg, out, seed=0)
+    shared, unchanged = _changed_tensors(Path(tiny_base), out)
+    assert len(shared) > 10 and unchanged == []

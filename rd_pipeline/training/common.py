@@ -19,7 +19,7 @@ from rd_pipeline.config import LoraConfig
 
 @dataclass(frozen=True)
 class Precision:
-    """Where training runs and in which floating-point format."""
+    """Where training runs, the dtype weights are loaded (and trained) in, and the autocast format."""
 
     use_cpu: bool
     bf16: bool
@@ -29,14 +29,28 @@ class Precision:
     def trainer_kwargs(self) -> dict[str, Any]:
         return {"use_cpu": self.use_cpu, "bf16": self.bf16, "fp16": self.fp16}
 
+    @property
+    def mixed_precision(self) -> str:
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
 
-def choose_precision() -> Precision:
-    """float32 on the CPU without CUDA; on a GPU bfloat16 where supported, else fp16 autocast."""
-    if not torch.cuda.is_available():
-        return Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)
-    if torch.cuda.is_bf16_supported():
-        return Precision(use_cpu=False, bf16=True, fp16=False, dtype=torch.bfloat16)
-    return Precision(use_cpu=False, bf16=False, fp16=True, dtype=torch.float32)
+
+def choose_precision(mixed_precision: str = "auto") -> Precision:
+    """The training precision for a ``launch.mixed_precision`` setting.
+
+    "auto" is bf16 autocast on a GPU that supports it, fp16 autocast on other GPUs and none on a CPU. The
+    weights always load, train and are saved in float32: the optimizer needs fp32 master weights, since a
+    small update (lr 1e-6) added to a bfloat16 weight rounds back to the same weight.
+    """
+    cuda = torch.cuda.is_available()
+    if mixed_precision == "auto":
+        mixed_precision = "no" if not cuda else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"launch.mixed_precision must be auto, no, bf16 or fp16, got {mixed_precision!r}")
+    if mixed_precision == "fp16" and not cuda:
+        raise ValueError("launch.mixed_precision 'fp16' needs a GPU; use 'no' or 'bf16' on a CPU")
+    return Precision(
+        use_cpu=not cuda, bf16=mixed_precision == "bf16", fp16=mixed_precision == "fp16", dtype=torch.float32
+    )
 
 
 def peft_lora_config(cfg: LoraConfig, task_type: str):
@@ -51,7 +65,13 @@ def peft_lora_config(cfg: LoraConfig, task_type: str):
     )
 
 
-def common_trainer_args(output_dir: str, seed: int, precision: Precision) -> dict[str, Any]:
+def common_trainer_args(
+    output_dir: str,
+    seed: int,
+    precision: Precision,
+    gradient_accumulation_steps: int = 1,
+    gradient_checkpointing: bool = False,
+) -> dict[str, Any]:
     """Arguments every TRL config shares: seeded, logged each step, no checkpoints, no external reporting."""
     return {
         "output_dir": output_dir,
@@ -62,34 +82,40 @@ def common_trainer_args(output_dir: str, seed: int, precision: Precision) -> dic
         "report_to": "none",
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "gradient_checkpointing": gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if gradient_checkpointing else None,
+        "ddp_find_unused_parameters": False,
         **precision.trainer_kwargs(),
     }
 
 
-def load_tokenizer(location: str):
+def load_tokenizer(location: str, revision: str | None = None):
     """The checkpoint's tokenizer, with a pad token (the eos token when it has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(location)
+    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(location: str, auto_class, precision: Precision, **config_overrides: Any):
-    """Load ``location`` with ``auto_class`` in the training precision.
+def load_model(
+    location: str, auto_class, precision: Precision, revision: str | None = None, **config_overrides: Any
+):
+    """Load ``location`` (at ``revision``) with ``auto_class`` in the training dtype, on the CPU.
 
+    No device_map: the trainer places the model on its process's device (DDP, FSDP and DeepSpeed need that).
     A ``quantization_config`` of method "gguf" is dropped first: checkpoints converted from GGUF hold plain
     dequantized weights, but the leftover entry would make the trainer refuse full fine-tuning.
     """
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(location, **config_overrides)
+    config = AutoConfig.from_pretrained(location, revision=revision, **config_overrides)
     quantization = getattr(config, "quantization_config", None)
     if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
         del config.quantization_config
-    device_map = None if precision.use_cpu else "auto"
-    return auto_class.from_pretrained(location, config=config, dtype=precision.dtype, device_map=device_map)
+    return auto_class.from_pretrained(location, revision=revision, config=config, dtype=precision.dtype)
 
 
 def check_messages(value: object, kind: str, where: str, field: str, roles: Sequence[str]) -> None:
@@ -149,6 +175,18 @@ def loss_metrics(log_history: Sequence[dict]) -> dict[str, Any]:
     }
 
 
+def per_step_metrics(log_history: Sequence[dict], keys: Sequence[str]) -> list[dict[str, float]]:
+    """One entry per logged training step: the step number and the finite values of ``keys`` it logged."""
+    rows = []
+    for entry in log_history:
+        if "step" not in entry or "train_loss" in entry:
+            continue
+        values = {key: v for key in keys if (v := _finite(entry.get(key))) is not None}
+        if values:
+            rows.append({"step": entry["step"], **values})
+    return rows
+
+
 @contextmanager
 def scratch_dir() -> Iterator[str]:
     """A throwaway directory for the trainer's output_dir; the final checkpoint is saved elsewhere."""
@@ -156,23 +194,46 @@ def scratch_dir() -> Iterator[str]:
         yield path
 
 
-def save_checkpoint(model, tokenizer, out_dir: Path) -> Path:
-    """Save a plain safetensors checkpoint (LoRA merged in) and tokenizer; replace ``out_dir`` atomically."""
+@dataclass(frozen=True)
+class BaseModelRef:
+    """The checkpoint training started from: where, which revision, which auto class and config overrides."""
+
+    location: str
+    revision: str | None
+    auto_class: Any
+    config_overrides: dict[str, Any]
+
+
+def save_trained(trainer, tokenizer, base: BaseModelRef, out_dir: Path, lora: bool) -> Path:
+    """Save the trained model as a plain safetensors checkpoint with its tokenizer in ``out_dir``.
+
+    Every process calls this: ``trainer.save_model`` gathers sharded weights (FSDP, ZeRO-3) and writes on the
+    main process only. LoRA adapters are saved the same way, then merged into a fresh copy of the base model
+    on the main process, so the checkpoint never holds adapter weights.
+    """
+    out_dir = Path(out_dir)
+    accelerator = trainer.accelerator
+    target = out_dir.with_name(out_dir.name + ".adapter") if lora else out_dir
+    trainer.save_model(str(target))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if lora:
+            _merge_adapter(target, base, tokenizer, out_dir)
+            shutil.rmtree(target)
+        (out_dir / "training_args.bin").unlink(missing_ok=True)
+        tokenizer.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
+def _merge_adapter(adapter_dir: Path, base: BaseModelRef, tokenizer, out_dir: Path) -> None:
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-    return out_dir
+    full_precision = Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)
+    model = load_model(base.location, base.auto_class, full_precision, base.revision, **base.config_overrides)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
 
 
 def release_memory() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from rd_pipeline.config import RewardModelConfig
 from rd_pipeline.training.common import (
+    BaseModelRef,
     check_records,
     choose_precision,
     common_trainer_args,
@@ -17,8 +18,9 @@ from rd_pipeline.training.common import (
     load_tokenizer,
     loss_metrics,
     peft_lora_config,
+    per_step_metrics,
     release_memory,
-    save_checkpoint,
+    save_trained,
     scratch_dir,
     step_values,
 )
@@ -64,13 +66,16 @@ def train_reward_model(
     cfg: RewardModelConfig,
     out_dir: Path,
     seed: int = 0,
+    revision: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Train a one-output sequence classifier initialised from ``base`` on preference pairs.
+    """Train a one-output sequence classifier initialised from ``base`` (at ``revision``) on preference pairs.
 
     Pairs are {"prompt": [user message], "chosen": [assistant message], "rejected": [assistant message],
     "margin": float (optional)}; a margin enters the loss as -log sigmoid(r_chosen - r_rejected - margin).
     Pairs longer than ``cfg.max_length`` tokens are left out of training. The merged checkpoint goes to
-    ``out_dir``; metrics include heldout_accuracy (None without held-out pairs) and heldout_pairs.
+    ``out_dir``; metrics include heldout_accuracy (None without held-out pairs, and in every process but the
+    main one of an ``accelerate launch`` group, which alone scores the held-out pairs) and heldout_pairs.
     """
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, set_seed
@@ -81,17 +86,20 @@ def train_reward_model(
         check_records(heldout_pairs, "held-out reward pair", PAIR_FIELDS)
     margins = _margins(train_pairs, "reward training pair")
     started = time.perf_counter()
-    precision = choose_precision()
-    tokenizer = load_tokenizer(base)
+    precision = choose_precision(cfg.launch.mixed_precision)
+    tokenizer = load_tokenizer(base, revision)
     rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in train_pairs]
     if margins is not None:
         rows = [{**row, "margin": margin} for row, margin in zip(rows, margins, strict=True)]
     set_seed(seed)  # the score head is initialised randomly
-    model = load_model(base, AutoModelForSequenceClassification, precision, num_labels=1)
+    model = load_model(base, AutoModelForSequenceClassification, precision, revision, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
+    base_ref = BaseModelRef(base, revision, AutoModelForSequenceClassification, {"num_labels": 1})
     with scratch_dir() as scratch:
         args = RewardConfig(
-            **common_trainer_args(scratch, seed, precision),
+            **common_trainer_args(
+                scratch, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
+            ),
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate,
@@ -104,6 +112,7 @@ def train_reward_model(
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=peft_lora_config(cfg.lora, "SEQ_CLS"),
+            callbacks=list(callbacks),
         )
         used = len(trainer.train_dataset)
         if used == 0:
@@ -114,14 +123,18 @@ def train_reward_model(
         trainer.train()
         history = list(trainer.state.log_history)
         steps = trainer.state.global_step
-        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, out_dir)
+        save_trained(trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
+        main_process = trainer.accelerator.is_main_process
         del trainer, model
     release_memory()
     train_accuracy = step_values(history, "accuracy")
-    with RewardScorer(str(out_dir)) as scorer:
-        heldout = pairwise_accuracy(scorer, heldout_pairs)
+    heldout = {"accuracy": None, "mean_gap": None, "pairs": len(heldout_pairs)}
+    if main_process:
+        with RewardScorer(str(out_dir)) as scorer:
+            heldout = pairwise_accuracy(scorer, heldout_pairs)
     return {
         **loss_metrics(history),
+        "per_step": per_step_metrics(history, ("loss", "accuracy", "margin", "learning_rate", "grad_norm")),
         "steps": steps,
         "examples": len(train_pairs),
         "examples_used": used,
@@ -131,5 +144,6 @@ def train_reward_model(
         "heldout_mean_gap": heldout["mean_gap"],
         "heldout_pairs": heldout["pairs"],
         "lora": cfg.lora.enabled,
+        "mixed_precision": precision.mixed_precision,
         "runtime_s": round(time.perf_counter() - started, 2),
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 from rd_pipeline.config import RlConfig
 from rd_pipeline.training.common import (
+    BaseModelRef,
     check_records,
     choose_precision,
     common_trainer_args,
@@ -16,8 +17,9 @@ from rd_pipeline.training.common import (
     load_tokenizer,
     loss_metrics,
     peft_lora_config,
+    per_step_metrics,
     release_memory,
-    save_checkpoint,
+    save_trained,
     scratch_dir,
     step_values,
 )
@@ -38,13 +40,21 @@ def _trainer_classes(algorithm: str):
 
 
 def train_rl(
-    policy: str, reward_model: str, prompts: Sequence[dict], cfg: RlConfig, out_dir: Path, seed: int = 0
+    policy: str,
+    reward_model: str,
+    prompts: Sequence[dict],
+    cfg: RlConfig,
+    out_dir: Path,
+    seed: int = 0,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train ``policy`` on ``prompts`` ({"prompt": [user message]}) with ``reward_model`` as the only reward.
 
     Each step samples ``cfg.num_generations`` completions per prompt; ``cfg.batch_size`` counts completions
-    per step, so it must be a multiple of ``num_generations``. The merged policy goes to ``out_dir``; metrics
-    include reward_start and reward_end (mean reward of the first and last logged step) and per-step rewards.
+    per step, so it must be a multiple of ``num_generations``. With ``cfg.beta`` > 0 the loss adds a KL
+    penalty against the reference: ``policy`` itself as loaded (the SFT student), or the policy with its LoRA
+    adapter disabled. The merged policy goes to ``out_dir``; metrics include reward_start and reward_end (mean
+    reward of the first and last logged step), per-step rewards and KL (``rewards``, ``kls``, ``per_step``).
     """
     from transformers import AutoModelForCausalLM
 
@@ -58,13 +68,15 @@ def train_rl(
     from datasets import Dataset
 
     started = time.perf_counter()
-    precision = choose_precision()
+    precision = choose_precision(cfg.launch.mixed_precision)
     tokenizer = load_tokenizer(policy)
     reward_tokenizer = load_tokenizer(reward_model)
     dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in prompts])
     with scratch_dir() as scratch:
         args = config_class(
-            **common_trainer_args(scratch, seed, precision),
+            **common_trainer_args(
+                scratch, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
+            ),
             max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.batch_size,
@@ -82,14 +94,22 @@ def train_rl(
             processing_class=tokenizer,
             reward_processing_classes=reward_tokenizer,
             peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
+            callbacks=list(callbacks),
         )
         trainer.train()
         history = list(trainer.state.log_history)
         steps = trainer.state.global_step
-        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, out_dir)
+        save_trained(
+            trainer,
+            tokenizer,
+            BaseModelRef(policy, None, AutoModelForCausalLM, {}),
+            out_dir,
+            cfg.lora.enabled,
+        )
         del trainer
     release_memory()
     rewards = step_values(history, "reward")
+    kls = step_values(history, "kl")
     lengths = step_values(history, "completions/mean_length")
     return {
         **loss_metrics(history),
@@ -100,7 +120,12 @@ def train_rl(
         "reward_start": rewards[0] if rewards else None,
         "reward_end": rewards[-1] if rewards else None,
         "rewards": rewards,
+        "beta": cfg.beta,
+        "kl_end": kls[-1] if kls else None,
+        "kls": kls,
+        "per_step": per_step_metrics(history, ("loss", "reward", "reward_std", "kl", "learning_rate")),
         "mean_completion_length": sum(lengths) / len(lengths) if lengths else None,
         "lora": cfg.lora.enabled,
+        "mixed_precision": precision.mixed_precision,
         "runtime_s": round(time.perf_counter() - started, 2),
     }

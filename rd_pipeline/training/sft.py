@@ -9,6 +9,7 @@ from typing import Any
 
 from rd_pipeline.config import SftConfig
 from rd_pipeline.training.common import (
+    BaseModelRef,
     check_records,
     choose_precision,
     common_trainer_args,
@@ -16,8 +17,9 @@ from rd_pipeline.training.common import (
     load_tokenizer,
     loss_metrics,
     peft_lora_config,
+    per_step_metrics,
     release_memory,
-    save_checkpoint,
+    save_trained,
     scratch_dir,
 )
 
@@ -25,12 +27,19 @@ SFT_FIELDS = {"prompt": ("system", "user", "assistant"), "completion": ("assista
 
 
 def train_sft(
-    base: str, examples: Sequence[dict], cfg: SftConfig, out_dir: Path, seed: int = 0
+    base: str,
+    examples: Sequence[dict],
+    cfg: SftConfig,
+    out_dir: Path,
+    seed: int = 0,
+    revision: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Fine-tune ``base`` on ``examples`` ({"prompt": [messages], "completion": [assistant message]}).
+    """Fine-tune ``base`` (at ``revision``) on ``examples`` ({"prompt": [messages], "completion": [message]}).
 
     The loss covers the completion tokens only. The merged checkpoint and tokenizer are written to
-    ``out_dir``; returns train_loss (mean), first_loss, final_loss, steps, examples, epochs and runtime_s.
+    ``out_dir``; returns train_loss (mean), first_loss, final_loss, per_step, steps, examples, epochs and
+    runtime_s. Runs in one process or in every process of an ``accelerate launch`` group.
     """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -38,42 +47,47 @@ def train_sft(
 
     check_records(examples, "SFT example", SFT_FIELDS)
     started = time.perf_counter()
-    precision = choose_precision()
-    tokenizer = load_tokenizer(base)
+    precision = choose_precision(cfg.launch.mixed_precision)
+    tokenizer = load_tokenizer(base, revision)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    base_ref = BaseModelRef(base, revision, AutoModelForCausalLM, {})
     with scratch_dir() as scratch:
         args = SFTConfig(
-            **common_trainer_args(scratch, seed, precision),
+            **common_trainer_args(
+                scratch, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
+            ),
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate,
             per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             max_length=cfg.max_length,
             completion_only_loss=True,
             packing=False,
         )
         trainer = SFTTrainer(
-            model=load_model(base, AutoModelForCausalLM, precision),
+            model=load_model(base, AutoModelForCausalLM, precision, revision),
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
+            callbacks=list(callbacks),
         )
         trainer.train()
         history = list(trainer.state.log_history)
         steps = trainer.state.global_step
         epochs = trainer.state.epoch
         used = len(trainer.train_dataset)
-        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, out_dir)
+        save_trained(trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
         del trainer
     release_memory()
     return {
         **loss_metrics(history),
+        "per_step": per_step_metrics(history, ("loss", "learning_rate", "grad_norm")),
         "steps": steps,
         "examples": len(examples),
         "examples_used": used,
         "epochs": epochs,
         "lora": cfg.lora.enabled,
+        "mixed_precision": precision.mixed_precision,
         "runtime_s": round(time.perf_counter() - started, 2),
     }
