@@ -39,6 +39,7 @@ class FaultSettings:
     retry_after_s: int = 1
     seed: int = 0
     required_key: str | None = None  # when set, other keys get a 401 whose body echoes the key sent
+    models_status: int = 200  # the status GET /v1/models answers with (e.g. 503: the listing is down)
 
 
 def request_key(body: dict[str, Any]) -> str:
@@ -113,7 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         settings = self.state.settings
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path.rstrip("/") == "/v1/models" and settings.models_status != 200:
+            self._send_json(settings.models_status, {"error": {"message": "model listing unavailable"}})
+        elif self.path.rstrip("/") == "/v1/models":
             entry = {
                 "id": settings.model,
                 "object": "model",

@@ -400,3 +400,31 @@ def test_budget_stops_partway_and_a_larger_budget_completes_without_repeats(tmp_
         f"budget: first run {len(kept)}/{total} samples, {answered_first} requests, ${partial['cost_usd']:.4f}; "
         f"second run {complete['samples_generated']} samples, ${complete['cost_usd']:.4f}"
     )
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+
+
+def test_models_listing_outage_keeps_the_teacher_version_and_buys_nothing_again(tmp_path: Path) -> None:
+    """GET /models down on a rerun: the last observed identity is kept; without one, nothing is sent."""
+    rd_home = tmp_path / "rd"
+    with FaultServer(FaultSettings(model=API_MODEL)) as server:
+        config = write_api_config(tmp_path / "api.yaml", server.base_url, train_size=4, n=2)
+        first = run_rd(config, rd_home, GENERATION, ["gsm8k"])
+        assert first.returncode == 0, first.stderr[-4000:]
+        _, before = latest_materialization(rd_home, "teacher_responses", "gsm8k")
+        answered = server.stats()["answered_total"]
+
+        server.settings.models_status = 503
+        rerun = run_rd(config, rd_home, GENERATION, ["gsm8k"])
+        assert rerun.returncode == 0, rerun.stderr[-4000:]
+        _, after = latest_materialization(rd_home, "teacher_responses", "gsm8k")
+        assert after["teacher_version"] == before["teacher_version"]
+        assert after["samples_generated"] == 0 and server.stats()["answered_total"] == answered
+        assert "keeping the identity last observed" in rerun.stdout + rerun.stderr
+
+        fresh = run_rd(config, tmp_path / "fresh", GENERATION, ["gsm8k"])
+        stats = server.stats()
+    assert fresh.returncode != 0
+    assert "no earlier observation" in fresh.stdout + fresh.stderr, fresh.stderr[-4000:]
+    assert stats["requests"] == answered  # the fresh run sent no chat request

@@ -22,6 +22,7 @@ from rd_pipeline.config import ApiConfig, ModelConfig
 from rd_pipeline.generation.api_client import backoff_delay, parse_chat_body, parse_retry_after
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.journal import Journal, identity_version
+from rd_pipeline.generation.observed import IdentityUnobservable
 from rd_pipeline.generation.openai_backend import ApiError, OpenAIGenerator, derived_seed
 from rd_pipeline.generation.rate_limit import TokenBucket
 from rd_pipeline_tests.fault_server import FAULTS, FaultServer, FaultSettings, fake_text
@@ -149,7 +150,7 @@ def test_client_errors_fail_fast_without_the_key(
 def test_unknown_model_fails_fast(tmp_path: Path) -> None:
     with FaultServer() as server:
         generator = make_generator(server.base_url, tmp_path, model="no-such-model")
-        assert "model_fingerprint" not in generator.identity  # /models does not list it; tolerated
+        assert "model_fingerprint" not in generator.observe_identity()  # /models does not list it; tolerated
         with pytest.raises(ApiError, match="HTTP 404.*does not exist"):
             generator.generate(make_requests(2, n=1))
 
@@ -356,3 +357,30 @@ def test_token_bucket_waits_for_refill_and_takes_back_unused_tokens() -> None:
     waited, after_refund = asyncio.run(scenario())
     assert 0.4 <= waited <= 0.8
     assert after_refund < 0.1
+
+
+def test_identity_is_observed_once_and_kept_through_a_listing_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    requests = make_requests(3, n=2)
+    with FaultServer() as server:
+        generator = make_generator(server.base_url, tmp_path)
+        with pytest.raises(RuntimeError, match="call observe_identity"):
+            generator.identity  # noqa: B018 - reading it is the test: no implicit network call
+        identity = generator.observe_identity()
+        assert identity["model_fingerprint"] and generator.identity == identity
+        first, _ = generator.generate(requests)
+
+        server.settings.models_status = 503
+        again = make_generator(server.base_url, tmp_path)
+        assert again.observe_identity() == identity
+        assert "keeping the identity last observed" in caplog.text
+        completions, stats = again.generate(requests)
+        assert stats.backend_requests == 0 and [c.text for c in completions] == [c.text for c in first]
+
+        sent = server.stats()["requests"]
+        fresh = make_generator(server.base_url, tmp_path / "fresh")
+        with pytest.raises(IdentityUnobservable, match="no earlier observation is recorded"):
+            fresh.generate(requests)
+        assert server.stats()["requests"] == sent

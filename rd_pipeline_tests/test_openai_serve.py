@@ -86,7 +86,7 @@ def test_generates_through_transformers_serve_with_top_up(
         for i in range(3)
     ]
 
-    identity = generator.identity
+    identity = generator.observe_identity()
     assert identity["backend"] == "openai" and identity["model"] == model_id
     assert identity.get("owned_by") and identity.get("model_fingerprint")  # reported by GET /v1/models
 
