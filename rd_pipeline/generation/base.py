@@ -35,6 +35,20 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class ScoringRequest:
+    """Ask how likely each of ``candidates`` is to continue a conversation (e.g. a judge's verdict after
+    ``Rating: [[``). The last message is the assistant's prefilled reply; ``request_id`` is the caller's key."""
+
+    request_id: str
+    messages: tuple[Message, ...]
+    candidates: tuple[str, ...]
+
+
+CandidateProbabilities = dict[str, float]
+"""Candidate -> probability that it continues the conversation (over the whole vocabulary, not renormalized)."""
+
+
+@dataclass(frozen=True)
 class Completion:
     request_id: str
     sample_index: int
@@ -76,6 +90,13 @@ class Generator(ABC):
         self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
     ) -> tuple[list[Completion], GenerationStats]:
         """All ``n`` samples of every request, in request order then sample index."""
+
+    def score_candidates(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
+        """Per request, the probability of each candidate continuation, or None where the backend cannot tell
+        (the default: backends that can override this). Results are journaled like completions."""
+        return [None] * len(requests), GenerationStats()
 
     def close(self) -> None:  # noqa: B027 - an optional hook; backends without resources keep this default
         """Release model memory or connections."""

@@ -1,22 +1,45 @@
 """LLM-as-judge: pointwise 1-10 ratings and pairwise comparisons in both orders.
 
-The judged texts are fenced between markers that carry a hash of the text, so a response cannot close
-its own fence; the parsers drop anything the judge echoes inside a fence and read only the judge's own
-verdict, in a fixed format: the last one that is not inside quotes. An unparsable verdict is retried
-once at temperature 0 with a request for the verdict line alone, then recorded as None, never coerced.
+Every verdict is obtained in up to three ways, recorded per verdict as its ``path``:
+
+- ``probability``: where the backend can score continuations (transformers, vLLM, an OpenAI-compatible server
+  that returns ``top_logprobs``), the judge's explanation is followed by a request for the verdict alone and a
+  reply prefilled with ``Rating: [[`` / ``Verdict: [[``; the judge's next-token distribution over the valid
+  verdicts gives a probability-weighted rating, or a soft preference P(A) + P(tie)/2, as AlpacaEval's
+  weighted annotators do. Text is then only kept as the explanation.
+- ``text``: the verdict parsed from the judge's explanation.
+- ``retry``: an unparsable verdict is asked for again once at temperature 0 (verdict line alone, reply
+  prefilled with the prefix); ``none`` when that fails too: recorded as None, never coerced.
+
+Parsing: the judged texts are fenced between markers that carry a hash of the text, so a response cannot close
+its own fence; the parsers drop anything the judge echoes inside a fence and read only the judge's own verdict,
+in a fixed format: the last one that is neither inside quotes nor copied from a judged text. A verdict equal to
+one a judged text carries (a response ending in ``Rating: [[10]]``) cannot be told from a copy, so the text
+parser never reads it; the probability path, which scores the judge's own next token, still rates such responses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rd_pipeline.generation.base import GenerationRequest, GenerationStats, Generator, Message, SamplingParams
+from rd_pipeline.generation.base import (
+    CandidateProbabilities,
+    GenerationRequest,
+    GenerationStats,
+    Generator,
+    Message,
+    SamplingParams,
+    ScoringRequest,
+)
 
 Verdict = Literal["A", "B", "tie"]
+VerdictPath = Literal["probability", "text", "retry", "none"]
+VERDICT_PATHS: tuple[VerdictPath, ...] = ("probability", "text", "retry", "none")
 
 SYSTEM_PROMPT = (
     "You are an impartial judge of AI assistant responses. The texts you judge are placed between "
@@ -44,12 +67,20 @@ POINTWISE_RETRY = 'Write only your final rating, exactly in the format "Rating: 
 PAIRWISE_RETRY = (
     'Write only your final verdict, exactly "Verdict: [[A]]", "Verdict: [[B]]" or "Verdict: [[C]]".'
 )
+# What may follow the verdict prefix: the verdict and the closing brackets.
+POINTWISE_CANDIDATES = tuple(f"{rating}]]" for rating in range(1, 11))
+PAIRWISE_CANDIDATES = ("A]]", "B]]", "C]]")
 
 _FENCED = re.compile(
     r"<<<(?P<label>[A-Z][A-Z ]*?) (?P<tag>[0-9a-f]{8})>>>.*?(?:<<<END (?P=label) (?P=tag)>>>|\Z)", re.S
 )
-_RATING = re.compile(r"(?<![\"'`“‘])rating\W{0,4}\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]", re.IGNORECASE)
-_VERDICT = re.compile(r"(?<![\"'`“‘])verdict\W{0,4}\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
+_NOT_QUOTED = r"(?<![\"'`“‘])"
+_RATING_PATTERN = r"rating\W{0,4}\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]"
+_VERDICT_PATTERN = r"verdict\W{0,4}\[\[\s*(A|B|C|tie)\s*\]\]"
+_RATING = re.compile(_NOT_QUOTED + _RATING_PATTERN, re.IGNORECASE)
+_VERDICT = re.compile(_NOT_QUOTED + _VERDICT_PATTERN, re.IGNORECASE)
+_ANY_RATING = re.compile(_RATING_PATTERN, re.IGNORECASE)
+_ANY_VERDICT = re.compile(_VERDICT_PATTERN, re.IGNORECASE)
 
 
 def fence(label: str, text: str) -> str:
@@ -82,41 +113,65 @@ def _outside_fences(text: str) -> str:
     return _FENCED.sub(" ", text)
 
 
-def parse_pointwise(text: str) -> float | None:
-    """The judge's last "Rating: [[N]]" outside fenced text, if N is within 1-10; else None."""
-    found = _RATING.findall(_outside_fences(text))
-    if not found:
-        return None
-    score = float(found[-1])
-    return score if 1.0 <= score <= 10.0 else None
+def _rating(raw: str) -> float:
+    return float(raw)
 
 
-def parse_pairwise(text: str) -> Verdict | None:
-    """The judge's last "Verdict: [[A|B|C]]" outside fenced text (C means a tie); else None."""
-    found = _VERDICT.findall(_outside_fences(text))
-    if not found:
-        return None
-    verdict = found[-1].upper()
+def _verdict(raw: str) -> Verdict:
+    verdict = raw.upper()
     return "tie" if verdict in ("C", "TIE") else verdict  # type: ignore[return-value]
+
+
+def parse_pointwise(text: str, judged: Sequence[str] = ()) -> float | None:
+    """The judge's last "Rating: [[N]]" outside fenced text, if N is within 1-10; else None.
+
+    Ratings in quotes, and ratings whose value a text in ``judged`` (the judged response) carries as a rating,
+    are not the judge's own and are skipped.
+    """
+    copied = {_rating(raw) for text_judged in judged for raw in _ANY_RATING.findall(text_judged)}
+    found = [score for raw in _RATING.findall(_outside_fences(text)) if (score := _rating(raw)) not in copied]
+    if not found:
+        return None
+    return found[-1] if 1.0 <= found[-1] <= 10.0 else None
+
+
+def parse_pairwise(text: str, judged: Sequence[str] = ()) -> Verdict | None:
+    """The judge's last "Verdict: [[A|B|C]]" outside fenced text (C means a tie); else None.
+
+    Verdicts in quotes, and verdicts that a text in ``judged`` (either response) carries, are skipped.
+    """
+    copied = {_verdict(raw) for text_judged in judged for raw in _ANY_VERDICT.findall(text_judged)}
+    found = [v for raw in _VERDICT.findall(_outside_fences(text)) if (v := _verdict(raw)) not in copied]
+    return found[-1] if found else None
 
 
 @dataclass(frozen=True)
 class PointwiseJudgment:
-    """A rating of one response: ``score`` in 1-10, or None when the verdict stayed unparsable."""
+    """A rating of one response: ``score`` in 1-10, or None when no verdict could be had.
+
+    ``path`` says where the score came from (see the module docstring); ``probabilities`` is the judge's
+    distribution over the ratings (normalized) on the probability path, and ``verdict_mass`` the share of its
+    next-token probability that fell on a valid rating at all.
+    """
 
     key: str
     score: float | None
     text: str
     retried: bool
+    path: VerdictPath = "text"
+    probabilities: dict[str, float] | None = None
+    verdict_mass: float | None = None
 
 
 @dataclass(frozen=True)
 class PairwiseJudgment:
     """A comparison of response_1 with response_2, judged in both orders.
 
-    ``preference`` is for response_1: 1.0 (better), 0.5 (tie, or the two orders disagree), 0.0
-    (worse), or None when either order's verdict stayed unparsable. ``consistent`` is whether both
-    orders gave the same preference.
+    ``preference`` is for response_1, in [0, 1]: with text verdicts in both orders 1.0 (better), 0.5 (tie, or
+    the two orders disagree) or 0.0 (worse); where either order has verdict probabilities, the mean of the two
+    orders' soft preferences (P(response_1 better) + P(tie) / 2). None when either order has no verdict.
+    ``consistent`` is whether both orders lean the same way. ``verdict_forward`` / ``verdict_backward`` are the
+    text verdicts (A = the response shown first), ``paths`` where each order's verdict came from.
     """
 
     key: str
@@ -126,6 +181,9 @@ class PairwiseJudgment:
     verdict_backward: Verdict | None
     texts: tuple[str, str]
     retried: bool
+    paths: tuple[VerdictPath, VerdictPath] = ("text", "text")
+    preference_forward: float | None = None
+    preference_backward: float | None = None
 
 
 def add_stats(total: GenerationStats, part: GenerationStats) -> GenerationStats:
@@ -152,53 +210,115 @@ def _check_unique(keys: Sequence[str]) -> None:
         raise ValueError(f"judge item keys must be unique; repeated: {duplicates[:5]}")
 
 
-def _run_with_retry(
-    generator: Generator,
-    conversations: dict[str, list[Message]],
-    parse: Callable[[str], object],
-    retry_prompt: str,
-    params: SamplingParams,
-    verdict_prefix: str,
-) -> tuple[dict[str, str], set[str], GenerationStats]:
-    """Judge texts by request id, with one temperature-0 follow-up for each unparsable verdict.
+@dataclass(frozen=True)
+class _VerdictFormat:
+    prefix: str
+    retry_prompt: str
+    candidates: tuple[str, ...]
+    parse: Callable[[str, Sequence[str]], object]
 
-    The follow-up asks for the verdict line alone and starts the judge's reply with ``verdict_prefix`` (e.g.
-    ``Rating: [[``), so that even a small judge only has to write the verdict itself; what it writes is parsed like
-    any other verdict, and anything else stays unparsable. Returns the final text per id (for a retry, the prefix
-    plus the judge's continuation), the ids retried, and summed stats.
+
+_POINTWISE = _VerdictFormat(POINTWISE_PREFIX, POINTWISE_RETRY, POINTWISE_CANDIDATES, parse_pointwise)
+_PAIRWISE = _VerdictFormat(PAIRWISE_PREFIX, PAIRWISE_RETRY, PAIRWISE_CANDIDATES, parse_pairwise)
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One verdict to obtain: the judge's conversation and the texts it judges."""
+
+    messages: tuple[Message, ...]
+    judged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    text: str
+    parsed: object | None
+    probabilities: dict[str, float] | None
+    mass: float | None
+    retried: bool
+
+    @property
+    def path(self) -> VerdictPath:
+        if self.probabilities is not None:
+            return "probability"
+        if self.parsed is None:
+            return "none"
+        return "retry" if self.retried else "text"
+
+
+def _verdict_turn(messages: Sequence[Message], text: str, fmt: _VerdictFormat) -> tuple[Message, ...]:
+    """The conversation that asks for the verdict alone after the judge's explanation, reply prefilled."""
+    return (
+        *messages,
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": fmt.retry_prompt},
+        {"role": "assistant", "content": fmt.prefix},
+    )
+
+
+def _normalized(
+    probabilities: CandidateProbabilities | None, candidates: Sequence[str]
+) -> tuple[dict[str, float] | None, float | None]:
+    """The distribution renormalized over the candidates, and the mass they had; (None, None) if none."""
+    if probabilities is None:
+        return None, None
+    masses = {c: float(probabilities.get(c, 0.0)) for c in candidates}
+    total = sum(m for m in masses.values() if math.isfinite(m) and m > 0)
+    if not total > 0:
+        return None, None
+    return {c: (m / total if math.isfinite(m) and m > 0 else 0.0) for c, m in masses.items()}, total
+
+
+def _collect_verdicts(
+    generator: Generator, tasks: dict[str, _Task], fmt: _VerdictFormat, params: SamplingParams
+) -> tuple[dict[str, _Outcome], GenerationStats]:
+    """Every task's verdict: the judge's explanation, then its verdict probabilities where the backend gives
+    them, else the verdict parsed from the text, with one temperature-0 follow-up for each unparsable one.
+
+    The follow-up (and the probability request) asks for the verdict line alone and starts the judge's reply with
+    ``fmt.prefix`` (e.g. ``Rating: [[``), so that even a small judge only has to write the verdict itself.
     """
-    requests = [GenerationRequest(rid, tuple(messages), params) for rid, messages in conversations.items()]
+    requests = [GenerationRequest(rid, task.messages, params) for rid, task in tasks.items()]
     completions, stats = generator.generate(requests)
     texts = {c.request_id: c.text for c in completions if c.sample_index == 0}
-    failed = [rid for rid in conversations if parse(texts.get(rid, "")) is None]
-    if not failed:
-        return texts, set(), stats
-    # The verdict after the prefix is a few tokens ("10]]"); a longer allowance would only let the judge ramble.
-    retry_params = SamplingParams(
-        temperature=0.0,
-        n=1,
-        max_new_tokens=min(params.max_new_tokens, RETRY_MAX_NEW_TOKENS),
-        top_p=1.0,
-        seed=params.seed,
-    )
-    retries = [
-        GenerationRequest(
-            f"{rid}:retry",
-            (
-                *conversations[rid],
-                {"role": "assistant", "content": texts.get(rid, "")},
-                {"role": "user", "content": retry_prompt},
-                {"role": "assistant", "content": verdict_prefix},
-            ),
-            retry_params,
-        )
-        for rid in failed
+    verdict_turns = {
+        rid: _verdict_turn(task.messages, texts.get(rid, ""), fmt) for rid, task in tasks.items()
+    }
+    scoring = [ScoringRequest(rid, turn, fmt.candidates) for rid, turn in verdict_turns.items()]
+    distributions, scoring_stats = generator.score_candidates(scoring)
+    stats = add_stats(stats, scoring_stats)
+    normalized = {
+        request.request_id: _normalized(d, fmt.candidates)
+        for request, d in zip(scoring, distributions, strict=True)
+    }
+    failed = [
+        rid
+        for rid, task in tasks.items()
+        if normalized[rid][0] is None and fmt.parse(texts.get(rid, ""), task.judged) is None
     ]
-    retry_completions, retry_stats = generator.generate(retries)
-    for completion in retry_completions:
-        if completion.sample_index == 0:
-            texts[completion.request_id.removesuffix(":retry")] = verdict_prefix + completion.text
-    return texts, set(failed), add_stats(stats, retry_stats)
+    if failed:
+        # The verdict after the prefix is a few tokens ("10]]"); a longer allowance would only let the judge ramble.
+        retry_params = SamplingParams(
+            temperature=0.0,
+            n=1,
+            max_new_tokens=min(params.max_new_tokens, RETRY_MAX_NEW_TOKENS),
+            top_p=1.0,
+            seed=params.seed,
+        )
+        retries = [GenerationRequest(f"{rid}:retry", verdict_turns[rid], retry_params) for rid in failed]
+        retry_completions, retry_stats = generator.generate(retries)
+        stats = add_stats(stats, retry_stats)
+        for completion in retry_completions:
+            if completion.sample_index == 0:
+                texts[completion.request_id.removesuffix(":retry")] = fmt.prefix + completion.text
+    outcomes = {}
+    for rid, task in tasks.items():
+        text = texts.get(rid, "")
+        probabilities, mass = normalized[rid]
+        parsed = fmt.parse(text, task.judged)
+        outcomes[rid] = _Outcome(text, parsed, probabilities, mass, rid in failed)
+    return outcomes, stats
 
 
 def judge_pointwise(
@@ -210,21 +330,56 @@ def judge_pointwise(
 ) -> tuple[list[PointwiseJudgment], GenerationStats]:
     """Rate each (key, instruction, response); returns the judgments in item order and the summed stats."""
     _check_unique([key for key, _, _ in items])
-    conversations = {f"pointwise:{key}": pointwise_messages(inst, resp) for key, inst, resp in items}
+    tasks = {
+        f"pointwise:{key}": _Task(tuple(pointwise_messages(inst, resp)), (resp,)) for key, inst, resp in items
+    }
     params = SamplingParams(temperature=temperature, n=1, max_new_tokens=max_new_tokens, seed=seed)
-    texts, retried, stats = _run_with_retry(
-        generator, conversations, parse_pointwise, POINTWISE_RETRY, params, POINTWISE_PREFIX
-    )
+    outcomes, stats = _collect_verdicts(generator, tasks, _POINTWISE, params)
     judgments = []
     for key, _, _ in items:
-        rid = f"pointwise:{key}"
-        text = texts.get(rid, "")
-        judgments.append(PointwiseJudgment(key, parse_pointwise(text), text, rid in retried))
+        outcome = outcomes[f"pointwise:{key}"]
+        score = outcome.parsed
+        if outcome.probabilities is not None:
+            score = sum(p * float(c.removesuffix("]]")) for c, p in outcome.probabilities.items())
+        judgments.append(
+            PointwiseJudgment(
+                key,
+                score,  # type: ignore[arg-type]
+                outcome.text,
+                outcome.retried,
+                outcome.path,
+                outcome.probabilities,
+                outcome.mass,
+            )
+        )
     return judgments, stats
 
 
 _PREFERENCE_FORWARD: dict[str, float] = {"A": 1.0, "B": 0.0, "tie": 0.5}  # response_1 shown as A
 _PREFERENCE_BACKWARD: dict[str, float] = {"A": 0.0, "B": 1.0, "tie": 0.5}  # response_1 shown as B
+
+
+def _order_preference(outcome: _Outcome, first_shown_as: Literal["A", "B"]) -> float | None:
+    """response_1's preference from one order's verdict: soft where probabilities exist, else 1 / 0.5 / 0."""
+    if outcome.probabilities is not None:
+        return outcome.probabilities[f"{first_shown_as}]]"] + 0.5 * outcome.probabilities["C]]"]
+    if outcome.parsed is None:
+        return None
+    table = _PREFERENCE_FORWARD if first_shown_as == "A" else _PREFERENCE_BACKWARD
+    return table[outcome.parsed]  # type: ignore[index]
+
+
+def _combine_orders(forward: _Outcome, backward: _Outcome) -> tuple[float | None, bool]:
+    """response_1's preference over both orders and whether the orders lean the same way."""
+    p_forward, p_backward = _order_preference(forward, "A"), _order_preference(backward, "B")
+    if p_forward is None or p_backward is None:
+        return None, False
+    if forward.probabilities is None and backward.probabilities is None:
+        consistent = p_forward == p_backward
+        return (p_forward if consistent else 0.5), consistent
+    lean_forward, lean_backward = p_forward - 0.5, p_backward - 0.5
+    consistent = lean_forward * lean_backward > 0 or lean_forward == lean_backward == 0
+    return (p_forward + p_backward) / 2, consistent
 
 
 def judge_pairwise(
@@ -240,32 +395,32 @@ def judge_pairwise(
     order and the summed stats.
     """
     _check_unique([item[0] for item in items])
-    conversations: dict[str, list[Message]] = {}
+    tasks: dict[str, _Task] = {}
     for key, instruction, first, second in items:
-        conversations[f"pairwise:{key}:fwd"] = pairwise_messages(instruction, first, second)
-        conversations[f"pairwise:{key}:bwd"] = pairwise_messages(instruction, second, first)
+        tasks[f"pairwise:{key}:fwd"] = _Task(
+            tuple(pairwise_messages(instruction, first, second)), (first, second)
+        )
+        tasks[f"pairwise:{key}:bwd"] = _Task(
+            tuple(pairwise_messages(instruction, second, first)), (second, first)
+        )
     params = SamplingParams(temperature=temperature, n=1, max_new_tokens=max_new_tokens, seed=seed)
-    texts, retried, stats = _run_with_retry(
-        generator, conversations, parse_pairwise, PAIRWISE_RETRY, params, PAIRWISE_PREFIX
-    )
+    outcomes, stats = _collect_verdicts(generator, tasks, _PAIRWISE, params)
     judgments = []
     for key, _, _, _ in items:
-        fwd_id, bwd_id = f"pairwise:{key}:fwd", f"pairwise:{key}:bwd"
-        forward, backward = parse_pairwise(texts.get(fwd_id, "")), parse_pairwise(texts.get(bwd_id, ""))
-        preference, consistent = None, False
-        if forward is not None and backward is not None:
-            p_forward, p_backward = _PREFERENCE_FORWARD[forward], _PREFERENCE_BACKWARD[backward]
-            consistent = p_forward == p_backward
-            preference = p_forward if consistent else 0.5
+        forward, backward = outcomes[f"pairwise:{key}:fwd"], outcomes[f"pairwise:{key}:bwd"]
+        preference, consistent = _combine_orders(forward, backward)
         judgments.append(
             PairwiseJudgment(
                 key=key,
                 preference=preference,
                 consistent=consistent,
-                verdict_forward=forward,
-                verdict_backward=backward,
-                texts=(texts.get(fwd_id, ""), texts.get(bwd_id, "")),
-                retried=fwd_id in retried or bwd_id in retried,
+                verdict_forward=forward.parsed,  # type: ignore[arg-type]
+                verdict_backward=backward.parsed,  # type: ignore[arg-type]
+                texts=(forward.text, backward.text),
+                retried=forward.retried or backward.retried,
+                paths=(forward.path, backward.path),
+                preference_forward=_order_preference(forward, "A"),
+                preference_backward=_order_preference(backward, "B"),
             )
         )
     return judgments, stats
@@ -274,7 +429,11 @@ def judge_pairwise(
 def judge_summary(
     pointwise: Sequence[PointwiseJudgment] = (), pairwise: Sequence[PairwiseJudgment] = ()
 ) -> dict[str, float]:
-    """Parse rate, retry rate, mean score and position-consistency rate, for metadata."""
+    """Parse rate, retry rate, mean score, position-consistency rate and verdicts per path, for metadata.
+
+    ``*_verdicts_<path>`` count verdicts by where they came from (a pairwise judgment has one per order);
+    ``*_parse_rate`` is the share of judgments that got a score or preference by any path.
+    """
     summary: dict[str, float] = {}
     if pointwise:
         scores = [j.score for j in pointwise if j.score is not None]
@@ -282,6 +441,10 @@ def judge_summary(
         summary["pointwise_parse_rate"] = len(scores) / len(pointwise)
         summary["pointwise_retry_rate"] = sum(j.retried for j in pointwise) / len(pointwise)
         summary["pointwise_mean_score"] = sum(scores) / len(scores) if scores else float("nan")
+        for path in VERDICT_PATHS:
+            summary[f"pointwise_verdicts_{path}"] = float(sum(j.path == path for j in pointwise))
+        masses = [j.verdict_mass for j in pointwise if j.verdict_mass is not None]
+        summary["pointwise_mean_verdict_mass"] = sum(masses) / len(masses) if masses else float("nan")
     if pairwise:
         parsed = [j for j in pairwise if j.preference is not None]
         summary["pairwise_n"] = float(len(pairwise))
@@ -290,4 +453,6 @@ def judge_summary(
         summary["position_consistency_rate"] = (
             sum(j.consistent for j in parsed) / len(parsed) if parsed else float("nan")
         )
+        for path in VERDICT_PATHS:
+            summary[f"pairwise_verdicts_{path}"] = float(sum(j.paths.count(path) for j in pairwise))
     return summary

@@ -17,6 +17,7 @@ from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.labeling.judge import judge_pairwise, judge_summary
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
+from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.teacher import generate_rows, teacher_version
@@ -59,6 +60,7 @@ def _score_row(benchmark: str, model: EvaluatedModel, metric: str, estimate: Est
     }
 
 
+@committed("eval_scores")
 def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     from rd_pipeline.training.scoring import RewardScorer
 
@@ -184,10 +186,9 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     for row, reward in zip(response_rows, rewards, strict=True):
         row["reward_score"] = reward
 
-    store = ctx.store
-    store.replace_partition("eval_responses", benchmark, response_rows)
-    store.replace_partition("eval_scores", benchmark, scores)
-    store.replace_partition("eval_breakdown", benchmark, breakdown_rows)
+    ctx.stage("eval_responses", benchmark, response_rows)
+    ctx.stage("eval_scores", benchmark, scores)
+    ctx.stage("eval_breakdown", benchmark, breakdown_rows)
     data_version = content_hash(scores)
     ctx.record_version(
         "eval_scores",
@@ -235,6 +236,7 @@ def _judge_against_reference(ctx: StepContext, items: list[BenchmarkItem], texts
     return judgments
 
 
+@committed("report")
 def make_report(ctx: StepContext) -> StepResult:
     store = ctx.store
     scores = store.read("eval_scores")

@@ -18,6 +18,7 @@ from rd_pipeline.labeling.judge import judge_pointwise
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
+from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.teacher import generation_metadata, usage_row
@@ -57,6 +58,7 @@ def judge_scores(
     return [j.score for j in judgments], stats, identity
 
 
+@committed("pseudo_labels")
 def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
     config = ctx.config
     labeling = config.labeling
@@ -123,12 +125,10 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
                 },
             }
         )
-        ctx.store.append(
-            "generation_usage", [usage_row(ctx, "pseudo_labels", benchmark, label_version, stats)]
-        )
+        ctx.record_usage(usage_row(ctx, "pseudo_labels", benchmark, label_version, stats))
     for row in rows:
         row["teacher_version"] = upstream["teacher_version"]
-    ctx.store.replace_partition("pseudo_labels", benchmark, rows)
+    ctx.stage("pseudo_labels", benchmark, rows)
     data_version = content_hash(
         label_version,
         [(r["prompt_id"], r["temperature"], r["sample_index"], r["good"], r["judge_score"]) for r in rows],
@@ -175,6 +175,7 @@ def _label_row(response, answer, prompt_answer, share, valid, score, prompt_labe
     }
 
 
+@committed("reward_labels")
 def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
     """Label the student's responses the way the teacher's were, and build reward-model pairs from both."""
     config = ctx.config
@@ -225,9 +226,7 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
             if score is not None:
                 good = score >= config.labeling.judge_good_score
                 labelled.append(_reward_row(row, "student", good, score, label_version))
-        ctx.store.append(
-            "generation_usage", [usage_row(ctx, "reward_labels", benchmark, label_version, stats)]
-        )
+        ctx.record_usage(usage_row(ctx, "reward_labels", benchmark, label_version, stats))
         metadata["judge_samples_generated"] = stats.samples_generated
     pairs = build_reward_pairs(
         [
@@ -259,8 +258,8 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
         }
         for p in pairs
     ]
-    ctx.store.replace_partition("reward_labels", benchmark, labelled)
-    ctx.store.replace_partition("reward_pairs", benchmark, pair_rows)
+    ctx.stage("reward_labels", benchmark, labelled)
+    ctx.stage("reward_pairs", benchmark, pair_rows)
     data_version = content_hash(
         label_version, [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pair_rows]
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
+from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.teacher import (
@@ -52,6 +53,7 @@ def _train_rl(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return train_rl(*args, **kwargs)
 
 
+@committed("sft_student")
 def make_sft_student(ctx: StepContext) -> StepResult:
     config = ctx.config
     labels = upstream_partitions(ctx, "pseudo_labels")
@@ -115,6 +117,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     )
 
 
+@committed("student_responses")
 def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
     prompts = read_prompts(ctx, benchmark, "train")
     path, sft = latest_checkpoint(ctx, "sft_student")
@@ -124,10 +127,8 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
         ctx, ctx.config.student, requests, f"student_responses[{benchmark}]", location=str(path)
     )
     rows = response_rows(completions, benchmark, "student_version", sft["data_version"])
-    ctx.store.replace_partition("student_responses", benchmark, rows)
-    ctx.store.append(
-        "generation_usage", [usage_row(ctx, "student_responses", benchmark, sft["data_version"], stats)]
-    )
+    ctx.stage("student_responses", benchmark, rows)
+    ctx.record_usage(usage_row(ctx, "student_responses", benchmark, sft["data_version"], stats))
     data_version = content_hash(
         sft["data_version"],
         sampling.model_dump(mode="json"),
@@ -152,6 +153,7 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
     )
 
 
+@committed("reward_model")
 def make_reward_model(ctx: StepContext) -> StepResult:
     config = ctx.config
     labels = upstream_partitions(ctx, "reward_labels")
@@ -212,6 +214,7 @@ def make_reward_model(ctx: StepContext) -> StepResult:
     )
 
 
+@committed("rl_student")
 def make_rl_student(ctx: StepContext) -> StepResult:
     config = ctx.config
     sft_path, sft = latest_checkpoint(ctx, "sft_student")

@@ -14,6 +14,7 @@ from rd_pipeline.generation.base import (
     Generator,
     SamplingParams,
 )
+from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.prompts import read_prompts
 
@@ -129,6 +130,7 @@ def response_rows(
     ]
 
 
+@committed("teacher_responses")
 def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
     prompts = read_prompts(ctx, benchmark, "train")
     prompts_version = ctx.upstream_version("benchmark_prompts", benchmark)
@@ -138,8 +140,8 @@ def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
     )
     version = version_from_identity(identity, ctx.config)
     rows = response_rows(completions, benchmark, "teacher_version", version)
-    ctx.store.replace_partition("teacher_responses", benchmark, rows)
-    ctx.store.append("generation_usage", [usage_row(ctx, "teacher_responses", benchmark, version, stats)])
+    ctx.stage("teacher_responses", benchmark, rows)
+    ctx.record_usage(usage_row(ctx, "teacher_responses", benchmark, version, stats))
     data_version = content_hash(
         version, [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows]
     )

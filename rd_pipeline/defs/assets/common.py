@@ -7,8 +7,9 @@ from typing import Any
 
 import dagster as dg
 
-from rd_pipeline.defs.checks import check_results
+from rd_pipeline.defs.checks import outcome_results
 from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.steps.commit import CommitRefused
 from rd_pipeline.steps.context import StepResult
 
 OWNERS = ["team:rd-pipeline"]
@@ -33,13 +34,23 @@ def run_step(
     pipeline: PipelineResource,
     make: Callable[..., StepResult],
 ) -> dg.MaterializeResult:
-    """Run an asset's step (for the run's partition, if any) and report its data version, metadata and checks."""
+    """Run an asset's step (for the run's partition, if any) and report its data version, metadata and checks.
+
+    The step commits its rows only when its blocking checks pass (``rd_pipeline.steps.commit``); when they fail it
+    stores nothing and this step fails with the reason, which stops downstream steps.
+    """
     step_context = pipeline.step_context(context)
     partition = (context.partition_key,) if context.has_partition_key else ()
-    result = make(step_context, *partition)
-    asset = context.asset_key.to_user_string()
+    try:
+        result = make(step_context, *partition)
+    except CommitRefused as refused:
+        raise dg.Failure(
+            description=str(refused),
+            metadata={f"check_{o.name}": dg.MetadataValue.json(o.details) for o in refused.refused},
+            allow_retries=False,
+        ) from None
     return dg.MaterializeResult(
         metadata={key: _metadata_value(key, value) for key, value in result.metadata.items()},
         data_version=dg.DataVersion(result.data_version),
-        check_results=check_results(asset, result.metadata, step_context.config),
+        check_results=outcome_results(result.checks, step_context.config),
     )
