@@ -13,6 +13,7 @@ from dagster._core.definitions.observe import observe
 
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs import ASSETS, teacher
+from rd_pipeline.defs.gpus import size_gpu_pool
 from rd_pipeline.defs.resources import PipelineResource
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
@@ -43,9 +44,12 @@ def dagster_home(config: PipelineConfig) -> Path:
 
 
 def instance_for(config: PipelineConfig) -> dg.DagsterInstance:
+    """The persistent instance in RD_HOME/dagster, its `gpu` pool sized to this machine's GPUs."""
     os.environ["DAGSTER_HOME"] = str(dagster_home(config))
     os.environ.setdefault("RD_HOME", str(config.rd_home()))
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    size_gpu_pool(instance)
+    return instance
 
 
 def _process_alive(pid: int) -> bool:

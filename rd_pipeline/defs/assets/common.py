@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from rd_pipeline.defs.checks import outcome_results
+from rd_pipeline.defs.gpus import placed
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.commit import CommitRefused
 from rd_pipeline.steps.context import StepResult
@@ -42,13 +43,16 @@ def run_step(
     step_context = pipeline.step_context(context)
     partition = (context.partition_key,) if context.has_partition_key else ()
     try:
-        result = make(step_context, *partition)
+        with placed(context, step_context.config) as where:
+            result = make(step_context, *partition)
     except CommitRefused as refused:
         raise dg.Failure(
             description=str(refused),
             metadata={f"check_{o.name}": dg.MetadataValue.json(o.details) for o in refused.refused},
             allow_retries=False,
         ) from None
+    if where is not None:
+        result.metadata["placement"] = where
     return dg.MaterializeResult(
         metadata={key: _metadata_value(key, value) for key, value in result.metadata.items()},
         data_version=dg.DataVersion(result.data_version),

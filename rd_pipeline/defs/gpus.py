@@ -1,0 +1,37 @@
+"""Heavy steps run on GPUs claimed for them (``rd_pipeline.placement``); the `gpu` pool is sized to the machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from rd_pipeline.config import PipelineConfig
+from rd_pipeline.placement import claim_gpus, pool_slots, step_gpus
+
+GPU_POOL = "gpu"
+
+
+@contextmanager
+def placed(context: dg.AssetExecutionContext, config: PipelineConfig) -> Iterator[str | None]:
+    """Hold the GPUs the step needs while it runs; yields where it runs ("GPU 0,1", "cpu") or None if light."""
+    asset = context.asset_key.to_user_string()
+    label = f"{asset}[{context.partition_key}]" if context.has_partition_key else asset
+    need = step_gpus(asset, config)
+    with claim_gpus(need, config.rd_home(), label=label) as devices:
+        if not need:
+            yield None
+            return
+        where = f"GPU {','.join(devices)}" if devices else "cpu"
+        context.log.info(f"{label} needs {need} GPU(s); runs on {where}")
+        yield where
+
+
+def size_gpu_pool(instance: dg.DagsterInstance) -> int:
+    """Let as many heavy steps run at once as the machine has GPUs (at least one); returns the limit."""
+    slots = pool_slots()
+    storage = instance.event_log_storage
+    if storage.get_concurrency_info(GPU_POOL).slot_count != slots:
+        storage.set_concurrency_slots(GPU_POOL, slots)
+    return slots
