@@ -26,7 +26,8 @@ def test_real_files_load_with_unique_ids(real_items, name):
     items = real_items[name]
     assert len(items) == REAL_SIZES[name]
     assert len({item.item_id for item in items}) == len(items)
-    assert {item.split for item in items} == {"train", "eval"}
+    # AlpacaEval is evaluation data only; the others carry (or are carved into) both splits
+    assert {item.split for item in items} == ({"eval"} if name == "alpaca_eval" else {"train", "eval"})
     assert all(item.benchmark == name and item.question.strip() for item in items)
 
 
@@ -70,14 +71,16 @@ def test_alpaca_eval_reference_outputs(real_items):
 @needs_data
 @pytest.mark.parametrize("name", sorted(REAL_SIZES))
 def test_selection_is_deterministic_disjoint_and_sized(name):
-    cfg = BenchmarkConfig(name=name, source="local", path=str(DATA / name), train_size=40, eval_size=25)
+    # GSM-Plus trains only when a config opts in; AlpacaEval's train prompts come from the built-in instructions.
+    cfg = BenchmarkConfig(name=name, source="local", path=str(DATA / name), train_size=30, eval_size=25,
+                          eval_only=False)  # fmt: skip
     first, second = load_benchmark(cfg), load_benchmark(cfg)
     assert [i.item_id for i in first] == [i.item_id for i in second]
-    train, evals = first[:40], first[40:]
+    train, evals = first[:30], first[30:]
     assert len(evals) == 25 and {i.split for i in train} == {"train"} and {i.split for i in evals} == {"eval"}
     assert not {i.item_id for i in train} & {i.item_id for i in evals}
-    bigger = load_benchmark(cfg.model_copy(update={"train_size": 50}))
-    assert [i.item_id for i in bigger[:40]] == [i.item_id for i in train]
+    bigger = load_benchmark(cfg.model_copy(update={"train_size": 35}))
+    assert [i.item_id for i in bigger[:30]] == [i.item_id for i in train]
 
 
 @needs_data
@@ -93,9 +96,11 @@ def test_builtin_samples(name):
     items = get_benchmark(name).load_records("builtin", None)
     assert len(items) >= 24
     assert len({i.item_id for i in items}) == len(items)
-    selected = load_benchmark(BenchmarkConfig(name=name, train_size=100, eval_size=100))
+    cfg = BenchmarkConfig(name=name, eval_only=False, train_size=8, eval_size="all")
+    selected = load_benchmark(cfg)
     assert {i.split for i in selected} == {"train", "eval"}
-    assert len(selected) == len(items)
+    evaluated = {i.item_id for i in selected if i.split == "eval"}
+    assert evaluated == {i.item_id for i in items if name == "alpaca_eval" or i.split == "eval"}
 
 
 def test_builtin_sample_shapes():

@@ -8,8 +8,8 @@ from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.gsm8k import Gsm8k
 from rd_pipeline.benchmarks.gsm_plus import GsmPlus
 from rd_pipeline.benchmarks.mmlu_pro import MmluPro
-from rd_pipeline.benchmarks.splits import select_subsets
-from rd_pipeline.config import BenchmarkConfig
+from rd_pipeline.benchmarks.selection import PromptSelection, load_pools, select_benchmarks, select_from_pools
+from rd_pipeline.config import BenchmarkConfig, PipelineConfig
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (Gsm8k(), GsmPlus(), MmluPro(), AlpacaEval())}
 
@@ -18,10 +18,13 @@ __all__ = [
     "Benchmark",
     "BenchmarkDataError",
     "BenchmarkItem",
+    "PromptSelection",
     "extract_item_answer",
     "get_benchmark",
     "is_item_correct",
     "load_benchmark",
+    "select_prompts",
+    "validate_benchmarks",
 ]
 
 
@@ -34,9 +37,26 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def load_benchmark(cfg: BenchmarkConfig) -> list[BenchmarkItem]:
-    """The configured train items, then the eval items: deterministic, disjoint, at most the sizes asked."""
-    records = get_benchmark(cfg.name).load_records(cfg.source, cfg.path)
-    return select_subsets(records, cfg.train_size, cfg.eval_size)
+    """The configured train items, then the eval items: deterministic, disjoint, exactly the sizes asked (more
+    than the data holds is a ``BenchmarkDataError``)."""
+    pools = load_pools(cfg, get_benchmark(cfg.name))
+    return select_from_pools(cfg, pools, {}).items
+
+
+def select_prompts(config: PipelineConfig, name: str) -> PromptSelection:
+    """One configured benchmark's prompts, with its train prompts checked against every configured benchmark's
+    eval questions and the GSM8K test set."""
+    return select_benchmarks(config, BENCHMARKS, [name])[0]
+
+
+def validate_benchmarks(config: PipelineConfig) -> list[PromptSelection]:
+    """Load and check every configured benchmark's data and sizes, before any model is loaded.
+
+    Raises ``BenchmarkDataError`` (one line naming the file, line and field, or the benchmark and size field) for
+    unreadable, malformed or empty data and for sizes beyond the data; returns each benchmark's selection, whose
+    ``overlaps`` count train prompts that match evaluation questions.
+    """
+    return select_benchmarks(config, BENCHMARKS, config.benchmark_names)
 
 
 def extract_item_answer(item: BenchmarkItem, response: str) -> str | None:

@@ -1,4 +1,7 @@
-"""AlpacaEval: open-ended instructions with a reference output (the gpt4_turbo baseline); judged."""
+"""AlpacaEval: open-ended instructions with a reference output (the gpt4_turbo baseline); judged.
+
+Every AlpacaEval record is evaluation data; the benchmark's train prompts come from a separate instruction source
+(``rd_pipeline.benchmarks.instructions``)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from rd_pipeline.benchmarks.records import (
     short_hash,
 )
 from rd_pipeline.benchmarks.sources import SAMPLES
-from rd_pipeline.benchmarks.splits import check_unique, hash_split
+from rd_pipeline.benchmarks.splits import check_unique
 
 FILE_NAME = "alpaca_eval_gpt4_baseline.json"
 SAMPLE_FILE = "alpaca_eval_sample.json"  # written for this project, in the same format
@@ -60,7 +63,7 @@ class AlpacaEval(Benchmark):
         return BenchmarkItem(
             benchmark=self.name,
             item_id=item_id,
-            split=hash_split(self.name, item_id),
+            split="eval",
             question=instruction,
             reference=output,
             meta=meta,

@@ -32,6 +32,7 @@ class Benchmark(ABC):
 
     name: str
     verifiable: bool
+    eval_only: bool = False  # evaluation data only: no train prompts unless a config explicitly opts in
 
     @abstractmethod
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:

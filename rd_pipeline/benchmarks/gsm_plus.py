@@ -26,10 +26,12 @@ PERTURBATION_TYPES = (
 
 
 class GsmPlus(Benchmark):
-    """Train and eval are carved by a hash of the seed question, so all variants of a seed share a side."""
+    """Evaluation-only: every item perturbs a GSM8K test question (its seed). Where a config opts in to training,
+    train and eval are carved by a hash of the seed question, so all variants of a seed share a side."""
 
     name = "gsm_plus"
     verifiable = True
+    eval_only = True
 
     def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
         records, where = read_jsonl_source(
@@ -62,7 +64,7 @@ class GsmPlus(Benchmark):
             split=hash_split(self.name, seed_question.strip()),
             question=question,
             gold=answer,
-            meta={"perturbation_type": perturbation},
+            meta={"perturbation_type": perturbation, "seed_question": seed_question},
         )
 
     def user_prompt(self, item: BenchmarkItem) -> str:

@@ -23,6 +23,8 @@ def read_hub(dataset_id: str, config: str | None, split: str) -> Iterator[Record
         raise BenchmarkDataError(
             hub_source(dataset_id, config, split), None, f"cannot load from the hub: {error}"
         ) from error
+    if len(rows) == 0:
+        raise BenchmarkDataError(hub_source(dataset_id, config, split), None, "empty split (no records)")
     for number, row in enumerate(rows, start=1):
         yield number, dict(row)
 

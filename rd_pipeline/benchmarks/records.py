@@ -13,13 +13,20 @@ from rd_pipeline.benchmarks.errors import BenchmarkDataError
 Record = tuple[int, dict[str, Any]]  # (1-based line number, record)
 
 
+EMPTY_FILE = "empty file (no records)"
+
+
 def read_jsonl(path: Path) -> Iterator[Record]:
-    """Each non-blank line of a JSON Lines file as an object, with its line number."""
+    """Each non-blank line of a JSON Lines file as an object, with its line number; an empty file is an error."""
     source = str(path)
     if not path.is_file():
         raise BenchmarkDataError(source, None, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    records = 0
+    with path.open("rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            line = _decode(raw, source, number, offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -29,22 +36,28 @@ def read_jsonl(path: Path) -> Iterator[Record]:
             if not isinstance(record, dict):
                 message = f"expected a JSON object, got {type(record).__name__}"
                 raise BenchmarkDataError(source, number, message)
+            records += 1
             yield number, record
+    if not records:
+        raise BenchmarkDataError(source, None, EMPTY_FILE)
 
 
 def read_json_array(path: Path) -> Iterator[Record]:
-    """Each element of a file holding one JSON array of objects, with the line its element starts on."""
+    """Each element of a file holding one JSON array of objects, with the line its element starts on; an empty
+    file or array is an error."""
     source = str(path)
     if not path.is_file():
         raise BenchmarkDataError(source, None, "file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _decode(path.read_bytes(), source, 1, 0)
     decoder = json.JSONDecoder()
     index = _skip_space(text, 0)
-    if index >= len(text) or text[index] != "[":
+    if index >= len(text):
+        raise BenchmarkDataError(source, None, EMPTY_FILE)
+    if text[index] != "[":
         raise BenchmarkDataError(source, _line_of(text, index), "expected a JSON array of objects")
     index = _skip_space(text, index + 1)
     if index < len(text) and text[index] == "]":
-        return
+        raise BenchmarkDataError(source, None, EMPTY_FILE)
     line, counted_to = 1, 0
     while True:
         line += text.count("\n", counted_to, index)
@@ -65,6 +78,18 @@ def read_json_array(path: Path) -> Iterator[Record]:
                 raise BenchmarkDataError(source, _line_of(text, index + 1), "invalid JSON (extra data)")
             return
         raise BenchmarkDataError(source, _line_of(text, index), "invalid JSON (expected ',' or ']')")
+
+
+def _decode(data: bytes, source: str, first_line: int, offset: int) -> str:
+    """``data`` (a file, or one line of it starting at byte ``offset``) as UTF-8 text, without a byte-order mark;
+    bytes that are not UTF-8 raise an error naming their line and byte offset in the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = first_line + data.count(b"\n", 0, error.start)
+        message = f"not UTF-8 text (byte offset {offset + error.start}: 0x{data[error.start]:02x})"
+        raise BenchmarkDataError(source, line, message) from None
+    return text.removeprefix("\ufeff") if offset == 0 else text
 
 
 def _skip_space(text: str, index: int) -> int:

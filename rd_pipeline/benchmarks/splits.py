@@ -1,4 +1,4 @@
-"""Deterministic train/eval assignment and subset selection."""
+"""Deterministic train/eval assignment of records, and the check that ids are unique."""
 
 from __future__ import annotations
 
@@ -23,17 +23,3 @@ def check_unique(items: Sequence[BenchmarkItem], source: str) -> None:
         if item.item_id in seen:
             raise BenchmarkDataError(source, None, f"duplicate record: item_id {item.item_id!r}")
         seen.add(item.item_id)
-
-
-def select_subsets(items: Sequence[BenchmarkItem], train_size: int, eval_size: int) -> list[BenchmarkItem]:
-    """The first ``train_size`` train items then the first ``eval_size`` eval items, in a stable hash order.
-
-    The order depends only on each item's id, so adding records to a source keeps earlier picks unless a
-    new item sorts before them.
-    """
-    chosen: list[BenchmarkItem] = []
-    for split, size in (("train", train_size), ("eval", eval_size)):
-        pool = [item for item in items if item.split == split]
-        pool.sort(key=lambda item: (unit_hash(item.benchmark, "order", item.item_id), item.item_id))
-        chosen.extend(pool[:size])
-    return chosen

@@ -77,6 +77,16 @@ def _reward_model_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> 
     }
 
 
+def _no_eval_overlap(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
+    overlaps = metadata.get("train_eval_overlaps")
+    found = {name: count for name, count in (overlaps or {}).items() if count}
+    return overlaps is not None and not found, {
+        "overlapping_train_prompts": sum(found.values()) if overlaps is not None else None,
+        "overlaps": ", ".join(f"{name}: {count}" for name, count in sorted(found.items())) or "none",
+        "dropped_from_train": metadata.get("train_dropped_as_eval"),
+    }
+
+
 def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
     roles = ("teacher", "base_student", "sft_student", "rl_student")
     missing = [role for role in roles if not any(key.startswith(f"{role}_") for key in metadata)]
@@ -87,7 +97,16 @@ def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, d
 
 # asset -> [(check name, blocking, description, function)]
 CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
-    "benchmark_prompts": [("not_empty", True, "the partition has prompts", _not_empty)],
+    "benchmark_prompts": [
+        ("not_empty", True, "the partition has prompts", _not_empty),
+        (
+            "no_eval_overlap",
+            True,
+            "no train prompt (or GSM-Plus seed question) is an eval question of a configured benchmark or a "
+            "GSM8K test question",
+            _no_eval_overlap,
+        ),
+    ],
     "teacher_responses": [
         ("not_empty", True, "the teacher answered", _not_empty),
         (

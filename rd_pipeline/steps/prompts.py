@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, load_benchmark
+from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, select_prompts
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash
 
 
@@ -52,8 +52,8 @@ def read_prompts(ctx: StepContext, benchmark: str, split: str) -> list[dict[str,
 
 def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
     cfg = ctx.config.benchmark(benchmark)
-    items = load_benchmark(cfg)
-    rows = [item_to_row(item) for item in items]
+    selection = select_prompts(ctx.config, benchmark)
+    rows = [item_to_row(item) for item in selection.items]
     data_version = content_hash([{k: v for k, v in row.items() if k != "data_version"} for row in rows])
     for row in rows:
         row["data_version"] = data_version
@@ -61,7 +61,8 @@ def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
     ctx.record_version("benchmark_prompts", benchmark, data_version)
     splits = Counter(row["split"] for row in rows)
     ctx.log(
-        f"benchmark_prompts[{benchmark}]: {splits['train']} train + {splits['eval']} eval from {cfg.source}"
+        f"benchmark_prompts[{benchmark}]: {splits['train']} train + {splits['eval']} eval from {cfg.source}; "
+        f"{selection.dropped_from_train} train records left out as eval questions"
     )
     return StepResult(
         data_version,
@@ -70,5 +71,9 @@ def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
             "train_prompts": splits["train"],
             "eval_prompts": splits["eval"],
             "source": cfg.source + (f" ({cfg.path})" if cfg.path else ""),
+            "train_available": selection.train_available,
+            "eval_available": selection.eval_available,
+            "train_dropped_as_eval": selection.dropped_from_train,
+            "train_eval_overlaps": selection.overlaps,
         },
     )
