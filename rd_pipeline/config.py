@@ -126,6 +126,11 @@ class InstructionSourceConfig(_Strict):
         default=None, description="local: a JSON Lines file (.jsonl) or a JSON array of objects (.json)"
     )
     instruction_field: str = Field(default="instruction", description="the field holding each instruction")
+    input_field: str | None = Field(
+        default=None,
+        description="a field holding the instruction's input (e.g. 'input' in Alpaca-style data); when not empty "
+        "it follows the instruction after a blank line",
+    )
     hub_id: str | None = Field(default=None, description="hub: the dataset id, e.g. tatsu-lab/alpaca")
     hub_config: str | None = Field(default=None, description="hub: the dataset config, if it has several")
     hub_split: str = Field(default="train", description="hub: the split to read")

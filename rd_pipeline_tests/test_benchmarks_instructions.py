@@ -74,6 +74,23 @@ def test_local_jsonl_and_json_files_with_a_chosen_field(tmp_path):
         load_instructions(cfg)
 
 
+def test_an_input_field_follows_its_instruction(tmp_path):
+    path = tmp_path / "alpaca_style.jsonl"
+    rows = [
+        {"instruction": "Sort these words.", "input": "pear, fig, apple"},
+        {"instruction": "Say hi.", "input": ""},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = InstructionSourceConfig(source="local", path=str(path), input_field="input")
+    assert [item.question for item in load_instructions(cfg)] == [
+        "Sort these words.\n\npear, fig, apple",
+        "Say hi.",
+    ]
+    path.write_text(json.dumps({"instruction": "Say hi."}) + "\n")
+    with pytest.raises(BenchmarkDataError, match=rf"^{path} line 1: missing field 'input'$"):
+        load_instructions(cfg)
+
+
 def test_hub_instructions_go_through_datasets(monkeypatch):
     import datasets
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from rd_pipeline.benchmarks import BenchmarkDataError, get_benchmark, load_benchmark, validate_benchmarks
-from rd_pipeline.config import BenchmarkConfig, load_preset, parse_config
+from rd_pipeline.config import BenchmarkConfig, load_config, load_preset, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
 
 
 def _config(benchmarks: list[dict]):
@@ -137,3 +139,28 @@ def test_validation_runs_without_loading_any_model_library(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [f"{bad}: empty file (no records)", "[]"]
+
+
+def test_gpu_example_benchmarks():
+    config = load_config(ROOT / "examples" / "gpu.yaml")
+    gsm8k, gsm_plus, mmlu_pro, alpaca = (config.benchmark(name) for name in config.benchmark_names)
+    assert gsm8k.source == "local" and gsm8k.train_size > 0 and gsm8k.eval_size == "all"
+    assert gsm_plus.eval_only and gsm_plus.train_size == 0 and gsm_plus.eval_size == "all"
+    assert alpaca.eval_size == "all" and alpaca.instructions is not None
+    assert "alpaca_eval" not in str(alpaca.instructions.hub_id)
+    assert mmlu_pro.train_size > 0
+
+
+@needs_data
+def test_gpu_example_sizes_fit_the_real_files():
+    """The GPU example's sizes, on the real files (the instruction source replaced by the built-in one)."""
+    config = load_config(ROOT / "examples" / "gpu.yaml")
+    local = [
+        cfg.model_copy(update={"source": "local", "path": str(DATA / cfg.name), "instructions": None})
+        for cfg in config.benchmarks
+    ]
+    local[3] = local[3].model_copy(update={"train_size": 40})
+    selections = validate_benchmarks(config.model_copy(update={"benchmarks": local}))
+    evaluated = {s.benchmark: sum(item.split == "eval" for item in s.items) for s in selections}
+    assert evaluated == {"gsm8k": 1319, "gsm_plus": 2400, "mmlu_pro": 2000, "alpaca_eval": 805}
+    assert all(not any(s.overlaps.values()) for s in selections)

@@ -44,6 +44,9 @@ def load_instructions(
     items = []
     for line, row in _records(cfg):
         instruction = field_str(row, cfg.instruction_field, where, line)
+        if cfg.input_field is not None:
+            extra = field_str(row, cfg.input_field, where, line, allow_empty=True).strip()
+            instruction = f"{instruction.rstrip()}\n\n{extra}" if extra else instruction
         category = row.get("category")
         items.append(
             BenchmarkItem(
