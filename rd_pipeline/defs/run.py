@@ -14,6 +14,7 @@ from dagster._core.definitions.observe import observe
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs import ASSETS, teacher
 from rd_pipeline.defs.gpus import size_gpu_pool
+from rd_pipeline.defs.logs import materialize_logged, record_failure
 from rd_pipeline.defs.resources import PipelineResource
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
@@ -114,8 +115,12 @@ def materialize_graph(
     selection: Sequence[str] | None = None,
     partitions: Sequence[str] | None = None,
     log_level: str = "INFO",
+    log_file: Path | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Observe the teacher, then materialize the selected assets in dependency order; stop at the first failure."""
+    """Observe the teacher, then materialize the selected assets in dependency order; stop at the first failure.
+
+    With ``log_file`` the terminal shows step logs without failure tracebacks and the file gets every event in full.
+    """
     selection = list(selection or ASSET_NAMES)
     partitions = list(partitions or config.benchmark_names)
     for partition in partitions:
@@ -129,16 +134,23 @@ def materialize_graph(
     observe([teacher], run_config=run_config, instance=instance, resources=resources, tags=tags)
     results = []
     for assets, partition in plan_runs(selection, partitions):
-        result = dg.materialize(
-            ASSETS,
-            selection=assets,
-            partition_key=partition,
-            instance=instance,
-            resources=resources,
-            run_config=run_config,
-            tags=tags,
-            raise_on_error=False,
-        )
+        if log_file is None:
+            result = dg.materialize(
+                ASSETS,
+                selection=assets,
+                partition_key=partition,
+                instance=instance,
+                resources=resources,
+                run_config=run_config,
+                tags=tags,
+                raise_on_error=False,
+            )
+        else:
+            result = materialize_logged(
+                ASSETS, assets, partition, instance, resources, run_config, tags, log_file
+            )
+            if not result.success:
+                record_failure(result, log_file)
         results.append(result)
         if not result.success:
             break

@@ -8,6 +8,7 @@ The key covers the model identity, the messages, the sampling parameters, the se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -29,6 +30,42 @@ CREATE TABLE IF NOT EXISTS completions (
     created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 )
 """
+
+
+class JournalCorruptError(RuntimeError):
+    """A journal file that SQLite cannot read (damaged, truncated, or not a journal)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"{self.path} is not a readable generation journal ({reason}). Move it aside "
+            f"(mv {self.path} {self.path}.damaged) and re-run: the samples it held are generated again, and the "
+            "tables in rd.duckdb stay as they are"
+        )
+
+
+def verify_journal(path: Path) -> None:
+    """Read every page of a journal file (SQLite quick_check); raise ``JournalCorruptError`` if it is damaged."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as connection:
+            result = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        raise JournalCorruptError(path, str(error)) from error
+    if result != "ok":
+        raise JournalCorruptError(path, str(result).splitlines()[0])
+
+
+def _open_readable(path: Path) -> sqlite3.Connection:
+    """A connection to the journal at ``path``; ``JournalCorruptError`` if the file is not a readable database."""
+    connection = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise
+        raise JournalCorruptError(path, str(error)) from error
+    return connection
 
 
 def identity_version(identity: dict[str, str]) -> str:
@@ -66,9 +103,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(
-            self.path, timeout=60, isolation_level=None, check_same_thread=False
-        )
+        self._connection = _open_readable(self.path)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute(_SCHEMA)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +16,8 @@ from typing import Any
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.generation.base import GenerationStats, ProgressCallback
 from rd_pipeline.generation.progress import log_progress, progress_bar
-from rd_pipeline.store import Store
+from rd_pipeline.steps.checks import CheckOutcome
+from rd_pipeline.store import StagedWrites, Store
 
 LogFn = Callable[[str], None]
 
@@ -29,17 +30,23 @@ def content_hash(*parts: Any) -> str:
 
 @dataclass
 class StepResult:
-    """What a step made: its data version and the metadata a user wants to see."""
+    """What a step made: its data version, the metadata a user wants to see, and its evaluated checks."""
 
     data_version: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
 
 
 @dataclass
 class StepContext:
+    """Config, store and logger of one step. Inside a step (see ``rd_pipeline.steps.commit``) every table write is
+    staged in ``staged`` and committed only after the step's checks pass; outside one, writes go straight to the
+    store."""
+
     config: PipelineConfig
     run_id: str = "local"
     log: LogFn = field(default_factory=lambda: logging.getLogger("rd_pipeline").info)
+    staged: StagedWrites | None = None
 
     @property
     def rd_home(self) -> Path:
@@ -49,6 +56,16 @@ class StepContext:
     def store(self) -> Store:
         return Store(self.rd_home / "rd.duckdb")
 
+    def stage(self, table: str, benchmark: str, rows: Sequence[dict[str, Any]], **match: str) -> int:
+        """Replace one partition of ``table`` with ``rows`` when the step commits. Returns the number of rows."""
+        if self.staged is None:
+            return self.store.replace_partition(table, benchmark, rows, **match)
+        return self.store.stage_partition(self.staged, table, benchmark, rows, **match)
+
+    def record_usage(self, row: dict[str, Any]) -> None:
+        """Record tokens and cost at once: the money is spent whether or not the step's data is kept."""
+        self.store.append("generation_usage", [row])
+
     def record_version(
         self,
         asset: str,
@@ -57,21 +74,23 @@ class StepContext:
         teacher_version: str = "",
         upstream: dict[str, Any] | None = None,
     ) -> None:
-        """Remember which run made which version of an asset partition (for lineage and downstream versions)."""
-        self.store.append(
-            "asset_versions",
-            [
-                {
-                    "benchmark": benchmark,
-                    "asset": asset,
-                    "data_version": data_version,
-                    "run_id": self.run_id,
-                    "teacher_version": teacher_version,
-                    "upstream": json.dumps(upstream or {}, sort_keys=True),
-                    "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None),
-                }
-            ],
-        )
+        """Remember which run made which version of an asset partition (for lineage and downstream versions);
+        committed together with the step's rows."""
+        record = [
+            {
+                "benchmark": benchmark,
+                "asset": asset,
+                "data_version": data_version,
+                "run_id": self.run_id,
+                "teacher_version": teacher_version,
+                "upstream": json.dumps(upstream or {}, sort_keys=True),
+                "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            }
+        ]
+        if self.staged is None:
+            self.store.append("asset_versions", record)
+        else:
+            self.store.stage_append(self.staged, "asset_versions", record)
 
     def upstream_version(self, asset: str, benchmark: str = "") -> dict[str, Any]:
         """The latest recorded version of an upstream partition; a clear error if it was never materialized."""

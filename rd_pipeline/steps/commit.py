@@ -1,0 +1,88 @@
+"""One place where a step's table writes reach the store: staged, checked, then committed in one transaction.
+
+A step decorated with ``@committed("asset")`` stages its writes (``ctx.stage``, ``ctx.record_version``); when it
+returns, the asset's checks run on what it reports, and only if no blocking check fails are the staged rows and the
+version record committed together (``Store.commit``). Otherwise ``CommitRefused`` is raised and the store keeps the
+previous version untouched. Generated samples are in the journal already, so a refused partition (for example one
+cut short by the API budget) is resumed by the next run without repeating a request. The Dagster layer and a plain
+call of the step go through the same path.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from rd_pipeline.steps.checks import CheckOutcome, evaluate_checks
+from rd_pipeline.steps.context import StepContext, StepResult
+from rd_pipeline.store import StagedWrites
+
+StepFn = TypeVar("StepFn", bound=Callable[..., StepResult])
+
+
+class CommitRefused(RuntimeError):
+    """A step's blocking checks failed; nothing it made was stored."""
+
+    def __init__(
+        self, asset: str, benchmark: str, refused: list[CheckOutcome], cause: str, kept: str
+    ) -> None:
+        self.asset = asset
+        self.benchmark = benchmark
+        self.refused = refused
+        where = f"{asset}[{benchmark}]" if benchmark else asset
+        super().__init__(f"{where}: {cause}; {kept}")
+
+
+def _cause(refused: list[CheckOutcome], metadata: dict[str, Any]) -> str:
+    """What went wrong, in words; a budget stop is said as such rather than as an incomplete table."""
+    causes = [outcome.summary() for outcome in refused]
+    if metadata.get("budget_exhausted"):
+        causes = [
+            f"stopped at the API budget limit with {metadata.get('rows', 0)} of "
+            f"{next((o.details.get('expected') for o in refused if o.name == 'complete'), '?')} samples "
+            "(kept in the journal: the next run with a larger budget generates only the rest)"
+        ] + [outcome.summary() for outcome in refused if outcome.name != "complete"]
+    return "; ".join(causes)
+
+
+def _kept(ctx: StepContext, asset: str, benchmark: str) -> str:
+    previous = ctx.store.latest_version(asset, benchmark)
+    if previous is None:
+        return "nothing was stored"
+    return (
+        f"stored data unchanged (still version {previous['data_version']} from run {previous['run_id'][:8]})"
+    )
+
+
+def commit_step(
+    ctx: StepContext, asset: str, benchmark: str, result: StepResult, staged: StagedWrites
+) -> None:
+    """Evaluate ``asset``'s checks on ``result``; commit ``staged`` if none refuses, else raise ``CommitRefused``."""
+    result.checks = evaluate_checks(asset, result.metadata, ctx.config)
+    refused = [outcome for outcome in result.checks if outcome.refuses_commit]
+    if refused:
+        raise CommitRefused(
+            asset, benchmark, refused, _cause(refused, result.metadata), _kept(ctx, asset, benchmark)
+        )
+    ctx.store.commit(staged)
+
+
+def committed(asset: str) -> Callable[[StepFn], StepFn]:
+    """Make a step stage its writes and commit them only when ``asset``'s blocking checks pass."""
+
+    def decorate(make: StepFn) -> StepFn:
+        @functools.wraps(make)
+        def run(ctx: StepContext, *partition: str) -> StepResult:
+            staged = StagedWrites()
+            ctx.staged = staged
+            try:
+                result = make(ctx, *partition)
+            finally:
+                ctx.staged = None
+            commit_step(ctx, asset, partition[0] if partition else "", result, staged)
+            return result
+
+        return run  # type: ignore[return-value]
+
+    return decorate
