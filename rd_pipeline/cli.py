@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.config import ConfigError, PipelineConfig, preset_names, resolve_config
+from rd_pipeline.generation.journal import JournalCorruptError
+from rd_pipeline.preflight import InputError
+from rd_pipeline.store import StoreCorruptError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -35,22 +39,36 @@ def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
+def _preflight(config: PipelineConfig, selection: list[str] | None, partitions: list[str] | None) -> None:
+    """Fail on bad input (exit 2) or unreadable state (exit 1) before the teacher is observed or a model loaded."""
+    from rd_pipeline import preflight
+    from rd_pipeline.defs.run import ASSET_NAMES
+
+    preflight.check_selection(selection, ASSET_NAMES)
+    preflight.check_partitions(partitions, config)
+    preflight.check_api_keys(config)
+    if selection is None or "benchmark_prompts" in selection:
+        preflight.check_benchmark_data(config)
+    preflight.check_state(config.rd_home())
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     config = _config(args)
     _export_config(args)
+    from rd_pipeline.defs.logs import new_log_file, step_failure
     from rd_pipeline.defs.resources import PipelineResource
     from rd_pipeline.defs.run import materialize_graph
 
+    selection, partitions = _split(args.select), _split(args.partition)
+    _preflight(config, selection, partitions)
+    args.log_file = new_log_file(config)
     resource = PipelineResource(
         config_file=args.config and str(Path(args.config).resolve()), preset=args.preset
     )
-    results = materialize_graph(config, resource, _split(args.select), _split(args.partition), args.log_level)
+    results = materialize_graph(config, resource, selection, partitions, args.log_level, log_file=args.log_file)
     failed = [r for r in results if not r.success]
     if failed:
-        print(
-            f"rd: materialization failed (run {failed[0].run_id}); see the log above or `rd ui`.",
-            file=sys.stderr,
-        )
+        print(step_failure(failed[0]).line(args.log_file), file=sys.stderr)
         return 1
     print(f"rd: {len(results)} run(s) succeeded; state in {config.rd_home()}")
     if args.select is None or "report" in (_split(args.select) or []):
@@ -148,9 +166,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, InputError, BenchmarkDataError) as error:
         print(f"rd: {error}", file=sys.stderr)
         return 2
+    except (StoreCorruptError, JournalCorruptError) as error:
+        print(f"rd: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # anything else: one line here, the traceback in the log file
+        log_file = _write_traceback(args)
+        message = " ".join(str(error).split()) or "(no message)"
+        print(f"rd: {type(error).__name__}: {message} (full traceback: {log_file})", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(args: argparse.Namespace) -> Path:
+    """Append the exception being handled to this invocation's log file (a new one if it has none yet)."""
+    import traceback
+
+    log_file = getattr(args, "log_file", None)
+    if log_file is None:
+        home = Path(os.environ.get("RD_HOME", ".rd"))
+        try:
+            home = _config(args).rd_home()
+        except Exception:  # the config itself may be what failed
+            pass
+        log_file = home / "logs" / f"{args.command}-{os.getpid()}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as out:
+        out.write(traceback.format_exc())
+    return Path(log_file)
 
 
 if __name__ == "__main__":
