@@ -65,7 +65,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     resource = PipelineResource(
         config_file=args.config and str(Path(args.config).resolve()), preset=args.preset
     )
-    results = materialize_graph(config, resource, selection, partitions, args.log_level, log_file=args.log_file)
+    results = materialize_graph(
+        config, resource, selection, partitions, args.log_level, log_file=args.log_file
+    )
     failed = [r for r in results if not r.success]
     if failed:
         print(step_failure(failed[0]).line(args.log_file), file=sys.stderr)
