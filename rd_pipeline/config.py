@@ -356,9 +356,15 @@ class RlConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """How the four models are evaluated. Generation batch sizes are the models' own (``batch_size``)."""
+
     temperature: float = Field(default=0.0, ge=0, description="0 = greedy")
-    max_new_tokens: int = Field(default=256, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1, description="longest evaluated response, in tokens")
+    judge: ModelConfig | None = Field(
+        default=None,
+        description="judge of the AlpacaEval comparisons; defaults to the labelling judge (`judge`, else the "
+        "teacher). The report warns when it is one of the evaluated models",
+    )
 
 
 class ChecksConfig(_Strict):
@@ -427,6 +433,11 @@ class PipelineConfig(_Strict):
     @property
     def judge_model(self) -> ModelConfig:
         return self.judge or self.teacher
+
+    @property
+    def eval_judge_model(self) -> ModelConfig:
+        """The judge of evaluation comparisons: ``eval.judge``, else the labelling judge."""
+        return self.eval.judge or self.judge_model
 
     def student_sampling_settings(self) -> SamplingConfig:
         """The student's sampling: ``student_sampling`` where set, the teacher's ``sampling`` elsewhere."""

@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,6 +41,9 @@ class FaultSettings:
     seed: int = 0
     required_key: str | None = None  # when set, other keys get a 401 whose body echoes the key sent
     models_status: int = 200  # the status GET /v1/models answers with (e.g. 503: the listing is down)
+    # For a chat request that asks for logprobs: the tokens to answer with, each with its top alternatives
+    # (token -> logprob), from the request body; None answers as usual, without logprobs.
+    logprob_script: Callable[[dict[str, Any]], list[tuple[str, dict[str, float]]] | None] | None = None
 
 
 def request_key(body: dict[str, Any]) -> str:
@@ -70,6 +74,7 @@ class _State:
         self.in_flight = 0
         self.max_in_flight = 0
         self.seeds: list[tuple[int, int]] = []  # (seed, n) of every answered request
+        self.bodies: list[dict[str, Any]] = []  # the JSON body of every answered chat request
 
     def draw_fault(self, n: int) -> str | None:
         with self.lock:
@@ -195,13 +200,21 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             returned = state.random.randint(1, n - 1) if fault == "fewer" else n
         texts = [fake_text(messages, seed, index) for index in range(returned)]
+        scripted = _scripted_logprobs(body, settings)
+        if scripted is not None:
+            texts = ["".join(token for token, _ in scripted["content"]) for _ in range(returned)]
         prompt_tokens = sum(_word_count(str(m.get("content", ""))) for m in messages)
         payload = {
             "id": f"chatcmpl-{request_key(body)[:12]}",
             "object": "chat.completion",
             "model": settings.model,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": t},
+                    "finish_reason": "stop",
+                    **({"logprobs": _logprobs_json(scripted)} if scripted is not None else {}),
+                }
                 for i, t in enumerate(texts)
             ],
             "usage": {
@@ -214,6 +227,33 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.answered[request_key(body)] += 1
             state.seeds.append((seed, n))
+            state.bodies.append(body)
+
+
+def _scripted_logprobs(body: dict[str, Any], settings: FaultSettings) -> dict[str, Any] | None:
+    """The scripted tokens (cut at max_tokens) and the number of alternatives asked for, if any apply."""
+    if not body.get("logprobs") or settings.logprob_script is None:
+        return None
+    tokens = settings.logprob_script(body)
+    if tokens is None:
+        return None
+    limit = int(body.get("max_tokens") or len(tokens))
+    return {"content": tokens[:limit], "top": int(body.get("top_logprobs") or 0)}
+
+
+def _logprobs_json(scripted: dict[str, Any]) -> dict[str, Any]:
+    """A choice's ``logprobs`` object in the OpenAI format."""
+    content = []
+    for token, alternatives in scripted["content"]:
+        ranked = sorted(alternatives.items(), key=lambda item: -item[1])[: scripted["top"]]
+        content.append(
+            {
+                "token": token,
+                "logprob": alternatives.get(token, -100.0),
+                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in ranked],
+            }
+        )
+    return {"content": content}
 
 
 class _Server(ThreadingHTTPServer):

@@ -62,6 +62,7 @@ class Report:
     png_paths: list[Path]
     markdown_path: Path | None = None
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -427,8 +428,11 @@ def render_report(
     out_dir: Path,
     breakdown_rows: list[dict] | None = None,
     reward_scores: list[dict] | None = None,
+    warnings: list[str] | None = None,
 ) -> Report:
     """Render the comparison table, summary lines, charts and ``report.md`` into ``out_dir``.
+
+    ``warnings`` (e.g. an eval judge that is also an evaluated model) are listed first, under "Warnings".
 
     Charts: ``scores.png`` (accuracy and AlpacaEval win rates per model, with CI error bars), one
     ``<benchmark>_by_<group_kind>.png`` per breakdown (GSM-Plus perturbation type, MMLU-Pro category)
@@ -459,6 +463,9 @@ def render_report(
         skipped.append("reward-score chart skipped: no reward-model scores")
 
     md = ["# Distillation report", ""]
+    warnings = list(warnings or [])
+    if warnings:
+        md += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if parsed:
         header, rows = _table_rows(parsed)
         md += [
@@ -486,4 +493,4 @@ def render_report(
     markdown = "\n".join(md)
     markdown_path = out_dir / "report.md"
     markdown_path.write_text(markdown)
-    return Report(markdown, table_text, lines, pngs, markdown_path, skipped)
+    return Report(markdown, table_text, lines, pngs, markdown_path, skipped, warnings)

@@ -56,6 +56,8 @@ class ChatResult:
     prompt_tokens: int | None
     completion_tokens: int | None
     attempts: int
+    # The first choice's tokens and their top alternatives (token -> logprob), when the request asked for them.
+    logprobs: list[tuple[str, dict[str, float]]] | None = None
 
 
 class _Retry(Exception):
@@ -108,6 +110,21 @@ def backoff_delay(attempt: int, base_s: float, retry_after: float | None) -> flo
     ceiling = min(MAX_BACKOFF_S, base_s * (2**attempt))
     delay = ceiling * (0.5 + 0.5 * random.random())
     return max(delay, retry_after or 0.0)
+
+
+def parse_top_logprobs(raw: bytes) -> list[tuple[str, dict[str, float]]] | None:
+    """The first choice's generated tokens, each with its top alternatives (token -> logprob, the chosen token
+    included), from a chat completion body that carries ``logprobs.content``; None when it carries none."""
+    try:
+        content = json.loads(raw)["choices"][0]["logprobs"]["content"]
+        positions = []
+        for entry in content:
+            alternatives = {str(t["token"]): float(t["logprob"]) for t in entry.get("top_logprobs") or []}
+            alternatives.setdefault(str(entry["token"]), float(entry["logprob"]))
+            positions.append((str(entry["token"]), alternatives))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return positions or None
 
 
 def parse_chat_body(raw: bytes) -> tuple[list[str], int | None, int | None]:
@@ -255,7 +272,8 @@ class ChatClient:
                 texts, prompt_tokens, completion_tokens = parse_chat_body(response.content)
             except ValueError as error:
                 raise _Retry(f"malformed response: {error}", status=status) from None
-            return ChatResult(texts, prompt_tokens, completion_tokens, attempt)
+            logprobs = parse_top_logprobs(response.content) if payload.get("logprobs") else None
+            return ChatResult(texts, prompt_tokens, completion_tokens, attempt, logprobs)
         detail = scrub(response.text, self.api).strip()[
             :300
         ]  # scrub before cutting, so no part of a key is left

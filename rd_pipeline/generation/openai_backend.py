@@ -35,11 +35,13 @@ from rd_pipeline.generation.api_client import (
     model_fingerprint,
 )
 from rd_pipeline.generation.base import (
+    CandidateProbabilities,
     Completion,
     GenerationRequest,
     GenerationStats,
     Generator,
     ProgressCallback,
+    ScoringRequest,
 )
 from rd_pipeline.generation.journal import Journal, PendingSample, identity_version, sample_key
 from rd_pipeline.generation.rate_limit import RateLimiter
@@ -155,6 +157,15 @@ class OpenAIGenerator(Generator):
                 with concurrent.futures.ThreadPoolExecutor(1) as pool:
                     pool.submit(asyncio.run, run.execute()).result()
             return run.finish()
+
+    def score_candidates(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
+        """Candidate probabilities from the top logprobs the endpoint returns (see ``openai_scoring``)."""
+        from rd_pipeline.generation.openai_scoring import score_with_top_logprobs
+
+        with self._lock:
+            return score_with_top_logprobs(self, requests)
 
 
 class _Run:

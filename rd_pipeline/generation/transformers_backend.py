@@ -16,13 +16,16 @@ from typing import Any
 
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import (
+    CandidateProbabilities,
     Completion,
     GenerationRequest,
     GenerationStats,
     Generator,
     ProgressCallback,
+    ScoringRequest,
     local_model_identity,
 )
+from rd_pipeline.generation.candidates import Scored, journaled_scores
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.sample_jobs import (
     SampleJob,
@@ -42,7 +45,7 @@ def transformers_identity(resolved: ResolvedModel, model: ModelConfig) -> dict[s
     return local_model_identity("transformers", resolved, model)
 
 
-def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
+def chat_prompt_ids(tokenizer: Any, request: GenerationRequest | ScoringRequest) -> list[int]:
     """The token ids of a request's conversation, ending with the assistant turn's opening.
 
     A conversation that ends with an assistant message is a prefilled reply: the ids end inside that message, so
@@ -229,6 +232,66 @@ class TransformersGenerator(Generator):
             generation_config=expanded,
             **{cache_name: cache},
         )
+
+    def score_candidates(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
+        """Exact probabilities of each candidate continuation (all its tokens), journaled; loads the model only
+        for requests missing from the journal."""
+        return journaled_scores(self.journal, self._identity, requests, self._score_pending)
+
+    def _score_pending(self, requests: list[ScoringRequest]) -> tuple[list[Scored | None], GenerationStats]:
+        self._ensure_loaded()
+        stats = GenerationStats()
+        scored: list[Scored | None] = []
+        for request in requests:
+            prompt = chat_prompt_ids(self._tokenizer, request)
+            scored.append(Scored(self._continuation_probabilities(prompt, request.candidates), len(prompt)))
+            stats.backend_requests += 1
+            stats.input_tokens += len(prompt)
+        return scored, stats
+
+    def _continuation_probabilities(self, prompt: list[int], candidates: Sequence[str]) -> dict[str, float]:
+        """P(candidate | prompt) for each candidate: one prefill of the prompt, its KV cache copied to one row per
+        candidate, then the candidates' tokens (right-padded, so padding never precedes a scored token)."""
+        import math
+
+        import torch
+        from transformers import DynamicCache
+
+        tokens = [self._tokenizer.encode(c, add_special_tokens=False) for c in candidates]
+        if not all(tokens):
+            raise ValueError(f"a candidate encodes to no tokens: {list(candidates)}")
+        model = self._model
+        device = model.device
+        cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        try:
+            cache = DynamicCache(config=model.config)
+        except TypeError:
+            cache = DynamicCache()
+        with torch.inference_mode():
+            output = model(
+                input_ids=torch.tensor([prompt], device=device), use_cache=True, **{cache_name: cache}
+            )
+            first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
+            totals = [float(first[ids[0]]) for ids in tokens]
+            longest = max(len(ids) for ids in tokens)
+            if longest > 1:
+                cache.batch_repeat_interleave(len(tokens))
+                rest = torch.full((len(tokens), longest - 1), self._pad_id, dtype=torch.long)
+                for row, ids in enumerate(tokens):
+                    rest[row, : len(ids) - 1] = torch.tensor(ids[:-1], dtype=torch.long)
+                attention = torch.ones((len(tokens), len(prompt) + longest - 1), dtype=torch.long)
+                output = model(
+                    input_ids=rest.to(device),
+                    attention_mask=attention.to(device),
+                    use_cache=True,
+                    **{cache_name: cache},
+                )
+                logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+                for row, ids in enumerate(tokens):
+                    totals[row] += sum(float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids)))
+        return {candidate: math.exp(total) for candidate, total in zip(candidates, totals, strict=True)}
 
     def _finish(self, tokens: list[int]) -> tuple[str, int]:
         """Cut a decoded row at its first stop token; return its text and its count of generated tokens."""

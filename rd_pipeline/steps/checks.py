@@ -124,6 +124,12 @@ CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
             "label coverage and mean vote share reach the configured minima",
             _label_coverage,
         ),
+        (
+            "gold_label_accuracy",
+            True,
+            "where gold answers exist, labels agree with them at least checks.min_gold_label_accuracy",
+            _gold_label_accuracy,
+        ),
     ],
     "student_responses": [
         ("not_empty", True, "the student answered", _not_empty),

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
-from rd_pipeline.config import ModelConfig
+from rd_pipeline.config import ModelConfig, PipelineConfig
 from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, render_report, win_rate
 from rd_pipeline.evaluation.metrics import Estimate
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
-from rd_pipeline.labeling.judge import judge_pairwise, judge_summary
+from rd_pipeline.labeling.judge import PairwiseJudgment, judge_pairwise, judge_summary
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.commit import committed
@@ -76,7 +76,7 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
         [(m.role, m.version) for m in models],
         rm["data_version"],
         config.eval.model_dump(mode="json"),
-        config.judge_model.model_dump(mode="json") if not bench.verifiable else None,
+        config.eval_judge_model.model_dump(mode="json") if not bench.verifiable else None,
     )
     previous = ctx.store.latest_version("eval_scores", benchmark)
     stored = ctx.store.read("eval_scores", benchmark)
@@ -212,16 +212,57 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     metadata.update(
         {k: v for k, v in judge_metadata.items() if v == v}
     )  # NaN rates (nothing parsed) left out
+    if not bench.verifiable:
+        metadata["eval_judge"] = config.eval_judge_model.ref
+        for warning in judge_warnings(config):
+            ctx.log(f"eval_scores[{benchmark}]: {warning}")
     return StepResult(data_version, metadata)
+
+
+def _same_model(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether two model configs name the same model: API models by backend and served name, local ones by
+    reference (a directory by its resolved path) and revision."""
+    if a.backend == "openai" or b.backend == "openai":
+        served = [(m.api.model if m.api else None) or m.ref for m in (a, b)]
+        return a.backend == b.backend and served[0] == served[1]
+    return _local_ref(a.ref) == _local_ref(b.ref) and a.revision == b.revision
+
+
+def _local_ref(ref: str) -> str:
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.exists() else ref
+
+
+def judge_warnings(config: PipelineConfig) -> list[str]:
+    """A warning when the eval judge is one of the evaluated models (teacher, base student, or a trained SFT or
+    RL checkpoint): judges tend to prefer their own outputs, so that model's win rate would be biased."""
+    judge = config.eval_judge_model
+    candidates = (("teacher", config.teacher), ("base student", config.student))
+    roles = [role for role, model in candidates if _same_model(judge, model)]
+    judge_path = Path(_local_ref(judge.ref))
+    if judge.backend != "openai" and judge_path.is_absolute():
+        for asset, role in (("sft_student", "SFT student"), ("rl_student", "RL student")):
+            if (config.rd_home() / "models" / asset).resolve() in judge_path.parents:
+                roles.append(role)
+    if not roles:
+        return []
+    return [
+        f"The eval judge ({judge.ref}) is also an evaluated model ({', '.join(roles)}): judges tend to prefer "
+        "their own outputs, so the AlpacaEval win rates are biased. Set eval.judge to a model outside the "
+        "comparison."
+    ]
 
 
 def _score_metadata(scores: list[dict[str, Any]]) -> dict[str, float]:
     return {f"{row['model_role']}_{row['metric']}": round(row["value"], 4) for row in scores}
 
 
-def _judge_against_reference(ctx: StepContext, items: list[BenchmarkItem], texts: list[str]) -> list:
-    """Pairwise judgments of each response against the item's reference output, made in both orders."""
-    judge = make_generator(ctx.config.judge_model, ctx.rd_home, role="judge")
+def _judge_against_reference(
+    ctx: StepContext, items: list[BenchmarkItem], texts: list[str]
+) -> list[PairwiseJudgment]:
+    """Pairwise judgments of each response against the item's reference output by the eval judge, made in both
+    orders."""
+    judge = make_generator(ctx.config.eval_judge_model, ctx.rd_home, role="eval judge")
     try:
         judgments, _ = judge_pairwise(
             judge,
@@ -252,14 +293,16 @@ def make_report(ctx: StepContext) -> StepResult:
         for r in store.read("eval_responses")
         if r["reward_score"] is not None and r["model_role"] in ("teacher", "rl_student")
     ]
-    data_version = content_hash(scores, breakdown_rows, reward_rows)
+    judged = any(row["metric"] in ("win_rate", "lc_win_rate") for row in scores)
+    warnings = judge_warnings(ctx.config) if judged else []
+    data_version = content_hash(scores, breakdown_rows, reward_rows, warnings)
     out_dir = ctx.rd_home / "reports" / data_version
-    report = render_report(scores, out_dir, breakdown_rows, reward_rows)
+    report = render_report(scores, out_dir, breakdown_rows, reward_rows, warnings=warnings)
     latest = ctx.rd_home / "reports" / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()
     latest.symlink_to(out_dir.name)
-    ctx.log("report:\n" + report.table_text + "\n" + "\n".join(report.summary_lines))
+    ctx.log("report:\n" + report.table_text + "\n" + "\n".join([*report.summary_lines, *warnings]))
     ctx.record_version("report", "", data_version)
     return StepResult(
         data_version,
@@ -269,5 +312,6 @@ def make_report(ctx: StepContext) -> StepResult:
             "summary": "\n".join(report.summary_lines),
             "path": str(out_dir),
             "charts": [str(Path(p)) for p in report.png_paths],
+            "warnings": "\n".join(warnings),
         },
     )

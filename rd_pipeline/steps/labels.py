@@ -14,7 +14,7 @@ from typing import Any
 from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
-from rd_pipeline.labeling.judge import judge_pointwise
+from rd_pipeline.labeling.judge import judge_pointwise, judge_summary
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
@@ -37,8 +37,9 @@ def judge_scores(
     prompts: dict[str, dict[str, Any]],
     responses: Sequence[dict[str, Any]],
     label: str,
-) -> tuple[list[float | None], GenerationStats, dict[str, str]]:
-    """Pointwise judge scores (None = unparsable) for responses to open-ended prompts."""
+) -> tuple[list[float | None], GenerationStats, dict[str, str], dict[str, float]]:
+    """Pointwise judge scores (None = no verdict) for responses to open-ended prompts, the judge's identity, and
+    metadata on the verdicts: how many came from the judge's probabilities, its text, a retry, or none."""
     judge_model = ctx.config.judge_model
     generator = make_generator(judge_model, ctx.rd_home, role="judge")
     items = [
@@ -55,7 +56,13 @@ def judge_scores(
         identity = generator.identity
     finally:
         generator.close()
-    return [j.score for j in judgments], stats, identity
+    summary = judge_summary(pointwise=judgments)
+    verdicts = {
+        f"judge_{name.removeprefix('pointwise_')}": round(value, 4)
+        for name, value in summary.items()
+        if name.startswith("pointwise_verdicts_") or name == "pointwise_mean_verdict_mass"
+    }
+    return [j.score for j in judgments], stats, identity, {k: v for k, v in verdicts.items() if v == v}
 
 
 @committed("pseudo_labels")
@@ -102,9 +109,10 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
             }
         )
     else:
-        scores, stats, judge_identity = judge_scores(
+        scores, stats, judge_identity, verdicts = judge_scores(
             ctx, benchmark, prompt_rows, responses, f"pseudo_labels[{benchmark}]"
         )
+        metadata.update(verdicts)
         label_version = content_hash(
             upstream["data_version"], labeling.model_dump(mode="json"), judge_identity
         )
@@ -219,9 +227,10 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
             good = answer is not None and bench.answers_equal(answer, majority)
             labelled.append(_reward_row(row, "student", good, None, label_version))
     else:
-        scores, stats, _ = judge_scores(
+        scores, stats, _, verdicts = judge_scores(
             ctx, benchmark, prompt_rows, student_rows, f"reward_labels[{benchmark}]"
         )
+        metadata.update(verdicts)
         for row, score in zip(student_rows, scores, strict=True):
             if score is not None:
                 good = score >= config.labeling.judge_good_score
