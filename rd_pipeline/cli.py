@@ -115,6 +115,21 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accelerate_config(args: argparse.Namespace) -> int:
+    from rd_pipeline.training.launch import accelerate_config_yaml
+
+    print(
+        accelerate_config_yaml(
+            args.strategy,
+            num_processes=args.num_processes,
+            num_machines=args.num_machines,
+            mixed_precision=args.mixed_precision,
+        ),
+        end="",
+    )
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     config = _config(args)
     _export_config(args)
@@ -159,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("asset", help="asset name, e.g. rl_student")
     lineage.add_argument("--partition", help="benchmark partition (partitioned assets)")
     lineage.set_defaults(func=cmd_lineage)
+
+    accel = commands.add_parser(
+        "accelerate-config", help="print an accelerate config file for a training strategy"
+    )
+    accel.add_argument("strategy", choices=["ddp", "fsdp2", "zero2", "zero3"])
+    accel.add_argument("--num-processes", type=int, default=1, help="processes in total (one per GPU)")
+    accel.add_argument("--num-machines", type=int, default=1)
+    accel.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    accel.set_defaults(func=cmd_accelerate_config)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     _add_config_args(ui)

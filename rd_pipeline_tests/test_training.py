@@ -215,6 +215,10 @@ def test_rl_trains_against_the_reward_model(
 
     _assert_finite_metrics(metrics, "reward_start", "reward_end", "mean_completion_length")
     assert metrics["algorithm"] == algorithm and metrics["steps"] == 2 and len(metrics["rewards"]) == 2
+    # KL penalty against the starting policy by default, logged per step with the mean reward
+    assert metrics["beta"] == 0.05 and len(metrics["kls"]) == 2 and all(kl >= 0 for kl in metrics["kls"])
+    assert [set(step) >= {"step", "loss", "reward", "kl"} for step in metrics["per_step"]] == [True, True]
+    assert [step["kl"] for step in metrics["per_step"]] == metrics["kls"]
     assert 0 < metrics["mean_completion_length"] <= 8
     weights = _weights(out)
     assert not any("lora" in key for key in weights)

@@ -47,6 +47,9 @@ class StepContext:
     run_id: str = "local"
     log: LogFn = field(default_factory=lambda: logging.getLogger("rd_pipeline").info)
     staged: StagedWrites | None = None
+    # Runs a prepared training job (rd_pipeline.training.launch.TrainingJob) and returns its metrics; None: a
+    # plain `accelerate launch` subprocess. Dagster sets one that launches through Pipes.
+    launch_training: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def rd_home(self) -> Path:

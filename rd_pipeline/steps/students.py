@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from rd_pipeline.config import LaunchConfig
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.commit import committed
@@ -16,6 +20,9 @@ from rd_pipeline.steps.teacher import (
     sampling_requests,
     usage_row,
 )
+
+if TYPE_CHECKING:
+    from rd_pipeline.training.launch import JobKind
 
 
 def upstream_partitions(ctx: StepContext, asset: str) -> dict[str, dict[str, Any]]:
@@ -32,25 +39,31 @@ def _lineage(upstream_asset: str, records: dict[str, dict[str, Any]], base: str)
 
 
 def _metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+    """Scalar metrics, plus the per-step metrics and how the training group was launched."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+    return scalars | {k: metrics[k] for k in ("per_step", "launch") if k in metrics}
 
 
-def _train_sft(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from rd_pipeline.training.sft import train_sft  # TRL is imported only when something is trained
+def _run_training(
+    ctx: StepContext,
+    kind: JobKind,
+    asset: str,
+    version: str,
+    out_dir: Path,
+    launch: LaunchConfig,
+    settings: dict[str, Any],
+    records: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Train in its own process group (``accelerate launch``) through the context's launcher: Dagster Pipes
+    under Dagster, a plain subprocess otherwise. TRL and torch load only in that process group."""
+    from rd_pipeline.training.launch import prepare_job, run_training_job
 
-    return train_sft(*args, **kwargs)
-
-
-def _train_reward_model(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from rd_pipeline.training.reward import train_reward_model
-
-    return train_reward_model(*args, **kwargs)
-
-
-def _train_rl(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from rd_pipeline.training.rl import train_rl
-
-    return train_rl(*args, **kwargs)
+    job_dir = ctx.rd_home / "jobs" / asset / version
+    job = prepare_job(kind, job_dir, out_dir, launch, {"seed": ctx.config.sampling.seed, **settings}, records)
+    launcher = ctx.launch_training or partial(run_training_job, log=ctx.log)
+    metrics = launcher(job)
+    shutil.rmtree(job_dir, ignore_errors=True)  # kept after a failure, for inspection
+    return metrics
 
 
 @committed("sft_student")
@@ -93,7 +106,16 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         ctx,
         "sft_student",
         version,
-        lambda out: _train_sft(base.location, examples, config.sft, out, seed=config.sampling.seed),
+        lambda out: _run_training(
+            ctx,
+            "sft",
+            "sft_student",
+            version,
+            out,
+            config.sft.launch,
+            {"base": base.location, "revision": base.revision, "config": config.sft.model_dump(mode="json")},
+            {"examples": examples},
+        ),
         _lineage("pseudo_labels", labels, config.student.ref) | {"config_hash": config.section_hash("sft")},
     )
     teacher_versions = sorted({r["teacher_version"] for r in labels.values()})
@@ -185,8 +207,15 @@ def make_reward_model(ctx: StepContext) -> StepResult:
         ctx,
         "reward_model",
         version,
-        lambda out: _train_reward_model(
-            str(sft_path), train_pairs, heldout_pairs, config.reward_model, out, seed=config.sampling.seed
+        lambda out: _run_training(
+            ctx,
+            "reward_model",
+            "reward_model",
+            version,
+            out,
+            config.reward_model.launch,
+            {"base": str(sft_path), "config": config.reward_model.model_dump(mode="json")},
+            {"train_pairs": train_pairs, "heldout_pairs": heldout_pairs},
         ),
         _lineage("reward_labels", labels, f"sft_student@{sft['data_version']}")
         | {"config_hash": config.section_hash("reward_model")},
@@ -246,8 +275,19 @@ def make_rl_student(ctx: StepContext) -> StepResult:
         ctx,
         "rl_student",
         version,
-        lambda out: _train_rl(
-            str(sft_path), str(rm_path), prompts, config.rl, out, seed=config.sampling.seed
+        lambda out: _run_training(
+            ctx,
+            "rl",
+            "rl_student",
+            version,
+            out,
+            config.rl.launch,
+            {
+                "base": str(sft_path),
+                "reward_model": str(rm_path),
+                "config": config.rl.model_dump(mode="json"),
+            },
+            {"prompts": prompts},
         ),
         lineage,
     )

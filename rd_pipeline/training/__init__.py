@@ -1,16 +1,24 @@
-"""Thin wrappers over TRL: supervised fine-tuning, reward-model training, RL on the reward, scoring."""
+"""Thin wrappers over TRL: supervised fine-tuning, reward-model training, RL on the reward, scoring.
 
-from rd_pipeline.training.common import release_memory
-from rd_pipeline.training.reward import pairwise_accuracy, train_reward_model
-from rd_pipeline.training.rl import train_rl
-from rd_pipeline.training.scoring import RewardScorer
-from rd_pipeline.training.sft import train_sft
+Names load on first use, so importing ``rd_pipeline.training.launch`` does not import torch or TRL.
+"""
 
-__all__ = [
-    "RewardScorer",
-    "pairwise_accuracy",
-    "release_memory",
-    "train_reward_model",
-    "train_rl",
-    "train_sft",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "RewardScorer": "rd_pipeline.training.scoring",
+    "pairwise_accuracy": "rd_pipeline.training.reward",
+    "release_memory": "rd_pipeline.training.common",
+    "train_reward_model": "rd_pipeline.training.reward",
+    "train_rl": "rd_pipeline.training.rl",
+    "train_sft": "rd_pipeline.training.sft",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rd_pipeline.training' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -1,5 +1,8 @@
 """The trained models: SFT student, its samples, the reward model and the RL student."""
 
+from collections.abc import Callable
+from typing import Any
+
 import dagster as dg
 
 from rd_pipeline.defs.assets.common import OWNERS, run_step
@@ -17,6 +20,30 @@ from rd_pipeline.steps.students import (
 MODEL_KINDS = {"pytorch", "huggingface"}
 
 
+def pipes_launcher(context: dg.AssetExecutionContext) -> Callable[[Any], dict[str, Any]]:
+    """Launch a training job's ``accelerate launch`` group through Dagster Pipes: the main process streams its
+    logs and per-step metrics to this run and reports its metrics and checkpoint path as a materialization."""
+    from rd_pipeline.training.launch import launch_command
+
+    def launch(job: Any) -> dict[str, Any]:
+        invocation = dg.PipesSubprocessClient().run(
+            command=launch_command(job), context=context, extras={"job_dir": str(job.job_dir)}
+        )
+        return invocation.get_materialize_result().metadata["metrics"].value
+
+    return launch
+
+
+def with_pipes_training(context: dg.AssetExecutionContext, make: Callable[..., Any]) -> Callable[..., Any]:
+    """``make`` with its step context set to launch training through Pipes."""
+
+    def run(step_context: Any, *partition: str) -> Any:
+        step_context.launch_training = pipes_launcher(context)
+        return make(step_context, *partition)
+
+    return run
+
+
 @dg.asset(
     deps=["pseudo_labels"],
     group_name="models",
@@ -27,7 +54,7 @@ MODEL_KINDS = {"pytorch", "huggingface"}
 )
 def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer)."""
-    return run_step(context, pipeline, make_sft_student)
+    return run_step(context, pipeline, with_pipes_training(context, make_sft_student))
 
 
 @dg.asset(
@@ -56,7 +83,7 @@ def student_responses(context: dg.AssetExecutionContext, pipeline: PipelineResou
 )
 def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """A Bradley-Terry reward model on labelled teacher and student pairs (TRL RewardTrainer)."""
-    return run_step(context, pipeline, make_reward_model)
+    return run_step(context, pipeline, with_pipes_training(context, make_reward_model))
 
 
 @dg.asset(
@@ -69,4 +96,4 @@ def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
 )
 def rl_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """The SFT student refined by GRPO or RLOO against the reward model."""
-    return run_step(context, pipeline, make_rl_student)
+    return run_step(context, pipeline, with_pipes_training(context, make_rl_student))

@@ -1,0 +1,133 @@
+"""The training process: ``accelerate launch ... -m rd_pipeline.training.worker JOB_DIR`` runs this in every
+process of the group. Each process trains its share; the main process writes ``result.json`` and, when the
+launch came from Dagster (``PipesSubprocessClient``), reports logs, per-step metrics and the checkpoint through
+Dagster Pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rd_pipeline.config import LaunchConfig, RewardModelConfig, RlConfig, SftConfig
+from rd_pipeline.training.launch import RESULT_FILE, read_job
+
+STEP_KEYS = ("loss", "reward", "kl", "accuracy", "grad_norm", "learning_rate")
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def _pipes() -> Iterator[Any]:
+    """Dagster Pipes on the main process of a Pipes launch; None otherwise."""
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if not (_is_main_process() and DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ):
+        yield None
+        return
+    with open_dagster_pipes() as pipes:
+        yield pipes
+
+
+def _step_reporter(pipes: Any):
+    """A trainer callback that sends each logged step's metrics to the Dagster log."""
+    from transformers import TrainerCallback
+
+    class StepReporter(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if pipes is None or not state.is_world_process_zero or not logs or "train_loss" in logs:
+                return
+            values = {k: round(v, 6) for k in STEP_KEYS if isinstance(v := logs.get(k), int | float)}
+            pipes.log.info(f"step {state.global_step}/{state.max_steps}: {json.dumps(values)}")
+
+    return StepReporter()
+
+
+def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
+    settings, records, out_dir = job["settings"], job["records"], Path(job["out_dir"])
+    seed = settings["seed"]
+    if job["kind"] == "sft":
+        from rd_pipeline.training.sft import train_sft
+
+        cfg = SftConfig.model_validate(settings["config"])
+        return train_sft(
+            settings["base"], records["examples"], cfg, out_dir, seed, settings.get("revision"), callbacks
+        )
+    if job["kind"] == "reward_model":
+        from rd_pipeline.training.reward import train_reward_model
+
+        cfg = RewardModelConfig.model_validate(settings["config"])
+        return train_reward_model(
+            settings["base"],
+            records["train_pairs"],
+            records["heldout_pairs"],
+            cfg,
+            out_dir,
+            seed,
+            settings.get("revision"),
+            callbacks,
+        )
+    if job["kind"] == "rl":
+        from rd_pipeline.training.rl import train_rl
+
+        cfg = RlConfig.model_validate(settings["config"])
+        return train_rl(
+            settings["base"], settings["reward_model"], records["prompts"], cfg, out_dir, seed, callbacks
+        )
+    raise ValueError(f"unknown training job kind {job['kind']!r}")
+
+
+def launch_record(launch: LaunchConfig) -> dict[str, Any]:
+    """How the group actually ran: processes, machines, strategy, distributed type and backend."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    return {
+        "num_processes": state.num_processes,
+        "num_machines": launch.num_machines,
+        "strategy": launch.strategy if not launch.accelerate_config_file else None,
+        "accelerate_config_file": launch.accelerate_config_file,
+        "distributed_type": str(state.distributed_type).split(".")[-1],
+        "backend": state.backend,
+    }
+
+
+def _report(pipes: Any, out_dir: Path, metrics: dict[str, Any]) -> None:
+    if pipes is None:
+        return
+    pipes.log.info(f"checkpoint saved to {out_dir}")
+    pipes.report_asset_materialization(
+        metadata={
+            "checkpoint": {"raw_value": str(out_dir), "type": "path"},
+            "metrics": {"raw_value": metrics, "type": "json"},
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m rd_pipeline.training.worker JOB_DIR", file=sys.stderr)
+        return 2
+    job_dir = Path(argv[0])
+    job = read_job(job_dir)
+    launch = LaunchConfig.model_validate(job["launch"])
+    with _pipes() as pipes:
+        metrics = _train(job, [_step_reporter(pipes)])
+        if _is_main_process():
+            metrics["launch"] = launch_record(launch)
+            staging = job_dir / (RESULT_FILE + ".partial")
+            staging.write_text(json.dumps(metrics, indent=2, default=str))
+            staging.rename(job_dir / RESULT_FILE)
+            _report(pipes, Path(job["out_dir"]), metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

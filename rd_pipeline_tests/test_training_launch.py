@@ -1,0 +1,196 @@
+"""Training as its own process group under `accelerate launch`: job files, accelerate configs, the worker, 2-process
+DDP (gloo) on the CPU against 1 process, and model revisions reaching from_pretrained (offline hub cache)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rd_pipeline.config import LaunchConfig, LoraConfig, RewardModelConfig, SftConfig
+from rd_pipeline.models import resolve_model
+from rd_pipeline.training.launch import (
+    accelerate_config,
+    accelerate_config_yaml,
+    launch_command,
+    prepare_job,
+    run_training_job,
+)
+
+
+def _examples(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+            "completion": [{"role": "assistant", "content": f"{i} + {i} = {2 * i}. The answer is {2 * i}."}],
+        }
+        for i in range(n)
+    ]
+
+
+def _pairs(n: int, start: int = 0) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} times 3 plus 7?"}],
+            "chosen": [{"role": "assistant", "content": f"{i} * 3 = {3 * i}, plus 7 is {3 * i + 7}."}],
+            "rejected": [{"role": "assistant", "content": f"about {3 * i + 12}"}],
+        }
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
+
+
+def _sft_job(tmp: Path, base: str, cfg: SftConfig, name: str, revision: str | None = None):
+    settings = {"base": base, "revision": revision, "seed": 0, "config": cfg.model_dump(mode="json")}
+    return prepare_job(
+        "sft", tmp / f"job_{name}", tmp / name, cfg.launch, settings, {"examples": _examples(16)}
+    )
+
+
+def _rm_job(tmp: Path, base: str, cfg: RewardModelConfig, name: str):
+    settings = {"base": base, "seed": 0, "config": cfg.model_dump(mode="json")}
+    records = {"train_pairs": _pairs(16), "heldout_pairs": _pairs(4, start=50)}
+    return prepare_job("reward_model", tmp / f"job_{name}", tmp / name, cfg.launch, settings, records)
+
+
+def test_accelerate_configs_per_strategy() -> None:
+    ddp = accelerate_config("ddp", num_processes=8)
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["num_processes"] == 8
+    assert accelerate_config("ddp")["distributed_type"] == "NO"
+    fsdp = accelerate_config("fsdp2", num_processes=8)
+    assert fsdp["distributed_type"] == "FSDP" and fsdp["fsdp_config"]["fsdp_version"] == 2
+    assert fsdp["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    for stage in (2, 3):
+        zero = yaml.safe_load(accelerate_config_yaml(f"zero{stage}", num_processes=16, num_machines=2))
+        assert zero["distributed_type"] == "DEEPSPEED" and zero["deepspeed_config"]["zero_stage"] == stage
+        assert zero["num_machines"] == 2
+    assert accelerate_config("zero3")["deepspeed_config"]["zero3_save_16bit_model"] is True
+    with pytest.raises(ValueError, match="unknown training strategy 'tp'"):
+        accelerate_config("tp")
+
+
+def test_launch_settings_are_checked_and_reach_the_command(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="multiple of num_machines"):
+        LaunchConfig(num_processes=3, num_machines=2, main_process_ip="10.0.0.1", main_process_port=29500)
+    with pytest.raises(ValueError, match="needs main_process_ip and main_process_port"):
+        LaunchConfig(num_processes=4, num_machines=2)
+    cfg = SftConfig(launch=LaunchConfig(num_processes=2))
+    job = _sft_job(tmp_path, "/models/base", cfg, "sft")
+    command = launch_command(job)
+    assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-3:] == ["-m", "rd_pipeline.training.worker", str(job.job_dir)]
+    written = yaml.safe_load((job.job_dir / "accelerate.yaml").read_text())
+    assert written["distributed_type"] == "MULTI_GPU" and written["num_processes"] == 2
+    assert len((job.job_dir / "examples.jsonl").read_text().splitlines()) == 16
+    missing = LaunchConfig(accelerate_config_file=str(tmp_path / "nope.yaml"))
+    with pytest.raises(FileNotFoundError, match="nope.yaml does not exist"):
+        _sft_job(tmp_path, "/models/base", SftConfig(launch=missing), "sft2")
+
+
+def test_failed_training_names_the_job_and_shows_its_output(tmp_path: Path) -> None:
+    job = _sft_job(tmp_path, str(tmp_path / "no-such-model"), SftConfig(max_steps=1), "sft")
+    with pytest.raises(RuntimeError, match=r"training sft failed \(exit code 1, job .*job_sft\)"):
+        run_training_job(job, log=lambda line: None)
+
+
+def _make_hub_cache(cache: Path, base: str) -> None:
+    """An offline Hugging Face cache holding rdtest/tiny at two revisions: main (2 layers), small (1 layer)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    repo = cache / "models--rdtest--tiny"
+    for revision, commit, layers in (("main", "a" * 40, 2), ("small", "b" * 40, 1)):
+        snapshot = repo / "snapshots" / commit
+        shutil.copytree(base, snapshot)
+        if layers == 1:
+            config = AutoConfig.from_pretrained(base)
+            config.num_hidden_layers = 1
+            AutoModelForCausalLM.from_config(config).save_pretrained(snapshot)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / revision).write_text(commit)
+
+
+def test_revision_reaches_from_pretrained_in_training(
+    tiny_base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The student's revision selects the weights SFT starts from (tokenizer, model, and the LoRA merge base)."""
+    cache = tmp_path / "hub"
+    _make_hub_cache(cache, tiny_base)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resolved = resolve_model("rdtest/tiny", tmp_path, "small")
+    assert (resolved.kind, resolved.location, resolved.revision) == ("hub", "rdtest/tiny", "small")
+    cfg = SftConfig(max_steps=1, batch_size=4, max_length=128, lora=LoraConfig(enabled=True, r=2))
+    job = _sft_job(tmp_path, resolved.location, cfg, "sft", revision=resolved.revision)
+    metrics = run_training_job(job, log=lambda line: None)
+    assert metrics["steps"] == 1
+    trained = json.loads((tmp_path / "sft" / "config.json").read_text())
+    assert trained["num_hidden_layers"] == 1  # main has 2
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_for_sft_and_reward_model(tiny_base: str, tmp_path: Path) -> None:
+    """DDP over 2 gloo processes (per-process batch 2) against 1 process (batch 4): same global batches, so the
+    same losses; the checkpoint loads and the metrics record the launch."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    results, timings = {}, {}
+    for processes in (1, 2):
+        launch = LaunchConfig(num_processes=processes)
+        sft = SftConfig(
+            max_steps=4, batch_size=4 // processes, learning_rate=1e-3, max_length=128, launch=launch
+        )
+        rm = RewardModelConfig(
+            max_steps=4, batch_size=4 // processes, learning_rate=1e-3, max_length=128, launch=launch
+        )
+        for kind, job in (
+            ("sft", _sft_job(tmp_path, tiny_base, sft, f"sft{processes}")),
+            ("rm", _rm_job(tmp_path, tiny_base, rm, f"rm{processes}")),
+        ):
+            started = time.perf_counter()
+            results[kind, processes] = run_training_job(job, log=lambda line: None)
+            timings[kind, processes] = time.perf_counter() - started
+    for kind in ("sft", "rm"):
+        one, two = results[kind, 1], results[kind, 2]
+        assert two["launch"] == {
+            "num_processes": 2,
+            "num_machines": 1,
+            "strategy": "ddp",
+            "accelerate_config_file": None,
+            "distributed_type": "MULTI_CPU",
+            "backend": "gloo",
+        }
+        assert one["launch"]["num_processes"] == 1 and one["steps"] == two["steps"] == 4
+        one_losses = [step["loss"] for step in one["per_step"]]
+        two_losses = [step["loss"] for step in two["per_step"]]
+        assert len(one_losses) == 4 and two_losses == pytest.approx(one_losses, rel=1e-3, abs=1e-4)
+        print(
+            f"{kind}: 1 process {timings[kind, 1]:.1f}s, 2 processes {timings[kind, 2]:.1f}s, "
+            f"max loss difference {max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)):.2e}"
+        )
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "sft2").config.num_hidden_layers == 2
+    reward = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm2")
+    assert reward.config.num_labels == 1
+    assert results["rm", 2]["heldout_pairs"] == 4 and results["rm", 2]["heldout_accuracy"] is not None
+
+
+def test_rd_accelerate_config_prints_a_ready_file() -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "rd_pipeline.cli", "accelerate-config", "zero3", "--num-processes", "8"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    config = yaml.safe_load(printed)
+    assert config["distributed_type"] == "DEEPSPEED" and config["deepspeed_config"]["zero_stage"] == 3
+    assert config["num_processes"] == 8
