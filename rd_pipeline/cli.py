@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(func=cmd_ui)
 
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".* is currently in beta")  # Dagster's notice on every import
     try:
         return args.func(args)
     except (ConfigError, InputError, BenchmarkDataError) as error:

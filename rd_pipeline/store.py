@@ -269,9 +269,8 @@ class Store:
         def check(connection: duckdb.DuckDBPyConnection | None) -> list[str]:
             if connection is None:
                 return []
-            tables = [
-                row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables")
-            ]
+            listing = connection.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            tables = [row[0] for row in listing]
             for table in tables:
                 connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()
             return tables
