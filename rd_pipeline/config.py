@@ -95,6 +95,56 @@ class LoraConfig(_Strict):
     target_modules: list[str] | str = "all-linear"
 
 
+class VllmConfig(_Strict):
+    """Engine settings of the ``vllm`` backend. The engine runs in a child process that exits when the step ends."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs one engine shards the model over")
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="engines, each in its own process with tensor_parallel_size GPUs of its own (on a CPU: "
+        "its own share of the cores); prompts are spread over them",
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="share of GPU memory an engine may use; None: vLLM's default. On a CPU vLLM reads it as a "
+        "share of host memory, so kv_cache_memory_gb is used there instead",
+    )
+    kv_cache_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="KV cache size per engine in GiB; None: from gpu_memory_utilization on a GPU, 1 GiB on a CPU",
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="longest prompt + response in tokens; None: the model's own limit"
+    )
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="skip compilation and CUDA graphs; None: eager on a CPU (compiling costs minutes of start-up "
+        "there), compiled on a GPU",
+    )
+    per_request_seed: bool = Field(
+        default=True,
+        description="seed each prompt's samples from their journal keys, so a sample does not depend on what "
+        "else is in the batch; on a CPU this turns chunked prefill off (vLLM cannot rewind a CPU generator). "
+        "False: one engine-wide seed; outputs then depend on batch composition",
+    )
+    seed: int = Field(
+        default=0, description="the engine-wide seed (used for every sample when per_request_seed is false)"
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further keyword arguments for vllm.LLM (its EngineArgs), e.g. {swap_space: 4, quantization: fp8}",
+    )
+    fallback_to_transformers: bool = Field(
+        default=True,
+        description="when vLLM is not installed, generate with the transformers backend (with a warning; its "
+        "outputs and so the teacher version differ) instead of failing",
+    )
+
+
 class ModelConfig(_Strict):
     """A model reference and how to run it.
 
@@ -108,6 +158,7 @@ class ModelConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: int = Field(default=16, ge=1)
     api: ApiConfig | None = None
+    vllm: VllmConfig = Field(default_factory=VllmConfig, description="engine settings of the vllm backend")
 
     @model_validator(mode="after")
     def _api_needs_settings(self) -> ModelConfig:

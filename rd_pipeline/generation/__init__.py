@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from rd_pipeline.config import ModelConfig
@@ -50,14 +51,14 @@ def make_generator(
     from rd_pipeline.models import resolve_model
 
     if model.backend == "vllm":
-        from rd_pipeline.generation.vllm_backend import VllmGenerator, require_vllm, vllm_identity
+        from rd_pipeline.generation.vllm_backend import VllmGenerator, vllm_available, vllm_identity
 
-        try:
-            require_vllm()
-        except ImportError as error:
-            raise ImportError(f"{role} model {model.ref!r}: {error}") from None
-        resolved = resolve_model(location or model.ref, rd_home, model.revision)
-        return VllmGenerator(resolved, model, Journal.for_identity(rd_home, vllm_identity(resolved, model)))
+        if vllm_available():
+            resolved = resolve_model(location or model.ref, rd_home, model.revision)
+            return VllmGenerator(
+                resolved, model, Journal.for_identity(rd_home, vllm_identity(resolved, model))
+            )
+        model = _without_vllm(model, role)
 
     if model.backend == "transformers":
         from rd_pipeline.generation.transformers_backend import TransformersGenerator, transformers_identity
@@ -68,3 +69,19 @@ def make_generator(
         )
 
     raise ValueError(f"{role} model {model.ref!r}: unknown generation backend {model.backend!r}")
+
+
+def _without_vllm(model: ModelConfig, role: str) -> ModelConfig:
+    """``model`` on the transformers backend when vLLM is missing and fallback is allowed; else ImportError."""
+    from rd_pipeline.generation.vllm_backend import VLLM_MISSING
+
+    if not model.vllm.fallback_to_transformers:
+        raise ImportError(f"{role} model {model.ref!r}: {VLLM_MISSING}")
+    logging.getLogger(__name__).warning(
+        "%s model %r: %s; generating with the transformers backend instead (set vllm.fallback_to_transformers: "
+        "false to fail instead)",
+        role,
+        model.ref,
+        VLLM_MISSING,
+    )
+    return model.model_copy(update={"backend": "transformers"})

