@@ -34,15 +34,7 @@ class _NoFailureEvents(logging.Filter):
     """Keep Dagster's failure events (each a page of traceback) off the terminal; `rd` sums them up in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        meta = getattr(record, "dagster_meta", None)
-        event = getattr(meta, "dagster_event", None) if meta is not None else None
-        if event is None and isinstance(meta, dict):
-            event = meta.get("dagster_event")
-        event_type = getattr(event, "event_type_value", "") or ""
-        return (
-            event_type not in ("STEP_FAILURE", "RUN_FAILURE", "ENGINE_EVENT")
-            or record.levelno < logging.ERROR
-        )
+        return record.levelno < logging.ERROR or getattr(record, "dagster_event", None) is None
 
 
 def _python_logger(log_file: Path, console_level: str) -> logging.Logger:
