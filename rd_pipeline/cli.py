@@ -131,6 +131,52 @@ def cmd_accelerate_config(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_ASSETS = ("sft_student", "reward_model", "rl_student")
+
+
+def _checkpoints(rd_home: Path) -> set[str]:
+    """``asset/version`` of every finished checkpoint under ``rd_home/models``."""
+    return {
+        f"{asset}/{path.name}"
+        for asset in MODEL_ASSETS
+        for path in (rd_home / "models" / asset).glob("*")
+        if path.is_dir() and not path.name.endswith(".partial")
+    }
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Move rd.duckdb aside and re-make every table from the journal (no generation) and the checkpoints."""
+    from datetime import datetime, timezone
+
+    from rd_pipeline.store import Store
+
+    config = _config(args)
+    home = config.rd_home()
+    database = home / "rd.duckdb"
+    before = _checkpoints(home)
+    if database.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        aside = database.with_name(f"{database.name}.replaced-{stamp}")
+        database.rename(aside)
+        wal = database.with_name(database.name + ".wal")
+        if wal.exists():
+            wal.rename(aside.with_name(aside.name + ".wal"))
+        print(f"rd: moved {database} aside to {aside}; delete it once the rebuild has succeeded")
+    args.select = args.partition = None
+    status = cmd_materialize(args)
+    if status:
+        return status
+    usage = Store(database).read("generation_usage")
+    generated = sum(row["samples_generated"] for row in usage)
+    from_journal = sum(row["samples_from_journal"] for row in usage)
+    trained = sorted(_checkpoints(home) - before)
+    models = f"trained again: {', '.join(trained)}" if trained else "every checkpoint reused"
+    print(
+        f"rd: rebuilt {database}: {from_journal} samples read from the journal, {generated} generated; {models}"
+    )
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     config = _config(args)
     _export_config(args)
@@ -184,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     accel.add_argument("--num-machines", type=int, default=1)
     accel.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     accel.set_defaults(func=cmd_accelerate_config)
+
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="move rd.duckdb aside and re-make every table from the journal and the checkpoints "
+        "(after the database was damaged or lost); use the config the tables were made with",
+    )
+    _add_config_args(rebuild)
+    rebuild.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    rebuild.set_defaults(func=cmd_rebuild)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     _add_config_args(ui)
