@@ -216,7 +216,8 @@ def test_rl_trains_against_the_reward_model(
     _assert_finite_metrics(metrics, "reward_start", "reward_end", "mean_completion_length")
     assert metrics["algorithm"] == algorithm and metrics["steps"] == 2 and len(metrics["rewards"]) == 2
     # KL penalty against the starting policy by default, logged per step with the mean reward
-    assert metrics["beta"] == 0.05 and len(metrics["kls"]) == 2 and all(kl >= 0 for kl in metrics["kls"])
+    assert metrics["beta"] == 0.05 and len(metrics["kls"]) == 2 and all(map(math.isfinite, metrics["kls"]))
+    assert metrics["kls"][0] == pytest.approx(0.0, abs=1e-5)  # the first step's policy is the reference
     assert [set(step) >= {"step", "loss", "reward", "kl"} for step in metrics["per_step"]] == [True, True]
     assert [step["kl"] for step in metrics["per_step"]] == metrics["kls"]
     assert 0 < metrics["mean_completion_length"] <= 8
