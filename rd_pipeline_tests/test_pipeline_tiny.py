@@ -230,3 +230,45 @@ def test_asset_checks_ran(tiny_graph):
             dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
         )
         assert records, f"check {asset}:{check} never ran"
+
+
+def test_training_reports_per_step_metrics_and_launch_through_pipes(tiny_graph):
+    config, _, rd_home, _ = tiny_graph
+    instance = dg.DagsterInstance.get()
+    store = Store(rd_home / "rd.duckdb")
+    for asset, keys in (
+        ("sft_student", {"loss"}),
+        ("reward_model", {"loss"}),
+        ("rl_student", {"reward", "kl"}),
+    ):
+        metadata = _latest_metadata(instance, asset)
+        assert metadata["launch"]["num_processes"] == 1 and metadata["launch"]["strategy"] == "ddp"
+        assert metadata["per_step"] and all(keys <= set(step) for step in metadata["per_step"]), asset
+        path = rd_home / "models" / asset / store.latest_version(asset)["data_version"]
+        lineage = json.loads((path / "lineage.json").read_text())
+        assert lineage["metrics"]["per_step"] == metadata["per_step"]
+        assert lineage["metrics"]["launch"] == metadata["launch"]
+        # the worker's own log lines reached the training run through Dagster Pipes
+        messages = [entry.user_message for entry in instance.all_logs(lineage["run_id"])]
+        assert any(m.startswith("step 1/") for m in messages), asset
+        assert any(m == f"checkpoint saved to {path.with_name(path.name + '.partial')}" for m in messages)
+    rl = _latest_metadata(instance, "rl_student")
+    assert len(rl["per_step"]) == config.rl.max_steps and rl["beta"] == config.rl.beta > 0
+
+
+def test_no_op_training_steps_load_no_training_stack(tiny_graph):
+    """Called without Dagster on unchanged inputs, the model steps reuse their checkpoints and never import
+    torch, transformers, TRL, peft or accelerate."""
+    _, _, rd_home, _ = tiny_graph
+    code = (
+        "import sys\n"
+        "from rd_pipeline.config import load_preset\n"
+        "from rd_pipeline.steps.context import StepContext\n"
+        "from rd_pipeline.steps.students import make_reward_model, make_rl_student, make_sft_student\n"
+        "ctx = StepContext(load_preset('tiny'))\n"
+        "print([m(ctx).metadata['trained_now'] for m in (make_sft_student, make_reward_model, make_rl_student)])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'accelerate') if m in sys.modules))\n"
+    )
+    env = dict(os.environ, RD_HOME=str(rd_home))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-2:] == ["[False, False, False]", "[]"]
