@@ -72,8 +72,9 @@ def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):
     ):
         for benchmark in config.benchmark_names if table not in ("asset_versions",) else [None]:
             assert store.count(table, benchmark) > 0, f"{table}[{benchmark}] is empty"
-    # The tiny judge is a random model whose verdicts never parse, so only verifiable benchmarks get reward labels.
-    for benchmark in ("gsm8k", "gsm_plus", "mmlu_pro"):
+    # The tiny judge is a random model whose verdicts never parse as text, but its verdict probabilities rate
+    # every AlpacaEval response, so every benchmark gets reward labels.
+    for benchmark in config.benchmark_names:
         assert store.count("reward_labels", benchmark) > 0, f"reward_labels[{benchmark}] is empty"
     assert store.count("reward_pairs") > 0
     # n samples per prompt at each temperature, for every training prompt
@@ -222,6 +223,7 @@ def test_asset_checks_ran(tiny_graph):
     instance = dg.DagsterInstance.get()
     for asset, check in (
         ("pseudo_labels", "label_coverage"),
+        ("pseudo_labels", "gold_label_accuracy"),
         ("reward_model", "heldout_accuracy"),
         ("teacher_responses", "not_empty"),
         ("eval_scores", "complete"),
@@ -230,6 +232,28 @@ def test_asset_checks_ran(tiny_graph):
             dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
         )
         assert records, f"check {asset}:{check} never ran"
+
+
+def test_judge_rates_every_alpaca_eval_response_from_its_probabilities(tiny_graph):
+    """The tiny judge is random, yet its verdict probabilities score every response it labels and break every
+    comparison (no tie from position bias); the report warns that the judge (the teacher) is also evaluated."""
+    config, _, rd_home, _ = tiny_graph
+    store = Store(rd_home / "rd.duckdb")
+    labels = store.read("pseudo_labels", "alpaca_eval")
+    assert labels and all(row["judge_score"] is not None and 1 <= row["judge_score"] <= 10 for row in labels)
+    assert len({round(row["judge_score"], 6) for row in labels}) > 1
+    students = [row for row in store.read("reward_labels", "alpaca_eval") if row["source"] == "student"]
+    assert len(students) == store.count("student_responses", "alpaca_eval")
+    metadata = _latest_metadata(dg.DagsterInstance.get(), "pseudo_labels", "alpaca_eval")
+    assert metadata["judge_verdicts_probability"] == len(labels) and metadata["judge_verdicts_none"] == 0
+    eval_prompts = len(store.read("benchmark_prompts", "alpaca_eval", split="eval"))
+    preferences = [row["preference"] for row in store.read("eval_responses", "alpaca_eval")]
+    assert len(preferences) == 4 * eval_prompts
+    assert all(p is not None and 0 < p < 1 and p != 0.5 for p in preferences)
+    for row in store.read("eval_scores", "alpaca_eval"):
+        assert row["n"] == eval_prompts and row["ci_low"] < row["value"] < row["ci_high"], row
+    report = (rd_home / "reports" / "latest" / "report.md").read_text()
+    assert "## Warnings" in report and "is also an evaluated model (teacher, base student)" in report
 
 
 def test_training_reports_per_step_metrics_and_launch_through_pipes(tiny_graph):
