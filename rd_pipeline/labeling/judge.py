@@ -37,6 +37,9 @@ from rd_pipeline.generation.base import (
     ScoringRequest,
 )
 
+JUDGE_VERSION = "verdict-probabilities-1"
+"""Changes whenever the way verdicts are obtained changes; part of the versions of stored judgments."""
+
 Verdict = Literal["A", "B", "tie"]
 VerdictPath = Literal["probability", "text", "retry", "none"]
 VERDICT_PATHS: tuple[VerdictPath, ...] = ("probability", "text", "retry", "none")

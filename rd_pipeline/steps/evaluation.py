@@ -14,7 +14,7 @@ from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_ra
 from rd_pipeline.evaluation.metrics import Estimate
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
-from rd_pipeline.labeling.judge import PairwiseJudgment, judge_pairwise, judge_summary
+from rd_pipeline.labeling.judge import JUDGE_VERSION, PairwiseJudgment, judge_pairwise, judge_summary
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.commit import committed
@@ -77,6 +77,7 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
         rm["data_version"],
         config.eval.model_dump(mode="json"),
         config.eval_judge_model.model_dump(mode="json") if not bench.verifiable else None,
+        JUDGE_VERSION if not bench.verifiable else None,
     )
     previous = ctx.store.latest_version("eval_scores", benchmark)
     stored = ctx.store.read("eval_scores", benchmark)

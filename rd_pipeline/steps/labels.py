@@ -14,7 +14,7 @@ from typing import Any
 from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
-from rd_pipeline.labeling.judge import judge_pointwise, judge_summary
+from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_summary
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
@@ -114,7 +114,7 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
         )
         metadata.update(verdicts)
         label_version = content_hash(
-            upstream["data_version"], labeling.model_dump(mode="json"), judge_identity
+            upstream["data_version"], labeling.model_dump(mode="json"), judge_identity, JUDGE_VERSION
         )
         for row, score in zip(responses, scores, strict=True):
             good = score is not None and score >= labeling.judge_good_score
