@@ -116,6 +116,49 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budgets(config: PipelineConfig) -> dict[tuple[str, str], float | None]:
+    """The configured budget of each API endpoint and model (teacher, judge)."""
+    budgets: dict[tuple[str, str], float | None] = {}
+    for model in (config.teacher, config.judge_model):
+        if model.api is not None:
+            budgets[(model.api.endpoint_urls()[0], model.api.model or model.ref)] = model.api.max_budget_usd
+    return budgets
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    from rd_pipeline.steps.context import StepContext
+    from rd_pipeline.steps.generation_guard import import_journal_spend
+
+    config = _config(args)
+    ctx = StepContext(config)
+    import_journal_spend(ctx)  # spend of runs that crashed before recording it
+    if args.action == "reset":
+        resets = ctx.store.reset_api_spend(args.endpoint, args.model)
+        for row in resets:
+            print(
+                f"rd: budget reset for {row['model']} at {row['endpoint']}: ${row['spent_usd']:.4f} had been "
+                "spent since the previous reset; spend counts from $0 now (the history stays in api_spend)"
+            )
+        if not resets:
+            print("rd: no API spend recorded for that endpoint and model; nothing to reset")
+        return 0
+    rows = ctx.store.api_spend()
+    if not rows:
+        print(f"rd: no API spend recorded in {config.rd_home()}")
+        return 0
+    budgets = _budgets(config)
+    print(f"{'endpoint':40} {'model':24} {'spent':>10} {'budget':>10} {'all time':>10}  last reset")
+    for row in rows:
+        budget = budgets.get((row["endpoint"], row["model"]))
+        spent, total = f"${row['spent_usd']:.4f}", f"${row['total_usd']:.4f}"
+        limit = f"${budget:.4f}" if budget is not None else "none"
+        print(
+            f"{row['endpoint']:40} {row['model']:24} {spent:>10} {limit:>10} {total:>10}  "
+            f"{row['last_reset'] or 'never'}"
+        )
+    return 0
+
+
 def cmd_accelerate_config(args: argparse.Namespace) -> int:
     from rd_pipeline.training.launch import accelerate_config_yaml
 
@@ -221,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("asset", help="asset name, e.g. rl_student")
     lineage.add_argument("--partition", help="benchmark partition (partitioned assets)")
     lineage.set_defaults(func=cmd_lineage)
+
+    budget = commands.add_parser(
+        "budget", help="show the API spend that budgets count, or reset it (start counting from $0)"
+    )
+    budget.add_argument("action", choices=["show", "reset"])
+    _add_config_args(budget)
+    budget.add_argument("--endpoint", help="reset only this base URL (default: every endpoint)")
+    budget.add_argument("--model", help="reset only this model name (default: every model)")
+    budget.set_defaults(func=cmd_budget)
 
     accel = commands.add_parser(
         "accelerate-config", help="print an accelerate config file for a training strategy"

@@ -6,6 +6,11 @@ A reference is one of:
   safetensors under ``RD_HOME/models/base/``;
 - a local directory holding a transformers checkpoint;
 - anything else is taken as a Hugging Face hub id (downloaded by transformers on first use).
+
+Fingerprints come from content, never from where a model lies, so a moved or copied ``RD_HOME`` keeps every
+identity: a directory's fingerprint hashes every file's bytes (remembered in a ``.fingerprint.json`` beside them,
+valid while the files' names, sizes and modification times are unchanged); a hub model's is the commit it
+resolves to (see ``hub_commit``), and loading is pinned to that commit, so the weights always match it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import fcntl
 import hashlib
 import importlib.util
 import json
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,22 +68,80 @@ def resolve_model(ref: str, rd_home: Path, revision: str | None = None) -> Resol
         return ResolvedModel(ref, "local", str(local.resolve()), None, fingerprint_directory(local))
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelResolutionError(f"model directory {ref} does not exist")
-    return ResolvedModel(
-        ref, "hub", ref, revision, hashlib.sha256(f"{ref}@{revision}".encode()).hexdigest()[:16]
-    )
+    commit = hub_commit(ref, revision, rd_home)
+    return ResolvedModel(ref, "hub", ref, commit, hashlib.sha256(f"{ref}@{commit}".encode()).hexdigest()[:16])
+
+
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_commit(ref: str, revision: str | None, rd_home: Path) -> str:
+    """The commit a hub reference stands for: ``revision`` itself when it is a commit hash; else the commit the
+    local Hugging Face cache maps it to (``main`` when unset), i.e. what transformers loads; else the commit the
+    hub reports now, recorded under ``RD_HOME/journal/identities`` so that a later hub outage keeps it.
+
+    Raises IdentityUnobservable when the hub cannot be asked and nothing is cached or recorded.
+    """
+    if revision and COMMIT_HASH.fullmatch(revision):
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ref, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return Path(cached).parent.name
+    from rd_pipeline.generation.observed import SourceUnavailable, observe
+
+    def ask_hub() -> dict[str, str]:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            return {"commit": HfApi().model_info(ref, revision=revision, timeout=30).sha}
+        except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+            raise ModelResolutionError(
+                f"hub model {ref!r} (revision {revision or 'main'}): {error}"
+            ) from None
+        except Exception as error:  # offline mode, connection errors, timeouts, 5xx: the hub is unavailable
+            raise SourceUnavailable(f"{type(error).__name__}: {str(error)[:200]}") from None
+
+    subject = {"backend": "hub", "model": ref, "revision": revision or "main"}
+    return observe(Path(rd_home) / "journal", subject, ask_hub, "the Hugging Face hub")["commit"]
+
+
+FINGERPRINT_CACHE = ".fingerprint.json"
 
 
 def fingerprint_directory(path: Path) -> str:
-    """A hash of a checkpoint's config, tokenizer files and weight files (name, size, header and first MiB)."""
+    """A hash of every file of a checkpoint (names and bytes; ``lineage.json`` and dot-files left out).
+
+    Remembered in ``.fingerprint.json`` beside the files, and recomputed when their names, sizes or modification
+    times change (a copy that does not keep times is hashed again, to the same value).
+    """
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.name != "lineage.json")
+    files = [p for p in files if not p.name.startswith(".")]
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    cache = Path(path) / FINGERPRINT_CACHE
+    try:
+        remembered = json.loads(cache.read_text())
+        if remembered.get("files") == stamp:
+            return remembered["fingerprint"]
+    except (OSError, ValueError, AttributeError):
+        pass
     digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).iterdir() if p.is_file()):
-        if file.name == "lineage.json":
-            continue
-        digest.update(file.name.encode())
-        digest.update(str(file.stat().st_size).encode())
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
         with file.open("rb") as handle:
-            digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:16]
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+        digest.update(b"\0")
+    fingerprint = digest.hexdigest()[:16]
+    staging = cache.with_name(f"{FINGERPRINT_CACHE}.{os.getpid()}.new")
+    try:
+        staging.write_text(json.dumps({"files": stamp, "fingerprint": fingerprint}))
+        os.replace(staging, cache)
+    except OSError:  # a read-only checkpoint: hashed again next time
+        pass
+    return fingerprint
 
 
 @contextmanager

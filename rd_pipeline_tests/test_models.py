@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import shutil
 from pathlib import Path
 
 import pytest
 
+from rd_pipeline.config import ModelConfig
+from rd_pipeline.generation.base import local_model_identity
+from rd_pipeline.generation.observed import IdentityUnobservable
 from rd_pipeline.models import ModelResolutionError, resolve_model
 
 
@@ -30,9 +35,52 @@ def test_local_directory_and_hub_id(tmp_path: Path):
     tiny = resolve_model("tiny-random", tmp_path)
     local = resolve_model(tiny.location, tmp_path)
     assert local.kind == "local" and local.fingerprint == tiny.fingerprint
-    hub = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path, revision="main")
-    assert (hub.kind, hub.location, hub.revision) == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct", "main")
-    assert hub.fingerprint != resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path, "v2").fingerprint
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path, revision=commit)
+    assert (hub.kind, hub.location, hub.revision) == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct", commit)
+
+
+def test_fingerprint_is_the_content_not_the_place(tmp_path: Path):
+    """Every byte counts (not only the first MiB of a file), and where the directory lies does not."""
+    checkpoint = tmp_path / "a" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    weights = bytearray(random.Random(0).randbytes(3 << 20))
+    (checkpoint / "model.safetensors").write_bytes(weights)
+    before = resolve_model(str(checkpoint), tmp_path)
+    copied = shutil.copytree(checkpoint, tmp_path / "b" / "moved", copy_function=shutil.copyfile)  # new times
+    after = resolve_model(str(copied), tmp_path)
+    assert after.fingerprint == before.fingerprint
+    model = ModelConfig(ref="student")
+    assert local_model_identity("transformers", after, model) == local_model_identity(
+        "transformers", before, model
+    )
+    weights[-1] ^= 0xFF  # a change at the end of the weights, with the same size
+    (copied / "model.safetensors").write_bytes(weights)
+    assert resolve_model(str(copied), tmp_path).fingerprint != before.fingerprint
+
+
+def test_hub_model_is_identified_by_its_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Without a revision, a hub model is the commit its ``main`` points to in the local cache; loading pins it."""
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # the hub itself is never asked here
+    repo = cache / "models--org--tiny"
+    old, new = "a" * 40, "b" * 40
+    for commit in (old, new):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(old)
+    first = resolve_model("org/tiny", tmp_path)
+    assert (first.revision, first.fingerprint) == (old, resolve_model("org/tiny", tmp_path, old).fingerprint)
+    (repo / "refs" / "main").write_text(new)  # new weights upstream, downloaded
+    second = resolve_model("org/tiny", tmp_path)
+    assert second.revision == new and second.fingerprint != first.fingerprint
+    with pytest.raises(IdentityUnobservable, match="Hugging Face hub is unavailable"):
+        resolve_model("org/not-downloaded", tmp_path)
 
 
 def test_bad_references_fail_clearly(tmp_path: Path):

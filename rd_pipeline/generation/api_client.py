@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 
 from rd_pipeline.config import ApiConfig
+from rd_pipeline.generation.endpoints import EndpointPool
+from rd_pipeline.generation.observed import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,18 @@ class ChatResult:
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        endpoint_fault: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.status = status
+        self.endpoint_fault = endpoint_fault  # the replica itself failed (connection, timeout, 5xx)
 
 
 def read_key(api: ApiConfig) -> str | None:
@@ -165,7 +174,10 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class ChatClient:
-    """POSTs chat completions to one endpoint; use as ``async with ChatClient(...) as client``.
+    """POSTs chat completions to an endpoint or its replicas; use as ``async with ChatClient(...) as client``.
+
+    Each attempt goes to a replica chosen by an ``EndpointPool``; a failed attempt on a replica that is down is
+    retried at once on a healthy one, without backoff.
 
     At most ``max_concurrency`` requests run at once: each holds a slot (``async with client.slot()``) for its
     whole retry loop. Slots are spread over several small connection pools of ``POOL_SIZE`` connections,
@@ -178,7 +190,8 @@ class ChatClient:
         self.api = api
         self.model = model
         self.backoff_base_s = backoff_base_s
-        self.endpoint = api.base_url.rstrip("/") + "/chat/completions"
+        self.endpoints = EndpointPool(api.endpoint_urls(), api.endpoint_cooldown_s)
+        self.endpoint = self.endpoints.endpoints[0].chat_url  # the last one used, for messages
         self.failed_attempts = 0
         self._pools: list[httpx.AsyncClient] = []
         self._slots: asyncio.Queue[int] | None = None
@@ -217,8 +230,8 @@ class ChatClient:
         finally:
             self._slots.put_nowait(slot)
 
-    def _where(self) -> str:
-        return f"endpoint {self.endpoint}, model {self.model!r}"
+    def _where(self, url: str | None = None) -> str:
+        return f"endpoint {url or self.endpoint}, model {self.model!r}"
 
     async def chat(
         self, payload: dict[str, Any], slot: int, should_stop: Callable[[], bool] = lambda: False
@@ -230,14 +243,21 @@ class ChatClient:
         pool = self._pools[slot // self.POOL_SIZE]
         attempts = self.api.max_retries + 1
         for attempt in range(attempts):
+            endpoint = self.endpoints.pick()
+            url = self.endpoint = endpoint.chat_url
+            endpoint.in_flight += 1
             try:
-                return await self._attempt(pool, payload, attempt + 1)
+                result = await self._attempt(pool, payload, attempt + 1, endpoint.chat_url)
+                self.endpoints.mark_ok(endpoint)
+                return result
             except _Retry as retry:
                 self.failed_attempts += 1
+                if retry.endpoint_fault:
+                    self.endpoints.mark_failed(endpoint, retry.reason)
                 if attempt + 1 >= attempts:
                     raise ApiError(
                         scrub(
-                            f"{self._where()}: gave up after {attempts} attempts; last: {retry.reason}",
+                            f"{self._where(url)}: gave up after {attempts} attempts; last: {retry.reason}",
                             self.api,
                         ),
                         status=retry.status,
@@ -245,10 +265,13 @@ class ChatClient:
                     ) from None
                 if should_stop():
                     raise RequestAbandoned() from None
+                if retry.endpoint_fault and self.endpoints.has_other_healthy(endpoint):
+                    log.info("%s: %s; retrying on another replica", self._where(url), retry.reason)
+                    continue
                 delay = backoff_delay(attempt, self.backoff_base_s, retry.retry_after)
                 log.info(
                     "%s: %s; retry %d of %d in %.2fs",
-                    self._where(),
+                    self._where(url),
                     retry.reason,
                     attempt + 1,
                     attempts - 1,
@@ -257,15 +280,20 @@ class ChatClient:
                 await asyncio.sleep(delay)
                 if should_stop():
                     raise RequestAbandoned() from None
+            finally:
+                endpoint.in_flight -= 1
         raise AssertionError("unreachable")
 
-    async def _attempt(self, pool: httpx.AsyncClient, payload: dict[str, Any], attempt: int) -> ChatResult:
+    async def _attempt(
+        self, pool: httpx.AsyncClient, payload: dict[str, Any], attempt: int, url: str
+    ) -> ChatResult:
         try:
-            response = await pool.post(self.endpoint, json=payload, headers=auth_headers(self.api))
+            response = await pool.post(url, json=payload, headers=auth_headers(self.api))
         except httpx.TimeoutException:
-            raise _Retry(f"no answer within {self.api.timeout_s:g}s") from None
+            raise _Retry(f"no answer within {self.api.timeout_s:g}s", endpoint_fault=True) from None
         except httpx.TransportError as error:
-            raise _Retry(scrub(f"connection error ({type(error).__name__}: {error})", self.api)) from None
+            reason = scrub(f"connection error ({type(error).__name__}: {error})", self.api)
+            raise _Retry(reason, endpoint_fault=True) from None
         status = response.status_code
         if status == 200:
             try:
@@ -278,14 +306,15 @@ class ChatClient:
             :300
         ]  # scrub before cutting, so no part of a key is left
         if status in RETRYABLE_STATUS or status >= 500:
-            raise _Retry(f"HTTP {status} {detail[:120]}".strip(), parse_retry_after(response.headers), status)
+            reason = f"HTTP {status} {detail[:120]}".strip()
+            raise _Retry(reason, parse_retry_after(response.headers), status, endpoint_fault=status >= 500)
         hint = ""
         if status in (401, 403):
             source = f"${self.api.api_key_env}" if self.api.api_key_env else "no key variable configured"
             hint = f" (key from {source}{'' if read_key(self.api) else ', which is unset'})"
         raise ApiError(
             scrub(
-                f"{self._where()}: request refused with HTTP {status}{hint}: {detail or '(empty body)'}",
+                f"{self._where(url)}: request refused with HTTP {status}{hint}: {detail or '(empty body)'}",
                 self.api,
             ),
             status=status,
@@ -297,35 +326,39 @@ def auth_headers(api: ApiConfig) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def fetch_model_entry(api: ApiConfig, model: str, attempts: int = 3) -> dict[str, Any] | None:
-    """The endpoint's GET /models entry for ``model``, or None when the endpoint does not report it.
+def fetch_model_entry(
+    api: ApiConfig, model: str, attempts: int = 3, base_url: str | None = None
+) -> dict[str, Any] | None:
+    """The GET /models entry for ``model`` at ``base_url`` (default: the first endpoint), or None when absent.
 
-    Transient failures are retried a few times, since a missing entry changes the generator identity.
+    Transient failures (connection errors, timeouts, 5xx, 429, a body that is not a listing) are retried a few
+    times, then raise SourceUnavailable: an outage is not an answer, since the entry is part of the identity.
     """
-    url = api.base_url.rstrip("/") + "/models"
+    url = (base_url or api.endpoint_urls()[0]).rstrip("/") + "/models"
     for attempt in range(attempts):
         try:
             response = httpx.get(url, headers=auth_headers(api), timeout=min(api.timeout_s, 30.0))
         except httpx.HTTPError as error:
-            log.info(
-                scrub(f"GET {url} failed ({type(error).__name__}); attempt {attempt + 1} of {attempts}", api)
-            )
+            failure = scrub(f"GET {url} failed ({type(error).__name__})", api)
+            log.info("%s; attempt %d of %d", failure, attempt + 1, attempts)
             time.sleep(0.5 * (attempt + 1))
             continue
         if response.status_code >= 500 or response.status_code == 429:
+            failure = f"GET {url} answered HTTP {response.status_code}"
             time.sleep(0.5 * (attempt + 1))
             continue
         if response.status_code != 200:
-            return None
+            return None  # no listing at this endpoint (404) or not for this key: a stable answer
         try:
-            data = response.json().get("data", [])
-        except (ValueError, AttributeError):
-            return None
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            failure = f"GET {url} answered a body that is not a model listing"
+            continue
         for entry in data if isinstance(data, list) else []:
             if isinstance(entry, dict) and entry.get("id") == model:
                 return entry
         return None
-    return None
+    raise SourceUnavailable(failure)
 
 
 def model_fingerprint(entry: dict[str, Any]) -> str:

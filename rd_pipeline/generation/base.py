@@ -85,6 +85,13 @@ class Generator(ABC):
     def identity(self) -> dict[str, str]:
         """Backend, model name, revision or weights fingerprint: everything that changes the outputs."""
 
+    def observe_identity(self) -> dict[str, str]:
+        """The identity, observing it first where that takes a network call (an API backend's model listing).
+
+        Call this before reading ``identity`` on a generator that has not generated yet.
+        """
+        return dict(self.identity)
+
     @abstractmethod
     def generate(
         self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
@@ -103,10 +110,14 @@ class Generator(ABC):
 
 
 def local_model_identity(backend: str, resolved: ResolvedModel, model: ModelConfig) -> dict[str, str]:
-    """Everything that changes what a local backend (transformers, vLLM) produces for a request."""
+    """Everything that changes what a local backend (transformers, vLLM) produces for a request.
+
+    Never a path: a checkpoint directory is known by its content fingerprint alone, so moving or copying it (or the
+    whole RD_HOME) keeps its identity, and every sample it made is reused.
+    """
     return {
         "backend": backend,
-        "model": resolved.ref,
+        "model": "" if resolved.kind == "local" else resolved.ref,
         "kind": resolved.kind,
         "revision": resolved.revision or "",
         "fingerprint": resolved.fingerprint,

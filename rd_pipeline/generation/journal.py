@@ -9,11 +9,12 @@ The key covers the model identity, the messages, the sampling parameters, the se
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rd_pipeline.generation.base import Completion, GenerationRequest
@@ -30,6 +31,75 @@ CREATE TABLE IF NOT EXISTS completions (
     created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 )
 """
+# Money spent on an API request, written in the same transaction as the samples it paid for.
+_SPEND_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spend (
+    entry_id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    label TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    recorded_at TEXT NOT NULL
+)
+"""
+LOCKS_DIR = "locks"
+
+
+@dataclass(frozen=True)
+class SpendEntry:
+    """The cost of one answered API request. ``entry_id`` is unique, so importing it twice counts it once."""
+
+    entry_id: str
+    endpoint: str
+    model: str
+    label: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    recorded_at: str  # ISO 8601, UTC
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` across processes; ``on_wait()`` is called first if another holds it.
+
+    The lock (flock) is released when its holder exits, even when killed, so a crash never leaves it held.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_path(journal_dir: Path, *parts: str) -> Path:
+    """A lock file under ``journal_dir/locks`` named by a hash of ``parts``."""
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    return Path(journal_dir) / LOCKS_DIR / f"{digest}.lock"
+
+
+def read_spend(journal_dir: Path) -> list[SpendEntry]:
+    """Every spend entry in the journals under ``journal_dir`` (journals of local backends have none)."""
+    entries: list[SpendEntry] = []
+    for path in sorted(Path(journal_dir).glob("*.sqlite")):
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+            has_spend = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'spend'"
+            ).fetchone()[0]
+            if has_spend:
+                rows = connection.execute(f"SELECT {', '.join(SpendEntry.__annotations__)} FROM spend")
+                entries.extend(SpendEntry(*row) for row in rows)
+    return entries
 
 
 class JournalCorruptError(RuntimeError):
@@ -107,6 +177,7 @@ class Journal:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute(_SCHEMA)
+        self._connection.execute(_SPEND_SCHEMA)
 
     @classmethod
     def for_identity(cls, rd_home: Path, identity: dict[str, str]) -> Journal:
@@ -126,18 +197,28 @@ class Journal:
                 found[key] = (text, input_tokens, output_tokens)
         return found
 
-    def record(self, entries: Iterable[tuple[str, Completion]]) -> None:
-        """Persist finished samples at once (one transaction); a key already present is kept as it was."""
+    def record(self, entries: Iterable[tuple[str, Completion]], spend: SpendEntry | None = None) -> None:
+        """Persist finished samples, and what they cost, at once (one transaction); a key already present is
+        kept as it was."""
         rows = [
             (key, c.request_id, c.sample_index, c.temperature, c.text, c.input_tokens, c.output_tokens)
             for key, c in entries
         ]
-        if rows:
+        if not rows and spend is None:
+            return
+        with self._connection:  # a transaction: BEGIN here, COMMIT on success, ROLLBACK on error
+            self._connection.execute("BEGIN")
             self._connection.executemany(
                 "INSERT OR IGNORE INTO completions (key, request_id, sample_index, temperature, text, input_tokens,"
                 " output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if spend is not None:
+                values = asdict(spend)
+                self._connection.execute(
+                    f"INSERT OR IGNORE INTO spend ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                    list(values.values()),
+                )
 
     def count(self) -> int:
         return self._connection.execute("SELECT count(*) FROM completions").fetchone()[0]

@@ -6,10 +6,12 @@ lacked. Each request asks for all of a prompt's pending samples at once (``n`` p
 returns fewer choices, the rest are asked one by one, each with its own seed derived from the base seed and
 the sample index.
 
-Budget: before each request, the money spent so far by this generator, plus a worst-case estimate of the
-requests in flight and of this one, is compared with ``max_budget_usd``. When it would be exceeded, nothing
-more is sent, the requests in flight finish, and ``generate()`` returns only the completed samples with
-``stats.budget_exhausted`` set: callers must handle partial results in that case.
+Budget: before each request, the money already spent on this endpoint and model (``spent_before_usd``: earlier
+runs, which the caller reads from its spend ledger, plus this generator's own spend), plus a worst-case estimate
+of the requests in flight and of this one, is compared with ``max_budget_usd``. When it would be exceeded,
+nothing more is sent, the requests in flight finish, and ``generate()`` returns only the completed samples with
+``stats.budget_exhausted`` set: callers must handle partial results in that case. What each answered request
+cost is journaled with its samples (``SpendEntry``), so spend survives a crash and can be imported into a ledger.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,8 @@ from rd_pipeline.generation.base import (
     ProgressCallback,
     ScoringRequest,
 )
-from rd_pipeline.generation.journal import Journal, PendingSample, identity_version, sample_key
+from rd_pipeline.generation.journal import Journal, PendingSample, SpendEntry, identity_version, sample_key
+from rd_pipeline.generation.observed import SourceUnavailable, observe
 from rd_pipeline.generation.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -94,46 +100,71 @@ class OpenAIGenerator(Generator):
         self.journal_dir = Path(journal_dir)
         self.backoff_base_s = backoff_base_s
         self.progress_interval_s = progress_interval_s
-        self.spent_usd = 0.0
+        self.spent_usd = 0.0  # by this instance
+        self.spent_before_usd = 0.0  # on this endpoint and model before this instance (set by the caller)
+        self.spend_label = ""  # recorded with each spend entry: which step and run spent it
+        self.answers_by_endpoint: dict[str, int] = {}  # over this instance's lifetime, per replica
         self._identity: dict[str, str] | None = None
         self._journal: Journal | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAIGenerator(base_url={self.api.base_url!r}, model={self.model_name!r})"
+        urls = self.api.endpoint_urls()
+        where = f"base_url={urls[0]!r}" if len(urls) == 1 else f"base_urls={urls!r}"
+        return f"OpenAIGenerator({where}, model={self.model_name!r})"
+
+    def observe_identity(self) -> dict[str, str]:
+        """Backend, model name and what the endpoint reports about the model; never the URL of a replica.
+
+        Asks GET /models once per instance; when the listing is unavailable, the identity last observed under
+        ``journal_dir`` is used, and with none recorded it raises IdentityUnobservable (see ``observed``).
+        """
+        if self._identity is None:
+            identity = {"backend": "openai", "model": self.model_name}
+            listing = f"GET /models at {', '.join(self.api.endpoint_urls())}"
+            identity.update(observe(self.journal_dir, dict(identity), self._listed_identity, listing))
+            if self.api.sampling_extras:
+                identity["sampling_extras"] = json.dumps(self.api.sampling_extras, sort_keys=True)
+            self._identity = identity
+        return dict(self._identity)
+
+    def _listed_identity(self) -> dict[str, str]:
+        """The identity parts from the endpoint's GET /models entry ({} when it does not list the model)."""
+        entry = replicas_model_entry(self.api, self.model_name)
+        if entry is None:
+            log.info(
+                "no endpoint of %s lists model %r; identity holds no model fingerprint",
+                ", ".join(self.api.endpoint_urls()),
+                self.model_name,
+            )
+            return {}
+        listed = {"model_fingerprint": model_fingerprint(entry)}
+        if entry.get("owned_by") is not None:
+            listed["owned_by"] = str(entry["owned_by"])
+        return listed
 
     @property
     def identity(self) -> dict[str, str]:
+        """The identity ``observe_identity()`` observed (``generate()`` observes it first); no network call."""
         if self._identity is None:
-            identity = {
-                "backend": "openai",
-                "base_url": self.api.base_url.rstrip("/"),
-                "model": self.model_name,
-            }
-            entry = fetch_model_entry(self.api, self.model_name)
-            if entry is None:
-                log.info(
-                    "endpoint %s does not list model %r; identity holds no model fingerprint",
-                    self.api.base_url,
-                    self.model_name,
-                )
-            else:
-                if entry.get("owned_by") is not None:
-                    identity["owned_by"] = str(entry["owned_by"])
-                identity["model_fingerprint"] = model_fingerprint(entry)
-            self._identity = identity
-        return self._identity
+            raise RuntimeError(f"{self!r}: call observe_identity() before reading its identity")
+        return dict(self._identity)
 
     @property
     def journal(self) -> Journal:
         if self._journal is None:
-            self._journal = Journal(self.journal_dir / f"{identity_version(self.identity)}.sqlite")
+            self._journal = Journal(self.journal_dir / f"{identity_version(self.observe_identity())}.sqlite")
         return self._journal
 
     def close(self) -> None:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+    @property
+    def spend_endpoint(self) -> str:
+        """The endpoint that spend and budgets are counted under: the first configured base URL."""
+        return self.api.endpoint_urls()[0]
 
     def cost_of(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.api.price_input_per_m + output_tokens * self.api.price_output_per_m) / 1e6
@@ -146,7 +177,7 @@ class OpenAIGenerator(Generator):
         Raises ApiError when a request is refused or keeps failing; completed samples stay journaled.
         """
         with self._lock:
-            identity, journal = self.identity, self.journal
+            identity, journal = self.observe_identity(), self.journal
             done, pending = journal.split(identity, requests)
             run = _Run(self, identity, journal, requests, done, pending, progress)
             try:
@@ -166,6 +197,32 @@ class OpenAIGenerator(Generator):
 
         with self._lock:
             return score_with_top_logprobs(self, requests)
+
+
+def replicas_model_entry(api: ApiConfig, model: str) -> dict[str, Any] | None:
+    """The GET /models entry the replicas agree on (None when none lists ``model``).
+
+    Every replica is asked, in sorted order, so the answer does not depend on the order of ``base_urls``;
+    replicas that do not answer are skipped. Replicas reporting different models are a configuration error.
+    """
+    entries, unavailable = {}, []
+    for url in sorted(api.endpoint_urls()):
+        try:
+            entry = fetch_model_entry(api, model, base_url=url)
+        except SourceUnavailable as error:
+            unavailable.append(str(error))
+            continue
+        if entry is not None:
+            entries[url] = entry
+    if not entries and unavailable:
+        raise SourceUnavailable("; ".join(unavailable))
+    fingerprints = {url: model_fingerprint(entry) for url, entry in entries.items()}
+    if len(set(fingerprints.values())) > 1:
+        raise ValueError(
+            f"api.base_urls must be replicas of one model, but their GET /models entries for {model!r} "
+            f"differ: {', '.join(f'{url} -> {fp}' for url, fp in fingerprints.items())}"
+        )
+    return next(iter(entries.values()), None)
 
 
 class _Run:
@@ -230,6 +287,8 @@ class _Run:
             self.client = client
             await asyncio.gather(*(self._run_unit(unit) for unit in self.units))
             self.failed_attempts = client.failed_attempts
+            for url, answered in client.endpoints.answered_by_url().items():
+                self.gen.answers_by_endpoint[url] = self.gen.answers_by_endpoint.get(url, 0) + answered
 
     def _payload(self, unit: _Unit) -> dict[str, Any]:
         params = unit.request.params
@@ -240,6 +299,7 @@ class _Run:
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
             "seed": unit.seed,
+            **self.api.sampling_extras,
         }
         if len(unit.indices) > 1:
             payload["n"] = len(unit.indices)
@@ -270,7 +330,8 @@ class _Run:
             output_estimate = params.max_new_tokens * len(unit.indices)
             cost_estimate = self.gen.cost_of(input_estimate, output_estimate)
             budget = self.api.max_budget_usd
-            if budget is not None and self.gen.spent_usd + self.reserved_usd + cost_estimate > budget:
+            spent = self.gen.spent_before_usd + self.gen.spent_usd
+            if budget is not None and spent + self.reserved_usd + cost_estimate > budget:
                 self._stop_for_budget(unit)
                 return None
             await self.limiter.acquire(input_estimate + output_estimate)
@@ -295,12 +356,14 @@ class _Run:
     def _stop_for_budget(self, unit: _Unit) -> None:
         if not self.stats.budget_exhausted:
             log.warning(
-                "budget of $%.4f for %s at %s would be exceeded (spent $%.4f, in flight up to $%.4f): sending"
-                " no more requests; completed samples are kept in the journal, and a rerun with a larger"
-                " max_budget_usd generates only the missing ones",
+                "budget of $%.4f for %s at %s would be exceeded (spent $%.4f in earlier runs and $%.4f in this"
+                " one, in flight up to $%.4f): sending no more requests. Completed samples are kept in the"
+                " journal; to spend more, raise api.max_budget_usd or run `rd budget reset`, and a rerun"
+                " generates only the missing ones (`rd budget show` lists the spend)",
                 self.api.max_budget_usd,
                 self.gen.model_name,
-                self.api.base_url,
+                self.gen.spend_endpoint,
+                self.gen.spent_before_usd,
                 self.gen.spent_usd,
                 self.reserved_usd,
             )
@@ -348,7 +411,17 @@ class _Run:
                 self.results[(position, alias_index)] = replace(
                     completion, request_id=alias.request_id, sample_index=alias_index
                 )
-        self.journal.record(entries)
+        spend = SpendEntry(
+            uuid.uuid4().hex,
+            self.gen.spend_endpoint,
+            self.gen.model_name,
+            self.gen.spend_label,
+            prompt_tokens,
+            completion_tokens,
+            cost,
+            datetime.now(timezone.utc).isoformat(),
+        )
+        self.journal.record(entries, spend)
         self.stats.samples_generated += sum(len(self.aliases[key]) for key, _ in entries)
         self._report()
 

@@ -19,6 +19,7 @@ from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.teacher import generate_rows, teacher_version
 
@@ -265,14 +266,15 @@ def _judge_against_reference(
     orders."""
     judge = make_generator(ctx.config.eval_judge_model, ctx.rd_home, role="eval judge")
     try:
-        judgments, _ = judge_pairwise(
-            judge,
-            [
-                (item.item_id, item.question, text, item.reference or "")
-                for item, text in zip(items, texts, strict=True)
-            ],
-            ctx.config.labeling.judge_max_new_tokens,
-        )
+        with guarded_generation(ctx, judge, "eval_scores[judge]"):
+            judgments, _ = judge_pairwise(
+                judge,
+                [
+                    (item.item_id, item.question, text, item.reference or "")
+                    for item, text in zip(items, texts, strict=True)
+                ],
+                ctx.config.labeling.judge_max_new_tokens,
+            )
     finally:
         judge.close()
     return judgments

@@ -20,6 +20,7 @@ from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.teacher import generation_metadata, usage_row
 
@@ -52,8 +53,8 @@ def judge_scores(
     ]
     try:
         ctx.log(f"{label}: judging {len(items)} responses with {judge_model.ref}")
-        judgments, stats = judge_pointwise(generator, items, ctx.config.labeling.judge_max_new_tokens)
-        identity = generator.identity
+        with guarded_generation(ctx, generator, label) as identity:
+            judgments, stats = judge_pointwise(generator, items, ctx.config.labeling.judge_max_new_tokens)
     finally:
         generator.close()
     summary = judge_summary(pointwise=judgments)

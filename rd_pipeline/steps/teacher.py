@@ -16,6 +16,7 @@ from rd_pipeline.generation.base import (
 )
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts
 
 
@@ -24,7 +25,7 @@ def teacher_version(config: PipelineConfig, generator: Generator | None = None) 
     own = generator is None
     generator = generator or make_generator(config.teacher, config.rd_home(), role="teacher")
     try:
-        return version_from_identity(generator.identity, config)
+        return version_from_identity(generator.observe_identity(), config)
     finally:
         if own:
             generator.close()
@@ -63,18 +64,21 @@ def generate_rows(
     label: str,
     location: str | None = None,
 ) -> tuple[list[Completion], GenerationStats, dict[str, str]]:
-    """Run requests through a journaled generator with progress, then release the model."""
+    """Run requests through a journaled generator with progress, then release the model.
+
+    ``label`` (asset and partition) is the scope of the generation lock (see ``generation_guard``).
+    """
     generator = make_generator(model, ctx.rd_home, location=location, role=label)
     try:
-        with ctx.progress(label) as progress:
+        with guarded_generation(ctx, generator, label) as identity, ctx.progress(label) as progress:
             completions, stats = generator.generate(requests, progress=progress)
-        identity = generator.identity
     finally:
         generator.close()
     if stats.budget_exhausted:
         ctx.log(
             f"{label}: stopped at the budget limit with {len(completions)}/{stats.samples_requested} samples; "
-            "the rest are generated on the next run once the budget allows"
+            "the rest are generated on a later run once the budget allows (raise api.max_budget_usd or run "
+            "`rd budget reset`)"
         )
     return completions, stats, identity
 
