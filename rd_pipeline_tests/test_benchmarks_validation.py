@@ -164,3 +164,18 @@ def test_gpu_example_sizes_fit_the_real_files():
     evaluated = {s.benchmark: sum(item.split == "eval" for item in s.items) for s in selections}
     assert evaluated == {"gsm8k": 1319, "gsm_plus": 2400, "mmlu_pro": 2000, "alpaca_eval": 805}
     assert all(not any(s.overlaps.values()) for s in selections)
+
+
+def test_a_multi_line_hub_failure_is_reported_on_one_line(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'TIGER-Lab/MMLU-Pro' on the Hub\n(LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(BenchmarkDataError) as error:
+        validate_benchmarks(_config([{"name": "mmlu_pro", "source": "hub"}]))
+    assert str(error.value) == (
+        "hub:TIGER-Lab/MMLU-Pro[test]: cannot load from the hub: "
+        "Couldn't reach 'TIGER-Lab/MMLU-Pro' on the Hub (LocalEntryNotFoundError)"
+    )
