@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rd_pipeline.cli import main
 from rd_pipeline.defs.run import plan_runs
+from rd_pipeline.store import Store
 
 
 def test_runs_group_partitioned_assets_per_partition():
@@ -50,3 +55,144 @@ def test_shipped_instance_config_matches_the_one_rd_installs():
     packaged = root / "rd_pipeline" / "defs" / "dagster_instance.yaml"
     assert (root / "dagster.yaml").read_text() == packaged.read_text()
     assert "pools" in packaged.read_text() and "run_retries" in packaged.read_text()
+
+
+# ------------------------------------------------------------------------------------------ failures, one line
+
+
+def _one_line(err: str) -> str:
+    """The only line `rd` printed to stderr (Dagster's beta notices aside)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and "Stack Trace" not in err, err
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--select", "benchmark_prompts,teacher_answers", "unknown asset 'teacher_answers' in --select"),
+        ("--partition", "gsm8", "unknown partition 'gsm8' in --partition (did you mean gsm8k?)"),
+    ],
+)
+def test_misspelled_name_exits_2_before_the_teacher_is_observed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, option: str, value: str, expected: str
+):
+    monkeypatch.setenv("RD_HOME", str(tmp_path))
+    assert main(["materialize", "--preset", "tiny", option, value]) == 2
+    assert expected in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "dagster").exists()  # no Dagster instance, no observation, no model
+
+
+def test_unset_api_key_variable_exits_2_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    api = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "RD_TEST_KEY_NOT_SET"}
+    config = tmp_path / "api.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "teacher": {"ref": "api-teacher", "backend": "openai", "api": api},
+                "student": {"ref": "tiny-random"},
+                "benchmarks": [{"name": "gsm8k", "source": "builtin", "train_size": 2, "eval_size": 1}],
+            }
+        )
+    )
+    monkeypatch.setenv("RD_HOME", str(tmp_path / "rd"))
+    monkeypatch.delenv("RD_TEST_KEY_NOT_SET", raising=False)
+    assert main(["materialize", "--config", str(config)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "teacher.api.api_key_env names $RD_TEST_KEY_NOT_SET, which is not set" in line
+    assert not (tmp_path / "rd" / "dagster").exists()
+
+
+def test_damaged_database_fails_in_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    monkeypatch.setenv("RD_HOME", str(tmp_path))
+    database = tmp_path / "rd.duckdb"
+    database.write_bytes(b"\0not a database\0" * 512)
+    damaged = database.read_bytes()
+    for command in (
+        ["materialize", "--preset", "tiny", "--select", "benchmark_prompts", "--partition", "gsm8k"],
+        ["report", "--preset", "tiny"],
+        ["lineage", "rl_student", "--preset", "tiny"],
+    ):
+        assert main(command) == 1, command
+        line = _one_line(capsys.readouterr().err)
+        assert f"rd: {database} is not a readable DuckDB database" in line
+        assert "`rd rebuild`" in line
+    assert database.read_bytes() == damaged
+    assert not (tmp_path / "dagster").exists() and not (tmp_path / "journal").exists()
+
+
+def test_damaged_journal_fails_in_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setenv("RD_HOME", str(tmp_path))
+    journal = tmp_path / "journal" / "0123456789abcdef.sqlite"
+    journal.parent.mkdir()
+    journal.write_bytes(b"garbage" * 1000)
+    assert main(["materialize", "--preset", "tiny", "--select", "benchmark_prompts"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert f"rd: {journal} is not a readable generation journal" in line and "Move it aside" in line
+    assert not (tmp_path / "dagster").exists() and not (tmp_path / "rd.duckdb").exists()
+
+
+def _rd(*args: str, rd_home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RD_CONFIG", "RD_PRESET", "DAGSTER_HOME")}
+    env.update(RD_HOME=str(rd_home), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "rd_pipeline.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _tiny_config(path: Path, **sections: object) -> Path:
+    config = {
+        "teacher": {"ref": "tiny-random"},
+        "student": {"ref": "tiny-random"},
+        "benchmarks": [{"name": "gsm8k", "source": "builtin", "train_size": 4, "eval_size": 2}],
+        "sampling": {"n": 2, "temperatures": [1.0], "max_new_tokens": 8, "seed": 0},
+        "labeling": {"min_vote_share": 0.0, "min_valid_votes": 1},
+        "sft": {"max_steps": 1, "batch_size": 2, "max_length": 256},
+        "reward_model": {"max_steps": 1, "batch_size": 2, "max_length": 256},
+        "rl": {"max_steps": 1, "batch_size": 2, "num_generations": 2, "max_completion_length": 8},
+        "eval": {"max_new_tokens": 8},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_failed_step_ends_with_one_line_naming_asset_partition_cause_and_log(tmp_path: Path):
+    config = _tiny_config(tmp_path / "strict.yaml", checks={"enforce": True, "min_label_coverage": 1.0})
+    select = "benchmark_prompts,teacher_responses,pseudo_labels"
+    result = _rd("materialize", "--config", str(config), "--select", select, rd_home=tmp_path / "rd")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Stack Trace" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("rd: pseudo_labels[gsm8k]: check label_coverage failed (coverage=")
+    assert "nothing was stored" in last
+    log = Path(last.rsplit("(full log: ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path / "rd" / "logs"
+    assert "Stack Trace" in log.read_text() and "label_coverage" in log.read_text()
+
+
+@pytest.mark.slow  # two materializations of a one-benchmark graph: about 2 minutes on 2 cores
+def test_rebuild_remakes_every_table_from_the_journal_and_checkpoints(tmp_path: Path):
+    rd_home = tmp_path / "rd"
+    config = _tiny_config(tmp_path / "c.yaml", checks={"enforce": False})
+    first = _rd("materialize", "--config", str(config), "--log-level", "WARNING", rd_home=rd_home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = Store(rd_home / "rd.duckdb")
+    tables = {
+        t: store.read(t) for t in ("benchmark_prompts", "teacher_responses", "pseudo_labels", "eval_scores")
+    }
+    lineage = store.latest_version("rl_student")["data_version"]
+    checkpoints = sorted(p.relative_to(rd_home) for p in (rd_home / "models").glob("*/*"))
+    (rd_home / "rd.duckdb").write_bytes(b"damaged" * 4096)
+
+    rebuilt = _rd("rebuild", "--config", str(config), "--log-level", "WARNING", rd_home=rd_home)
+
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "0 generated; every checkpoint reused" in rebuilt.stdout
+    assert sum(row["samples_generated"] for row in store.read("generation_usage")) == 0
+    assert {t: store.read(t) for t in tables} == tables
+    assert store.latest_version("rl_student")["data_version"] == lineage
+    assert sorted(p.relative_to(rd_home) for p in (rd_home / "models").glob("*/*")) == checkpoints
+    assert len(list(rd_home.glob("rd.duckdb.replaced-*"))) == 1
