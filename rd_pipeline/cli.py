@@ -183,7 +183,7 @@ def _checkpoints(rd_home: Path) -> set[str]:
         f"{asset}/{path.name}"
         for asset in MODEL_ASSETS
         for path in (rd_home / "models" / asset).glob("*")
-        if path.is_dir() and not path.name.endswith(".partial")
+        if path.is_dir() and "." not in path.name
     }
 
 
