@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RD_HOME ?= $(CURDIR)/.rd
 
-.PHONY: setup demo test test-slow test-all bench lint ui clean
+.PHONY: setup demo test test-fast test-slow test-all bench lint ui clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rd materialize --preset smol
 
+# The whole suite, @pytest.mark.slow included (what CI runs through .ci/run); the ten slowest tests are listed.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m '' --durations=10
+
+# Day-to-day: everything except the slow tests (pyproject's default selection).
+test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+test-all: test
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
