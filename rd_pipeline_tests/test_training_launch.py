@@ -126,10 +126,14 @@ def test_revision_reaches_from_pretrained_in_training(
     """The student's revision selects the weights SFT starts from (tokenizer, model, and the LoRA merge base)."""
     cache = tmp_path / "hub"
     _make_hub_cache(cache, tiny_base)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # for the training processes
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # read at import in this one
     resolved = resolve_model("rdtest/tiny", tmp_path, "small")
-    assert (resolved.kind, resolved.location, resolved.revision) == ("hub", "rdtest/tiny", "small")
+    assert (resolved.kind, resolved.location) == ("hub", "rdtest/tiny")
+    assert resolved.revision in ("small", "b" * 40)  # the revision, or the commit the cache maps it to
     cfg = SftConfig(max_steps=1, batch_size=4, max_length=128, lora=LoraConfig(enabled=True, r=2))
     job = _sft_job(tmp_path, resolved.location, cfg, "sft", revision=resolved.revision)
     metrics = run_training_job(job, log=lambda line: None)
