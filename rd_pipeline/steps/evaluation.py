@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,8 +303,10 @@ def make_report(ctx: StepContext) -> StepResult:
     out_dir = ctx.rd_home / "reports" / data_version
     report = render_report(scores, out_dir, breakdown_rows, reward_rows, warnings=warnings)
     latest = ctx.rd_home / "reports" / "latest"
-    if latest.is_symlink() or latest.exists():
+    if latest.is_symlink() or latest.is_file():
         latest.unlink()
+    elif latest.exists():  # a copy of RD_HOME that followed the link made it a directory
+        shutil.rmtree(latest)
     latest.symlink_to(out_dir.name)
     ctx.log("report:\n" + report.table_text + "\n" + "\n".join([*report.summary_lines, *warnings]))
     ctx.record_version("report", "", data_version)
