@@ -319,3 +319,27 @@ def test_bf16_rl_updates_every_weight_at_a_tiny_learning_rate(
     train_rl(tiny_base, str(reward_dir), prompts, cfg, out, seed=0)
     shared, unchanged = _changed_tensors(Path(tiny_base), out)
     assert len(shared) > 10 and unchanged == []
+
+
+@pytest.mark.parametrize("trainer", ["sft", "reward_model", "rl"])
+def test_gradient_accumulation_and_checkpointing_reach_every_trainer(
+    trainer: str, tiny_base: str, reward_model_dir: tuple[Path, dict], tmp_path: Path
+) -> None:
+    settings = {
+        "max_steps": 1,
+        "batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "gradient_checkpointing": True,
+    }
+    out = tmp_path / trainer
+    if trainer == "sft":
+        metrics = train_sft(tiny_base, _sft_examples(4), SftConfig(**settings), out)
+    elif trainer == "reward_model":
+        metrics = train_reward_model(tiny_base, _pairs(4), [], RewardModelConfig(**settings), out)
+    else:
+        cfg = RlConfig(**settings, num_generations=2, max_completion_length=8)
+        prompts = [{"prompt": _user(f"What is {i} times 3 plus 7?")} for i in range(2)]
+        metrics = train_rl(tiny_base, str(reward_model_dir[0]), prompts, cfg, out)
+        assert metrics["completions"] == 4
+    assert metrics["steps"] == 1 and metrics["global_batch_size"] == 4
+    assert metrics["gradient_accumulation_steps"] == 2 and metrics["gradient_checkpointing"] is True

@@ -83,10 +83,22 @@ def common_trainer_args(
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
         "gradient_accumulation_steps": gradient_accumulation_steps,
-        "gradient_checkpointing": gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if gradient_checkpointing else None,
+        "activation_checkpointing": gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False} if gradient_checkpointing else None,
         "ddp_find_unused_parameters": False,
         **precision.trainer_kwargs(),
+    }
+
+
+def batch_metrics(trainer) -> dict[str, Any]:
+    """The batch a trainer's optimizer steps saw, over all processes, and whether activations were recomputed."""
+    args = trainer.args
+    return {
+        "global_batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * args.world_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "gradient_checkpointing": bool(args.activation_checkpointing),
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from rd_pipeline.config import RewardModelConfig
 from rd_pipeline.training.common import (
     BaseModelRef,
+    batch_metrics,
     check_records,
     choose_precision,
     common_trainer_args,
@@ -122,6 +123,7 @@ def train_reward_model(
             )
         trainer.train()
         history = list(trainer.state.log_history)
+        batches = batch_metrics(trainer)
         steps = trainer.state.global_step
         save_trained(trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
         main_process = trainer.accelerator.is_main_process
@@ -134,6 +136,7 @@ def train_reward_model(
             heldout = pairwise_accuracy(scorer, heldout_pairs)
     return {
         **loss_metrics(history),
+        **batches,
         "per_step": per_step_metrics(history, ("loss", "accuracy", "margin", "learning_rate", "grad_norm")),
         "steps": steps,
         "examples": len(train_pairs),

@@ -10,6 +10,7 @@ from typing import Any
 from rd_pipeline.config import RlConfig
 from rd_pipeline.training.common import (
     BaseModelRef,
+    batch_metrics,
     check_records,
     choose_precision,
     common_trainer_args,
@@ -98,6 +99,7 @@ def train_rl(
         )
         trainer.train()
         history = list(trainer.state.log_history)
+        batches = batch_metrics(trainer)
         steps = trainer.state.global_step
         save_trained(
             trainer,
@@ -113,10 +115,11 @@ def train_rl(
     lengths = step_values(history, "completions/mean_length")
     return {
         **loss_metrics(history),
+        **batches,
         "algorithm": cfg.algorithm,
         "steps": steps,
         "examples": len(prompts),
-        "completions": steps * cfg.batch_size,
+        "completions": steps * batches["global_batch_size"],
         "reward_start": rewards[0] if rewards else None,
         "reward_end": rewards[-1] if rewards else None,
         "rewards": rewards,

@@ -10,6 +10,7 @@ from typing import Any
 from rd_pipeline.config import SftConfig
 from rd_pipeline.training.common import (
     BaseModelRef,
+    batch_metrics,
     check_records,
     choose_precision,
     common_trainer_args,
@@ -74,6 +75,7 @@ def train_sft(
         )
         trainer.train()
         history = list(trainer.state.log_history)
+        batches = batch_metrics(trainer)
         steps = trainer.state.global_step
         epochs = trainer.state.epoch
         used = len(trainer.train_dataset)
@@ -82,6 +84,7 @@ def train_sft(
     release_memory()
     return {
         **loss_metrics(history),
+        **batches,
         "per_step": per_step_metrics(history, ("loss", "learning_rate", "grad_norm")),
         "steps": steps,
         "examples": len(examples),
