@@ -92,6 +92,30 @@ def materialize_logged(
     )
 
 
+def observe_logged(
+    assets: Sequence[Any],
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    run_config: dict[str, Any],
+    tags: dict[str, str],
+    log_file: Path,
+) -> dg.ExecuteInProcessResult:
+    """Dagster's in-process ``observe`` with ``rd_logger`` as the run's console logger; a failure raises the
+    underlying error."""
+    definitions = dg.Definitions(
+        jobs=[
+            dg.define_asset_job(
+                "in_process_observation_job", selection=dg.AssetSelection.all(include_sources=True)
+            )
+        ],
+        assets=list(assets),
+        resources=resources,
+        loggers={"console": rd_logger(log_file)},
+    )
+    job = definitions.resolve_job_def("in_process_observation_job")
+    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=True, tags=tags)
+
+
 @dataclass(frozen=True)
 class StepFailure:
     """What failed in a run, in words."""

@@ -14,7 +14,7 @@ from dagster._core.definitions.observe import observe
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs import ASSETS, teacher
 from rd_pipeline.defs.gpus import size_gpu_pool
-from rd_pipeline.defs.logs import materialize_logged, record_failure
+from rd_pipeline.defs.logs import materialize_logged, observe_logged, record_failure
 from rd_pipeline.defs.resources import PipelineResource
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
@@ -131,7 +131,10 @@ def materialize_graph(
     resources = {"pipeline": resource}
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = {"rd/entry": "cli", "rd/pid": str(os.getpid()), "rd/host": socket.gethostname()}
-    observe([teacher], run_config=run_config, instance=instance, resources=resources, tags=tags)
+    if log_file is None:
+        observe([teacher], run_config=run_config, instance=instance, resources=resources, tags=tags)
+    else:
+        observe_logged([teacher], instance, resources, run_config, tags, log_file)
     results = []
     for assets, partition in plan_runs(selection, partitions):
         if log_file is None:
