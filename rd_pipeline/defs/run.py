@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from rd_pipeline.defs.logs import materialize_logged, observe_logged, record_fai
 from rd_pipeline.defs.resources import PipelineResource
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
+POSTGRES_INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance_postgres.yaml")
+POSTGRES_URL_ENV = "RD_DAGSTER_POSTGRES_URL"
 
 # Topological order of the materializable assets, and whether each is partitioned by benchmark.
 ASSET_ORDER: list[tuple[str, bool]] = [
@@ -35,12 +38,41 @@ ASSET_ORDER: list[tuple[str, bool]] = [
 ASSET_NAMES = [name for name, _ in ASSET_ORDER]
 
 
+def instance_template() -> Path:
+    """The instance config `rd` installs: PostgreSQL storage when $RD_DAGSTER_POSTGRES_URL is set, else SQLite.
+
+    A ``postgresql://`` URL is rewritten (in this process's environment, which runs started from here inherit)
+    to name the psycopg2 driver that dagster-postgres uses; SQLAlchemy would otherwise look for psycopg 3.
+    """
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        return INSTANCE_TEMPLATE
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            os.environ[POSTGRES_URL_ENV] = "postgresql+psycopg2://" + url.removeprefix(scheme)
+    return POSTGRES_INSTANCE_TEMPLATE
+
+
 def dagster_home(config: PipelineConfig) -> Path:
-    """RD_HOME/dagster, holding the instance's storage and logs; its dagster.yaml is written on first use."""
+    """RD_HOME/dagster, holding the instance's storage and logs, with the dagster.yaml of ``instance_template()``.
+
+    The file is written on first use, and replaced when the storage choice changed since `rd` wrote it; a file
+    edited by hand is left as it is.
+    """
     home = config.rd_home() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").is_file():
-        shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    installed, template = home / "dagster.yaml", instance_template()
+    shipped = {path.read_text() for path in (INSTANCE_TEMPLATE, POSTGRES_INSTANCE_TEMPLATE)}
+    if not installed.is_file() or (
+        installed.read_text() in shipped and installed.read_text() != template.read_text()
+    ):
+        shutil.copyfile(template, installed)
+    elif template == POSTGRES_INSTANCE_TEMPLATE and "postgres:" not in installed.read_text():
+        print(
+            f"rd: warning: ${POSTGRES_URL_ENV} is set but {installed} was edited by hand and has no postgres "
+            f"storage; it is used as it is (copy {template} over it to store runs in PostgreSQL)",
+            file=sys.stderr,
+        )
     return home
 
 
