@@ -12,6 +12,7 @@ import yaml
 
 from rd_pipeline.cli import main
 from rd_pipeline.defs.run import plan_runs
+from rd_pipeline.generation.journal import Journal, JournalCorruptError
 from rd_pipeline.store import Store
 
 
@@ -133,6 +134,8 @@ def test_damaged_journal_fails_in_one_line_naming_it(tmp_path: Path, monkeypatch
     line = _one_line(capsys.readouterr().err)
     assert f"rd: {journal} is not a readable generation journal" in line and "Move it aside" in line
     assert not (tmp_path / "dagster").exists() and not (tmp_path / "rd.duckdb").exists()
+    with pytest.raises(JournalCorruptError, match="file is not a database"):
+        Journal(journal)  # what a step opening it meets
 
 
 def _rd(*args: str, rd_home: Path) -> subprocess.CompletedProcess[str]:
