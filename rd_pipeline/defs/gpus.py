@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 
-from rd_pipeline.config import PipelineConfig
+from rd_pipeline.config import PipelineConfig, resolve_config
 from rd_pipeline.placement import claim_gpus, pool_slots, step_gpus
 
 GPU_POOL = "gpu"
+GPUS_TAG = "rd/gpus"
+K8S_CONFIG_TAG = "dagster-k8s/config"
+
+
+@functools.cache
+def _definitions_config() -> PipelineConfig:
+    """The config the definitions are loaded with ($RD_CONFIG, $RD_PRESET, else tiny)."""
+    return resolve_config()
+
+
+def gpu_op_tags(asset: str) -> dict[str, Any]:
+    """Op tags declaring the GPUs a heavy step needs under the loaded config.
+
+    ``rd/gpus`` is the count; with one or more, ``dagster-k8s/config`` asks Kubernetes for that many
+    ``nvidia.com/gpu`` for the step's pod (read by dagster-k8s's executor, ignored elsewhere).
+    """
+    need = step_gpus(asset, _definitions_config())
+    tags: dict[str, Any] = {GPUS_TAG: str(need)}
+    if need:
+        gpus = {"nvidia.com/gpu": str(need)}
+        tags[K8S_CONFIG_TAG] = {"container_config": {"resources": {"requests": gpus, "limits": gpus}}}
+    return tags
 
 
 @contextmanager

@@ -5,6 +5,7 @@ import dagster as dg
 from rd_pipeline.defs.assets.common import OWNERS, run_step
 from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
+from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
@@ -41,6 +42,7 @@ def teacher(context: dg.OpExecutionContext, pipeline: PipelineResource) -> dg.Da
     kinds={"duckdb", "pytorch"},
     owners=OWNERS,
     pool="gpu",
+    op_tags=gpu_op_tags("teacher_responses"),
     automation_condition=ON_CHANGE,
     check_specs=check_specs("teacher_responses"),
 )

@@ -5,6 +5,7 @@ import dagster as dg
 from rd_pipeline.defs.assets.common import OWNERS, run_step
 from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
+from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.evaluation import make_eval_scores, make_report
@@ -17,6 +18,7 @@ from rd_pipeline.steps.evaluation import make_eval_scores, make_report
     kinds={"duckdb"},
     owners=OWNERS,
     pool="gpu",
+    op_tags=gpu_op_tags("eval_scores"),
     automation_condition=ON_CHANGE,
     check_specs=check_specs("eval_scores"),
 )

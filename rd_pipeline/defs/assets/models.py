@@ -8,6 +8,7 @@ import dagster as dg
 from rd_pipeline.defs.assets.common import OWNERS, run_step
 from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
+from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.students import (
@@ -50,6 +51,7 @@ def with_pipes_training(context: dg.AssetExecutionContext, make: Callable[..., A
     kinds=MODEL_KINDS,
     owners=OWNERS,
     pool="gpu",
+    op_tags=gpu_op_tags("sft_student"),
     automation_condition=ON_CHANGE,
 )
 def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -64,6 +66,7 @@ def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -
     kinds={"duckdb", "pytorch"},
     owners=OWNERS,
     pool="gpu",
+    op_tags=gpu_op_tags("student_responses"),
     automation_condition=ON_CHANGE,
     check_specs=check_specs("student_responses"),
 )
@@ -78,6 +81,7 @@ def student_responses(context: dg.AssetExecutionContext, pipeline: PipelineResou
     kinds=MODEL_KINDS,
     owners=OWNERS,
     pool="gpu",
+    op_tags=gpu_op_tags("reward_model"),
     automation_condition=ON_CHANGE,
     check_specs=check_specs("reward_model"),
 )
@@ -92,6 +96,7 @@ def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     kinds=MODEL_KINDS,
     owners=OWNERS,
     pool="gpu",
+    op_tags=gpu_op_tags("rl_student"),
     automation_condition=ON_CHANGE,
 )
 def rl_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
