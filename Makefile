@@ -36,6 +36,13 @@ test-all: test
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 
+# On a machine with CUDA: the tiny graph end to end on the GPU(s) (vLLM generation, bf16-autocast training of the
+# three trainers, two training processes where two GPUs are present), then what ran on which device. Fails with
+# the reason where no GPU is found. Needs vLLM: $(BIN)/pip install -e '.[vllm]'.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check rd_pipeline rd_pipeline_tests scripts
 	$(BIN)/ruff format --check rd_pipeline rd_pipeline_tests scripts
