@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -254,6 +255,32 @@ def test_judge_rates_every_alpaca_eval_response_from_its_probabilities(tiny_grap
         assert row["n"] == eval_prompts and row["ci_low"] < row["value"] < row["ci_high"], row
     report = (rd_home / "reports" / "latest" / "report.md").read_text()
     assert "## Warnings" in report and "is also an evaluated model (teacher, base student)" in report
+
+
+def test_moved_rd_home_generates_and_trains_nothing(tiny_graph, tmp_path):
+    """RD_HOME copied elsewhere (every path changes, no content does) reuses every sample and checkpoint."""
+    config, resource, rd_home, _ = tiny_graph
+    moved = tmp_path / "moved"
+    shutil.copytree(rd_home, moved, ignore=shutil.ignore_patterns("*.lock"))
+    journals = {p.name for p in (rd_home / "journal").glob("*.sqlite")}
+    saved = os.environ["RD_HOME"]
+    os.environ["RD_HOME"] = str(moved)
+    try:
+        results = materialize_graph(config, resource, log_level="WARNING")
+        with dg.DagsterInstance.from_config(str(moved / "dagster")) as instance:
+            generated = {
+                f"{asset}[{benchmark}]": _latest_metadata(instance, asset, benchmark)["samples_generated"]
+                for benchmark in config.benchmark_names
+                for asset in GENERATING_ASSETS
+            }
+            assert set(generated.values()) == {0}, f"samples generated after the move: {generated}"
+            for asset in MODEL_ASSETS:
+                assert _latest_metadata(instance, asset)["trained_now"] is False, f"{asset} retrained"
+        assert {p.name for p in (moved / "journal").glob("*.sqlite")} == journals
+        assert all(result.success for result in results)
+    finally:
+        os.environ["RD_HOME"] = saved
+        os.environ["DAGSTER_HOME"] = str(rd_home / "dagster")
 
 
 def test_training_reports_per_step_metrics_and_launch_through_pipes(tiny_graph):
