@@ -85,13 +85,13 @@ def machine_devices() -> list[str]:
 
 
 def local_model_gpus(model: ModelConfig) -> int:
-    """GPUs a model needs to generate on this machine: none behind an API, else its parallel size (default 1)."""
+    """GPUs a model needs to generate on this machine: none behind an API, a vLLM engine's tensor x data parallel
+    size, else one."""
     if model.backend == "openai":
         return 0
-    settings = getattr(model, "vllm", None) if model.backend == "vllm" else None
-    tensor = getattr(settings, "tensor_parallel_size", None) or getattr(model, "tensor_parallel_size", None)
-    data = getattr(settings, "data_parallel_size", None) or getattr(model, "data_parallel_size", None)
-    return max(1, int(tensor or 1) * int(data or 1))
+    if model.backend == "vllm":
+        return model.vllm.tensor_parallel_size * model.vllm.data_parallel_size
+    return 1
 
 
 def training_gpus(launch: LaunchConfig) -> int:
@@ -110,7 +110,7 @@ def step_gpus(asset: str, config: PipelineConfig) -> int:
         "eval_scores": lambda: max(
             local_model_gpus(config.student),
             local_model_gpus(config.teacher),
-            local_model_gpus(config.judge_model),
+            local_model_gpus(config.eval_judge_model),
         ),
     }
     need = needs.get(asset)

@@ -213,3 +213,19 @@ def test_heavy_step_runs_on_the_gpu_it_claimed(tmp_path: Path, monkeypatch: pyte
     assert placements["benchmark_prompts"] is None
     assert placements["teacher_responses"].value == f"GPU {free}"
     assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 2
+
+
+def test_vllm_engines_need_tensor_times_data_parallel_gpus() -> None:
+    config = parse_config(
+        {
+            "teacher": {
+                "ref": "t",
+                "backend": "vllm",
+                "vllm": {"tensor_parallel_size": 2, "data_parallel_size": 3},
+            },
+            "student": {"ref": "tiny-random", "backend": "vllm"},
+        }
+    )
+    assert step_gpus("teacher_responses", config) == 6
+    assert step_gpus("student_responses", config) == 1
+    assert step_gpus("eval_scores", config) == 6  # the teacher is evaluated too

@@ -73,7 +73,7 @@ def check_config(gpus: int, bf16: bool, benchmarks: list[str], rd_home: Path) ->
         config[role] = {**config[role], "backend": "vllm", "vllm": engine}
     launch = {"num_processes": min(2, gpus), "mixed_precision": "bf16" if bf16 else "fp16"}
     for section in TRAINING_SECTIONS:
-        config[section] = {**config.get(section, {}), "launch": launch}
+        config[section] = {**config.get(section, {}), "launch": dict(launch)}
     config["paths"] = {"rd_home": str(rd_home)}
     return config
 
