@@ -376,14 +376,10 @@ class Store:
     def _insert(connection: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
         if not data.num_rows:
             return
-        connection.register("incoming_rows", data)
-        try:
-            column_list = ", ".join(f'"{name}"' for name in SCHEMAS[table])
-            connection.execute(
-                f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM incoming_rows'
-            )
-        finally:
-            connection.unregister("incoming_rows")
+        connection.register("incoming_rows", data)  # after a failure the connection is closed, dropping it
+        column_list = ", ".join(f'"{name}"' for name in SCHEMAS[table])
+        connection.execute(f'INSERT INTO "{table}" ({column_list}) SELECT {column_list} FROM incoming_rows')
+        connection.unregister("incoming_rows")
 
     def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (used for usage accounting and version records)."""

@@ -85,7 +85,12 @@ def test_failed_label_coverage_keeps_the_stored_labels_without_dagster(tmp_path:
             tmp_path / "lenient.yaml",
             rd_home,
             benchmark,
-            checks={"enforce": True, "min_label_coverage": 0.0, "min_mean_vote_share": 0.0},
+            checks={
+                "enforce": True,
+                "min_label_coverage": 0.0,
+                "min_mean_vote_share": 0.0,
+                "min_gold_label_accuracy": 0.0,
+            },
         )
     )
     ctx = StepContext(lenient)
