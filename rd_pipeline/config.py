@@ -68,7 +68,12 @@ class ApiConfig(_Strict):
     max_retries: int = Field(default=6, ge=0)
     price_input_per_m: float = Field(default=0.0, ge=0, description="USD per million input tokens")
     price_output_per_m: float = Field(default=0.0, ge=0, description="USD per million output tokens")
-    max_budget_usd: float | None = Field(default=None, gt=0)
+    max_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="cap on USD spent on this endpoint and model over all runs since the last `rd budget reset` "
+        "(not per run); raise it to spend more. None: no cap",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_name_endpoints(self) -> ApiConfig:
