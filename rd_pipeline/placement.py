@@ -7,8 +7,8 @@ never keeps a GPU. While a claim is held, ``CUDA_VISIBLE_DEVICES`` names its dev
 ``accelerate launch``) inherit it.
 
 The pool is ``$RD_GPU_COUNT`` devices when that is set (a fake count, for tests or to leave GPUs out), else the
-devices in ``$CUDA_VISIBLE_DEVICES`` when set, else every GPU ``nvidia-smi`` (or torch) reports. A machine with
-no GPU has an empty pool: claims then hold nothing and steps run on the CPU.
+devices in ``$CUDA_VISIBLE_DEVICES`` when set, else every GPU ``nvidia-smi`` (or the NVIDIA driver) reports. A
+machine with no GPU has an empty pool: claims then hold nothing and steps run on the CPU.
 
 CUDA reads ``CUDA_VISIBLE_DEVICES`` once per process. A process that claims twice (steps run one after another
 in one process) is given the devices of its first claim again when they are free, so its in-process CUDA context
@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ class PlacementError(RuntimeError):
 
 @functools.cache
 def _detected_gpus() -> int:
-    """GPUs on this machine: ``nvidia-smi -L`` when installed, else torch's count."""
+    """NVIDIA GPUs on this machine, without importing torch: ``nvidia-smi -L``, else the driver's /proc entries.
+
+    When neither is there, torch's count if torch is already imported (other CUDA platforms), else none.
+    """
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -57,11 +61,11 @@ def _detected_gpus() -> int:
             listing = None
         if listing is not None and listing.returncode == 0:
             return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count()
+    driver = Path("/proc/driver/nvidia/gpus")
+    if driver.is_dir():
+        return sum(1 for _ in driver.iterdir())
+    torch = sys.modules.get("torch")
+    return torch.cuda.device_count() if torch is not None else 0
 
 
 def machine_devices() -> list[str]:

@@ -229,3 +229,11 @@ def test_vllm_engines_need_tensor_times_data_parallel_gpus() -> None:
     assert step_gpus("teacher_responses", config) == 6
     assert step_gpus("student_responses", config) == 1
     assert step_gpus("eval_scores", config) == 6  # the teacher is evaluated too
+
+
+def test_sizing_the_pool_imports_no_torch(tmp_path: Path) -> None:
+    """The orchestrating process learns the GPU count without importing torch (a no-op run stays light)."""
+    code = "import sys; from rd_pipeline.placement import pool_slots; pool_slots(); print('torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k not in (GPU_COUNT_ENV, "CUDA_VISIBLE_DEVICES")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
