@@ -241,6 +241,10 @@ def test_kill_nine_halfway_then_rerun_completes_without_repeats(tmp_path: Path) 
     repeated = after["answered_total"] - after["unique_answered"]
     assert after["answered_total"] <= after["unique_answered"] + concurrency
     assert after["max_answers_per_key"] <= 2
+    # Every answer that reached a run is in the spend ledger, the killed run's included (journaled with its
+    # samples, imported by the rerun); only answers in flight at the kill never arrived.
+    counted = sum(row["requests"] for row in Store(rd_home / "rd.duckdb").api_spend())
+    assert after["answered_total"] - concurrency <= counted <= after["answered_total"]
     print(
         f"kill -9: answered at kill {at_kill['answered_total']}, in flight {at_kill['in_flight']}, "
         f"journaled {journaled}/{total}; after rerun answered {after['answered_total']}, unique "
