@@ -97,7 +97,7 @@ def test_failed_label_coverage_keeps_the_stored_labels_without_dagster(tmp_path:
     make_benchmark_prompts(ctx, "gsm8k")
     make_teacher_responses(ctx, "gsm8k")
     first = make_pseudo_labels(ctx, "gsm8k")
-    assert [c.name for c in first.checks if c.passed] == ["not_empty", "label_coverage"]
+    assert first.checks and all(c.passed for c in first.checks)
     store = ctx.store
     stored = store.read("pseudo_labels", "gsm8k")
     version = store.latest_version("pseudo_labels", "gsm8k")
