@@ -117,9 +117,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def _budgets(config: PipelineConfig) -> dict[tuple[str, str], float | None]:
-    """The configured budget of each API endpoint and model (teacher, judge)."""
+    """The configured budget of each API endpoint and model (teacher, judge, eval judge)."""
     budgets: dict[tuple[str, str], float | None] = {}
-    for model in (config.teacher, config.judge_model):
+    for model in (config.teacher, config.judge_model, config.eval_judge_model):
         if model.api is not None:
             budgets[(model.api.endpoint_urls()[0], model.api.model or model.ref)] = model.api.max_budget_usd
     return budgets

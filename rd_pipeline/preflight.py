@@ -39,7 +39,12 @@ def check_partitions(partitions: Sequence[str] | None, config: PipelineConfig) -
 
 
 def _api_models(config: PipelineConfig) -> list[tuple[str, ModelConfig]]:
-    roles = [("teacher", config.teacher), ("judge", config.judge_model), ("student", config.student)]
+    roles = [
+        ("teacher", config.teacher),
+        ("judge", config.judge_model),
+        ("eval.judge", config.eval_judge_model),
+        ("student", config.student),
+    ]
     return [(role, model) for role, model in roles if model.backend == "openai" and model.api is not None]
 
 

@@ -119,3 +119,29 @@ def test_alpaca_comparisons_use_the_eval_judge(tmp_path: Path):
     # orders (0.175 and 0.825 for the response), which averages to an even 0.5
     assert [j.preference for j in judgments] == pytest.approx([0.825, 0.5, 0.825])
     assert all(j.paths == ("probability", "probability") for j in judgments)
+
+
+def test_an_eval_judge_behind_an_api_is_checked_and_placed_like_the_other_models(monkeypatch):
+    from rd_pipeline.placement import step_gpus
+    from rd_pipeline.preflight import InputError, check_api_keys
+
+    api = {
+        "backend": "openai",
+        "api": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "RD_TEST_EVAL_KEY"},
+    }
+    config = parse_config(
+        {
+            "teacher": {"ref": "t", **api, "api": {**api["api"], "api_key_env": None}},
+            "student": {"ref": "tiny-random", "backend": "openai", "api": {"api_key_env": None}},
+            "eval": {"judge": {"ref": "referee", **api}},
+        }
+    )
+    monkeypatch.delenv("RD_TEST_EVAL_KEY", raising=False)
+    with pytest.raises(InputError, match=r"eval\.judge\.api\.api_key_env names \$RD_TEST_EVAL_KEY"):
+        check_api_keys(config)
+    monkeypatch.setenv("RD_TEST_EVAL_KEY", "sk-test")
+    check_api_keys(config)
+    apis_only = {"teacher": config.teacher.model_dump(), "student": config.student.model_dump()}
+    assert step_gpus("eval_scores", parse_config(apis_only)) == 0
+    local_judge = parse_config({**apis_only, "eval": {"judge": {"ref": "referee"}}})
+    assert step_gpus("eval_scores", local_judge) == 1  # only the eval judge runs here
