@@ -61,11 +61,17 @@ class ApiConfig(_Strict):
     api_key_env: str | None = Field(
         default="OPENAI_API_KEY", description="NAME of the env var holding the key"
     )
-    max_concurrency: int = Field(default=16, ge=1)
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    tokens_per_minute: float | None = Field(default=None, gt=0)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=6, ge=0)
+    max_concurrency: int = Field(default=16, ge=1, description="requests in flight at once")
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="pace requests to at most this many per minute; None: no limit"
+    )
+    tokens_per_minute: float | None = Field(
+        default=None, gt=0, description="pace requests to at most this many tokens per minute; None: no limit"
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="seconds one request may take")
+    max_retries: int = Field(
+        default=6, ge=0, description="retries of a failed request (rate limit, server error, timeout)"
+    )
     price_input_per_m: float = Field(default=0.0, ge=0, description="USD per million input tokens")
     price_output_per_m: float = Field(default=0.0, ge=0, description="USD per million output tokens")
     max_budget_usd: float | None = Field(
@@ -93,11 +99,15 @@ class ApiConfig(_Strict):
 
 
 class LoraConfig(_Strict):
-    enabled: bool = False
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] | str = "all-linear"
+    """LoRA adapters (peft) trained instead of all weights; they are merged into the saved checkpoint."""
+
+    enabled: bool = Field(default=False, description="train LoRA adapters; false: full fine-tuning")
+    r: int = Field(default=16, ge=1, description="rank of the adapter matrices")
+    alpha: int = Field(default=32, ge=1, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the adapter inputs")
+    target_modules: list[str] | str = Field(
+        default="all-linear", description="module names that get adapters, or 'all-linear'"
+    )
 
 
 class VllmConfig(_Strict):
@@ -157,12 +167,16 @@ class ModelConfig(_Strict):
     package), a local directory, or a Hugging Face hub id.
     """
 
-    ref: str
-    backend: Literal["transformers", "openai", "vllm"] = "transformers"
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    batch_size: int = Field(default=16, ge=1)
-    api: ApiConfig | None = None
+    ref: str = Field(description="the model: a known name, a local directory or a hub id (see above)")
+    backend: Literal["transformers", "openai", "vllm"] = Field(
+        default="transformers", description="what generates: in-process transformers, an API, or vLLM"
+    )
+    revision: str | None = Field(default=None, description="hub revision (branch, tag or commit) of ref")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="dtype the weights are loaded in for generation; auto: the checkpoint's"
+    )
+    batch_size: int = Field(default=16, ge=1, description="prompts generated together")
+    api: ApiConfig | None = Field(default=None, description="the endpoint; needed for backend 'openai'")
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="engine settings of the vllm backend")
 
     @model_validator(mode="after")
@@ -206,8 +220,11 @@ class InstructionSourceConfig(_Strict):
 class BenchmarkConfig(_Strict):
     """Where a benchmark's records come from and how many go to training and evaluation."""
 
-    name: Literal["gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval"]
-    source: Literal["builtin", "local", "hub"] = "builtin"
+    name: Literal["gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval"] = Field(description="the benchmark")
+    source: Literal["builtin", "local", "hub"] = Field(
+        default="builtin",
+        description="builtin: a small sample shipped with the code; local: path; hub: the benchmark's dataset",
+    )
     path: str | None = Field(default=None, description="file or directory in the dataset's own format")
     eval_only: bool = Field(
         default=False,
@@ -295,8 +312,14 @@ class StudentSamplingConfig(_Strict):
 
 
 class LabelingConfig(_Strict):
-    min_vote_share: float = Field(default=0.5, ge=0, le=1)
-    min_valid_votes: int = Field(default=2, ge=1)
+    """How the teacher's responses are labelled (majority vote or judge) and paired for the reward model."""
+
+    min_vote_share: float = Field(
+        default=0.5, ge=0, le=1, description="share of valid answers the majority answer needs to be a label"
+    )
+    min_valid_votes: int = Field(
+        default=2, ge=1, description="valid (parsable) answers a prompt needs before its vote counts"
+    )
     judge_good_score: float = Field(
         default=7.0, description="judge score at or above which a response is good"
     )
@@ -316,7 +339,7 @@ class LabelingConfig(_Strict):
     heldout_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="share of prompts whose pairs are held out of reward training"
     )
-    judge_max_new_tokens: int = Field(default=256, ge=1)
+    judge_max_new_tokens: int = Field(default=256, ge=1, description="longest judge verdict, in tokens")
 
 
 TRAINING_STRATEGIES = ("ddp", "fsdp2", "zero2", "zero3")
@@ -364,51 +387,84 @@ class LaunchConfig(_Strict):
         return self
 
 
-class SftConfig(_Strict):
+class TrainerConfig(_Strict):
+    """What every training stage sets: optimizer, batch, length of training, LoRA and the process group.
+
+    Each field maps onto the TRL ``TrainingArguments`` field of the same meaning (``batch_size`` is
+    ``per_device_train_batch_size``, ``gradient_checkpointing`` is ``activation_checkpointing``).
+    """
+
+    learning_rate: float = Field(
+        default=2e-5, gt=0, description="peak learning rate of the AdamW optimizer (then linear decay to 0)"
+    )
+    batch_size: int = Field(default=4, ge=1, description="examples per process per micro-step")
+    max_steps: int = Field(default=-1, description="stop after this many optimizer steps; -1: run epochs")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
+    lora: LoraConfig = Field(default=LoraConfig(), description="LoRA adapters instead of full fine-tuning")
+    launch: LaunchConfig = Field(default=LaunchConfig(), description="the process group training runs in")
+
+
+class EpochTrainerConfig(TrainerConfig):
+    """A stage that passes over a fixed data set: epochs, and a length limit on each example."""
+
+    epochs: float = Field(
+        default=1.0, gt=0, description="passes over the training data (a fraction is allowed); max_steps wins"
+    )
+    max_length: int = Field(
+        default=512, ge=16, description="longest tokenized example; longer ones are truncated or left out"
+    )
+
+
+class SftConfig(EpochTrainerConfig):
     """Supervised fine-tuning (TRL SFTTrainer) on the teacher's well-labelled responses."""
 
-    epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=-1, description="stop after this many optimizer steps; -1: run epochs")
-    learning_rate: float = Field(default=2e-5, gt=0)
-    batch_size: int = Field(default=4, ge=1, description="examples per process per micro-step")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
-    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
-    max_length: int = Field(default=512, ge=16)
-    lora: LoraConfig = LoraConfig()
-    launch: LaunchConfig = LaunchConfig()
+    max_length: int = Field(
+        default=512, ge=16, description="longest tokenized prompt + completion; the rest is truncated"
+    )
 
 
-class RewardModelConfig(_Strict):
+class RewardModelConfig(EpochTrainerConfig):
     """Pairwise (Bradley-Terry) reward model (TRL RewardTrainer) initialised from the SFT student."""
 
-    epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=-1, description="stop after this many optimizer steps; -1: run epochs")
-    learning_rate: float = Field(default=1e-5, gt=0)
+    learning_rate: float = Field(
+        default=1e-5, gt=0, description="peak learning rate of the AdamW optimizer (then linear decay to 0)"
+    )
     batch_size: int = Field(default=4, ge=1, description="pairs per process per micro-step")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
-    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
-    max_length: int = Field(default=512, ge=16)
-    lora: LoraConfig = LoraConfig()
-    launch: LaunchConfig = LaunchConfig()
+    max_length: int = Field(
+        default=512, ge=16, description="longest tokenized prompt + response; longer pairs are left out"
+    )
 
 
-class RlConfig(_Strict):
+class RlConfig(TrainerConfig):
     """GRPO or RLOO (TRL) on the SFT student against the reward model, with a KL penalty to the SFT student."""
 
-    algorithm: Literal["grpo", "rloo"] = "grpo"
-    max_steps: int = Field(default=20, ge=1)
-    learning_rate: float = Field(default=1e-6, gt=0)
-    batch_size: int = Field(default=4, ge=1, description="prompts x generations per device step")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, description="micro-steps per optimizer step")
-    gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
-    num_generations: int = Field(default=4, ge=2)
-    max_completion_length: int = Field(default=128, ge=1)
-    temperature: float = Field(default=1.0, gt=0)
+    algorithm: Literal["grpo", "rloo"] = Field(default="grpo", description="TRL's GRPOTrainer or RLOOTrainer")
+    max_steps: int = Field(default=20, ge=1, description="optimizer steps to run")
+    learning_rate: float = Field(
+        default=1e-6, gt=0, description="peak learning rate of the AdamW optimizer (then linear decay to 0)"
+    )
+    batch_size: int = Field(
+        default=4,
+        ge=1,
+        description="completions (prompts x num_generations) per process per micro-step; a multiple of "
+        "num_generations",
+    )
+    num_generations: int = Field(default=4, ge=2, description="completions sampled per prompt (one group)")
+    max_completion_length: int = Field(default=128, ge=1, description="longest sampled completion, in tokens")
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the completions")
     beta: float = Field(
         default=0.05, ge=0, description="KL coefficient against the reference (the SFT student); 0 = no KL"
     )
-    lora: LoraConfig = LoraConfig()
-    launch: LaunchConfig = LaunchConfig()
+
+    @model_validator(mode="after")
+    def _whole_groups_per_batch(self) -> RlConfig:
+        if self.batch_size % self.num_generations != 0:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+                f"({self.num_generations}): each step scores whole groups of completions of the same prompt"
+            )
+        return self
 
 
 class EvalConfig(_Strict):
@@ -426,7 +482,7 @@ class EvalConfig(_Strict):
 class ChecksConfig(_Strict):
     """Asset-check thresholds. With ``enforce`` a failed check blocks downstream steps; without, it only warns."""
 
-    enforce: bool = True
+    enforce: bool = Field(default=True, description="a failed check blocks downstream steps; false: it warns")
     min_label_coverage: float = Field(
         default=0.3, ge=0, le=1, description="share of prompts that get a label"
     )
@@ -451,29 +507,40 @@ class AutomationConfig(_Strict):
 
 
 class PathsConfig(_Strict):
+    """Where the pipeline keeps its state (store, journal, checkpoints)."""
+
     rd_home: str | None = Field(default=None, description="state directory; defaults to $RD_HOME or ./.rd")
 
 
 class PipelineConfig(_Strict):
-    teacher: ModelConfig
-    student: ModelConfig
-    judge: ModelConfig | None = Field(default=None, description="defaults to the teacher")
-    benchmarks: list[BenchmarkConfig] = Field(
-        default_factory=lambda: [BenchmarkConfig(name=name) for name in ALL_BENCHMARKS]
+    """The whole pipeline: models, data, labelling, the three training stages, evaluation and checks."""
+
+    teacher: ModelConfig = Field(description="the model whose responses are distilled")
+    student: ModelConfig = Field(description="the base model that is trained (SFT, then RL)")
+    judge: ModelConfig | None = Field(
+        default=None, description="judge of open-ended responses; defaults to the teacher"
     )
-    sampling: SamplingConfig = SamplingConfig()
+    benchmarks: list[BenchmarkConfig] = Field(
+        default_factory=lambda: [BenchmarkConfig(name=name) for name in ALL_BENCHMARKS],
+        description="the benchmarks trained and evaluated on; default: all of them",
+    )
+    sampling: SamplingConfig = Field(
+        default=SamplingConfig(), description="how the teacher samples training responses"
+    )
     student_sampling: StudentSamplingConfig = Field(
         default=StudentSamplingConfig(),
         description="the student's own sampling settings; unset fields take the teacher's (sampling)",
     )
-    labeling: LabelingConfig = LabelingConfig()
-    sft: SftConfig = SftConfig()
-    reward_model: RewardModelConfig = RewardModelConfig()
-    rl: RlConfig = RlConfig()
-    eval: EvalConfig = EvalConfig()
-    checks: ChecksConfig = ChecksConfig()
-    automation: AutomationConfig = AutomationConfig()
-    paths: PathsConfig = PathsConfig()
+    labeling: LabelingConfig = Field(default=LabelingConfig(), description="labels and reward pairs")
+    sft: SftConfig = Field(default=SftConfig(), description="supervised fine-tuning of the student")
+    reward_model: RewardModelConfig = Field(
+        default=RewardModelConfig(), description="the reward model trained on preference pairs"
+    )
+    rl: RlConfig = Field(default=RlConfig(), description="RL of the SFT student against the reward model")
+    eval: EvalConfig = Field(default=EvalConfig(), description="evaluation of teacher, base, SFT and RL")
+    checks: ChecksConfig = Field(default=ChecksConfig(), description="asset-check thresholds")
+    automation: AutomationConfig = Field(default=AutomationConfig(), description="teacher observation")
+    paths: PathsConfig = Field(default=PathsConfig(), description="state directories")
 
     @model_validator(mode="after")
     def _unique_benchmarks(self) -> PipelineConfig:

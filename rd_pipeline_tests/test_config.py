@@ -77,3 +77,56 @@ def test_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         resolve_config("a.yaml", "tiny")
     monkeypatch.setenv("RD_HOME", str(tmp_path))
     assert load_preset("tiny").rd_home() == tmp_path.resolve()
+
+
+def _all_sections() -> list[type]:
+    """Every pydantic model reachable from PipelineConfig's fields."""
+    from pydantic import BaseModel
+
+    from rd_pipeline.config import PipelineConfig
+
+    seen: list[type] = []
+    pending: list[type] = [PipelineConfig]
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.append(model)
+        for field in model.model_fields.values():
+            for arg in _type_args(field.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    pending.append(arg)
+    return seen
+
+
+def _type_args(annotation: object) -> list[object]:
+    from typing import get_args
+
+    found, pending = [], [annotation]
+    while pending:
+        item = pending.pop()
+        found.append(item)
+        pending.extend(get_args(item))
+    return found
+
+
+def test_every_config_field_has_a_description():
+    missing = [
+        f"{model.__name__}.{name}"
+        for model in _all_sections()
+        for name, field in model.model_fields.items()
+        if not (field.description or "").strip()
+    ]
+    assert missing == []
+
+
+def test_rl_batch_size_not_a_multiple_of_num_generations_fails_at_load_time(tmp_path: Path):
+    path = tmp_path / "rl.yaml"
+    path.write_text(
+        "teacher: {ref: tiny-random}\nstudent: {ref: tiny-random}\nrl: {batch_size: 6, num_generations: 4}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert str(path) in message
+    assert "rl:" in message and "batch_size (6)" in message and "num_generations (4)" in message
