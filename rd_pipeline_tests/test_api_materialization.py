@@ -435,3 +435,35 @@ def test_models_listing_outage_keeps_the_teacher_version_and_buys_nothing_again(
     assert fresh.returncode != 0
     assert "no earlier observation" in fresh.stdout + fresh.stderr, fresh.stderr[-4000:]
     assert stats["requests"] == answered  # the fresh run sent no chat request
+
+
+@pytest.mark.slow  # about 40 s: three `rd materialize` runs and `rd budget`
+def test_budget_holds_over_reruns_of_rd_materialize(tmp_path: Path) -> None:
+    """Three `rd materialize` runs (and Dagster's run retries) under one budget spend that budget at most."""
+    rd_home, budget = tmp_path / "rd", 1.0
+    settings = {"train_size": 16, "n": 4, "temperatures": [0.7, 1.0], "max_new_tokens": 20}
+    with FaultServer(FaultSettings(model=API_MODEL)) as server:
+        config = write_api_config(
+            tmp_path / "api.yaml",
+            server.base_url,
+            **settings,
+            price_input_per_m=PRICE_IN,
+            price_output_per_m=PRICE_OUT,
+            max_budget_usd=budget,
+        )
+        runs = [run_rd(config, rd_home, GENERATION, ["gsm8k"]) for _ in range(3)]
+        shown = subprocess.run(
+            [sys.executable, "-m", "rd_pipeline.cli", "budget", "show", "--config", str(config)],
+            env=rd_env(rd_home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        stats = server.stats()
+    usage = Store(rd_home / "rd.duckdb").read("generation_usage", "gsm8k")
+    spent = sum(row["cost_usd"] for row in usage if row["asset"] == "teacher_responses")
+    assert 0 < spent <= budget, [run.stderr[-2000:] for run in runs]
+    assert stats["answered_total"] == stats["unique_answered"]
+    assert "would be exceeded" in runs[-1].stdout + runs[-1].stderr
+    assert shown.returncode == 0 and f"${spent:.4f}" in shown.stdout and f"${budget:.4f}" in shown.stdout
+    print(f"three rd runs under ${budget}: spent ${spent:.4f} in {stats['answered_total']} requests")
