@@ -140,6 +140,10 @@ def report(metadata: dict[str, dict[str, Any]], config: dict[str, Any], gpus: in
             wanted = config.get(section, {}).get("launch", {}).get("num_processes", 1)
             if launch is None or launch.get("num_processes") != wanted:
                 problems.append(f"{key} ran with launch {launch}, expected {wanted} process(es)")
+            elif "CPU" in str(launch.get("distributed_type")) or launch.get("backend") == "gloo":
+                problems.append(
+                    f"{key} trained on the CPU ({launch.get('distributed_type')}, {launch.get('backend')})"
+                )
     missing = [a for a in HEAVY if not any(k.split("[")[0] == a for k in metadata)]
     problems += [f"{asset} was never materialized" for asset in missing]
     print(f"\n{gpus} GPU(s) on this machine")
