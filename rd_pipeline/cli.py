@@ -223,8 +223,9 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     config = _config(args)
     _export_config(args)
-    from rd_pipeline.defs.run import dagster_home
+    from rd_pipeline.defs.run import dagster_home, instance_for
 
+    instance_for(config).dispose()  # installs the instance config and sizes the gpu pool to this machine
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home(config)), RD_HOME=str(config.rd_home()))
     command = [
         sys.executable,
