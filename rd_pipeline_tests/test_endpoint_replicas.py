@@ -194,7 +194,7 @@ def test_one_replica_killed_mid_run_every_sample_once(tmp_path: Path) -> None:
     # Each request was answered exactly once: one answer per prompt, none asked again after the failover.
     assert stats.backend_requests == count and stats.samples_generated == count * n
     answers = generator.answers_by_endpoint
-    assert answers[url_a] >= 5 and answers[url_b] > 0, answers
+    assert answers[url_a] > 0 and answers[url_b] > 0, answers  # both served, A until it died
     assert answers[url_a] + answers[url_b] == count
     assert survivor["answered_total"] == answers[url_b] and survivor["max_answers_per_key"] == 1
     # A rerun reads everything from the journal and sends nothing.
