@@ -150,3 +150,28 @@ def test_two_processes_never_generate_the_same_samples(tmp_path: Path, rd_home: 
     )  # one request per prompt and temperature
     assert sorted(results) == [(0, total, total), (total, 0, total)]  # one generated, the other read it back
     assert any("another run is generating these samples" in err.decode() for _, err in outputs)
+
+
+def test_every_answered_request_is_in_the_spend_ledger_scoring_included(tmp_path: Path) -> None:
+    """A judge's generation and its logprob scoring requests both leave a spend entry in the journal."""
+    from rd_pipeline.config import ApiConfig, ModelConfig
+    from rd_pipeline.generation import make_generator
+    from rd_pipeline.generation.journal import read_spend
+    from rd_pipeline.labeling.judge import judge_pointwise
+
+    def lean_to_eight(body: dict) -> list[tuple[str, dict[str, float]]] | None:
+        last = body["messages"][-1]
+        if last["role"] != "assistant" or not last["content"].endswith("[["):
+            return None
+        return [("8", {"8": -0.1, "6": -2.3}), ("]]", {"]]": 0.0})]
+
+    with FaultServer(FaultSettings(model=API_MODEL, logprob_script=lean_to_eight)) as server:
+        api = ApiConfig(base_url=server.base_url, model=API_MODEL, api_key_env=None, **PRICES)
+        judge = make_generator(ModelConfig(ref="judge", backend="openai", api=api), tmp_path)
+        judge_pointwise(judge, [("a", "Say hi", "hi"), ("b", "Say bye", "bye")], max_new_tokens=16)
+        judge.close()
+        stats = server.stats()
+    entries = read_spend(tmp_path / "journal")
+    assert stats["answered_total"] > 0 and len(entries) == stats["answered_total"]
+    assert {(e.endpoint, e.model) for e in entries} == {(server.base_url, API_MODEL)}
+    assert all(e.cost_usd > 0 for e in entries)

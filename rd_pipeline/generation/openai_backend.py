@@ -166,6 +166,19 @@ class OpenAIGenerator(Generator):
         """The endpoint that spend and budgets are counted under: the first configured base URL."""
         return self.api.endpoint_urls()[0]
 
+    def spend_entry(self, input_tokens: int, output_tokens: int, cost_usd: float) -> SpendEntry:
+        """The record of one answered request's cost, to journal with what it paid for."""
+        return SpendEntry(
+            uuid.uuid4().hex,
+            self.spend_endpoint,
+            self.model_name,
+            self.spend_label,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            datetime.now(timezone.utc).isoformat(),
+        )
+
     def cost_of(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.api.price_input_per_m + output_tokens * self.api.price_output_per_m) / 1e6
 
@@ -411,17 +424,7 @@ class _Run:
                 self.results[(position, alias_index)] = replace(
                     completion, request_id=alias.request_id, sample_index=alias_index
                 )
-        spend = SpendEntry(
-            uuid.uuid4().hex,
-            self.gen.spend_endpoint,
-            self.gen.model_name,
-            self.gen.spend_label,
-            prompt_tokens,
-            completion_tokens,
-            cost,
-            datetime.now(timezone.utc).isoformat(),
-        )
-        self.journal.record(entries, spend)
+        self.journal.record(entries, self.gen.spend_entry(prompt_tokens, completion_tokens, cost))
         self.stats.samples_generated += sum(len(self.aliases[key]) for key, _ in entries)
         self._report()
 

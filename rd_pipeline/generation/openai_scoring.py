@@ -130,6 +130,7 @@ class _Scoring:
         self.limiter.settle(estimate + SCORING_MAX_TOKENS, prompt_tokens + completion_tokens)
         cost = self.gen.cost_of(prompt_tokens, completion_tokens)
         self.gen.spent_usd += cost
+        self.gen.journal.record([], self.gen.spend_entry(prompt_tokens, completion_tokens, cost))
         self.stats.cost_usd += cost
         self.stats.backend_requests += 1
         self.stats.input_tokens += prompt_tokens
