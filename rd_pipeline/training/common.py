@@ -6,7 +6,8 @@ import gc
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rd_pipeline.config import LoraConfig
+from rd_pipeline.config import EpochTrainerConfig, LoraConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,21 @@ def common_trainer_args(
         "ddp_find_unused_parameters": False,
         **precision.trainer_kwargs(),
     }
+
+
+def trainer_args(cfg: TrainerConfig, output_dir: str, seed: int, precision: Precision) -> dict[str, Any]:
+    """The TRL config arguments of a stage's settings: the shared ones, then its optimizer, batch and length."""
+    args = {
+        **common_trainer_args(
+            output_dir, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
+        ),
+        "max_steps": cfg.max_steps,
+        "learning_rate": cfg.learning_rate,
+        "per_device_train_batch_size": cfg.batch_size,
+    }
+    if isinstance(cfg, EpochTrainerConfig):
+        args.update(num_train_epochs=cfg.epochs, max_length=cfg.max_length)
+    return args
 
 
 def batch_metrics(trainer) -> dict[str, Any]:
@@ -246,6 +262,69 @@ def _merge_adapter(adapter_dir: Path, base: BaseModelRef, tokenizer, out_dir: Pa
     model.config.pad_token_id = tokenizer.pad_token_id
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a finished trainer leaves behind once its checkpoint is saved."""
+
+    history: list[dict]
+    batches: dict[str, Any]
+    steps: int
+    epochs: float | None
+    examples_used: int
+    main_process: bool
+
+
+def train_and_save(
+    build_trainer: Callable[[str], Any],
+    tokenizer,
+    base: BaseModelRef,
+    out_dir: Path,
+    lora: bool,
+    check_trainer: Callable[[Any], None] | None = None,
+) -> TrainedRun:
+    """The run every stage shares: build the trainer on a scratch output_dir, check it, train, save the
+    checkpoint through the trainer (see ``save_trained``), then free the trainer and its memory."""
+    with scratch_dir() as scratch:
+        trainer = build_trainer(scratch)
+        if check_trainer is not None:
+            check_trainer(trainer)
+        trainer.train()
+        run = TrainedRun(
+            history=list(trainer.state.log_history),
+            batches=batch_metrics(trainer),
+            steps=trainer.state.global_step,
+            epochs=trainer.state.epoch,
+            examples_used=len(trainer.train_dataset),
+            main_process=trainer.accelerator.is_main_process,
+        )
+        save_trained(trainer, tokenizer, base, out_dir, lora)
+        del trainer
+    release_memory()
+    return run
+
+
+def run_metrics(
+    run: TrainedRun,
+    cfg: TrainerConfig,
+    precision: Precision,
+    started: float,
+    examples: int,
+    step_keys: Sequence[str],
+) -> dict[str, Any]:
+    """The metrics every stage reports: losses, batch, per-step values, steps, examples, LoRA, precision and
+    the wall time since ``started`` (a ``time.perf_counter()`` reading)."""
+    return {
+        **loss_metrics(run.history),
+        **run.batches,
+        "per_step": per_step_metrics(run.history, step_keys),
+        "steps": run.steps,
+        "examples": examples,
+        "lora": cfg.lora.enabled,
+        "mixed_precision": precision.mixed_precision,
+        "runtime_s": round(time.perf_counter() - started, 2),
+    }
 
 
 def release_memory() -> None:

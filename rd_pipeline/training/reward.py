@@ -11,23 +11,22 @@ from typing import Any
 from rd_pipeline.config import RewardModelConfig
 from rd_pipeline.training.common import (
     BaseModelRef,
-    batch_metrics,
+    Precision,
+    TrainedRun,
     check_records,
     choose_precision,
-    common_trainer_args,
     load_model,
     load_tokenizer,
-    loss_metrics,
     peft_lora_config,
-    per_step_metrics,
-    release_memory,
-    save_trained,
-    scratch_dir,
+    run_metrics,
     step_values,
+    train_and_save,
+    trainer_args,
 )
 from rd_pipeline.training.scoring import RewardScorer
 
 PAIR_FIELDS = {"prompt": ("system", "user"), "chosen": ("assistant",), "rejected": ("assistant",)}
+REWARD_STEP_KEYS = ("loss", "accuracy", "margin", "learning_rate", "grad_norm")
 
 
 def _margins(pairs: Sequence[dict], kind: str) -> list[float] | None:
@@ -60,6 +59,74 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: Sequence[dict], batch_size: i
     }
 
 
+def _training_rows(pairs: Sequence[dict], margins: list[float] | None) -> list[dict]:
+    """The trainer's rows: prompt, chosen and rejected, and the margin when the pairs have one."""
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    if margins is not None:
+        rows = [{**row, "margin": margin} for row, margin in zip(rows, margins, strict=True)]
+    return rows
+
+
+def _trainer_builder(
+    base: str,
+    revision: str | None,
+    rows: list[dict],
+    cfg: RewardModelConfig,
+    seed: int,
+    precision: Precision,
+    tokenizer,
+    callbacks: Sequence[Any],
+):
+    """A function of the scratch output_dir that builds the RewardTrainer on a freshly seeded score head."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl import RewardConfig, RewardTrainer
+
+    def build(scratch: str) -> RewardTrainer:
+        set_seed(seed)  # the score head is initialised randomly
+        model = load_model(base, AutoModelForSequenceClassification, precision, revision, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return RewardTrainer(
+            model=model,
+            args=RewardConfig(**trainer_args(cfg, scratch, seed, precision)),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_lora_config(cfg.lora, "SEQ_CLS"),
+            callbacks=list(callbacks),
+        )
+
+    return build
+
+
+def _pairs_fit_checker(rows: list[dict], max_length: int):
+    """A check that the trainer kept at least one pair after leaving out those over ``max_length`` tokens."""
+
+    def check(trainer) -> None:
+        if len(trainer.train_dataset) == 0:
+            raise ValueError(
+                f"all {len(rows)} reward training pairs are longer than reward_model.max_length="
+                f"{max_length} tokens; raise max_length or shorten the responses"
+            )
+
+    return check
+
+
+def _heldout_metrics(run: TrainedRun, out_dir: Path, heldout_pairs: Sequence[dict]) -> dict[str, Any]:
+    """Training accuracy of the last step, and the saved model's accuracy on the held-out pairs (scored on
+    the main process only; None elsewhere)."""
+    train_accuracy = step_values(run.history, "accuracy")
+    heldout = {"accuracy": None, "mean_gap": None, "pairs": len(heldout_pairs)}
+    if run.main_process:
+        with RewardScorer(str(out_dir)) as scorer:
+            heldout = pairwise_accuracy(scorer, heldout_pairs)
+    return {
+        "train_accuracy_last": train_accuracy[-1] if train_accuracy else None,
+        "heldout_accuracy": heldout["accuracy"],
+        "heldout_mean_gap": heldout["mean_gap"],
+        "heldout_pairs": heldout["pairs"],
+    }
+
+
 def train_reward_model(
     base: str,
     train_pairs: Sequence[dict],
@@ -78,9 +145,7 @@ def train_reward_model(
     ``out_dir``; metrics include heldout_accuracy (None without held-out pairs, and in every process but the
     main one of an ``accelerate launch`` group, which alone scores the held-out pairs) and heldout_pairs.
     """
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, set_seed
-    from trl import RewardConfig, RewardTrainer
+    from transformers import AutoModelForSequenceClassification
 
     check_records(train_pairs, "reward training pair", PAIR_FIELDS)
     if heldout_pairs:
@@ -89,64 +154,19 @@ def train_reward_model(
     started = time.perf_counter()
     precision = choose_precision(cfg.launch.mixed_precision)
     tokenizer = load_tokenizer(base, revision)
-    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in train_pairs]
-    if margins is not None:
-        rows = [{**row, "margin": margin} for row, margin in zip(rows, margins, strict=True)]
-    set_seed(seed)  # the score head is initialised randomly
-    model = load_model(base, AutoModelForSequenceClassification, precision, revision, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    base_ref = BaseModelRef(base, revision, AutoModelForSequenceClassification, {"num_labels": 1})
-    with scratch_dir() as scratch:
-        args = RewardConfig(
-            **common_trainer_args(
-                scratch, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
-            ),
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-        )
-        trainer = RewardTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=peft_lora_config(cfg.lora, "SEQ_CLS"),
-            callbacks=list(callbacks),
-        )
-        used = len(trainer.train_dataset)
-        if used == 0:
-            raise ValueError(
-                f"all {len(rows)} reward training pairs are longer than reward_model.max_length="
-                f"{cfg.max_length} tokens; raise max_length or shorten the responses"
-            )
-        trainer.train()
-        history = list(trainer.state.log_history)
-        batches = batch_metrics(trainer)
-        steps = trainer.state.global_step
-        save_trained(trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
-        main_process = trainer.accelerator.is_main_process
-        del trainer, model
-    release_memory()
-    train_accuracy = step_values(history, "accuracy")
-    heldout = {"accuracy": None, "mean_gap": None, "pairs": len(heldout_pairs)}
-    if main_process:
-        with RewardScorer(str(out_dir)) as scorer:
-            heldout = pairwise_accuracy(scorer, heldout_pairs)
+    rows = _training_rows(train_pairs, margins)
+    run = train_and_save(
+        _trainer_builder(base, revision, rows, cfg, seed, precision, tokenizer, callbacks),
+        tokenizer,
+        BaseModelRef(base, revision, AutoModelForSequenceClassification, {"num_labels": 1}),
+        out_dir,
+        cfg.lora.enabled,
+        check_trainer=_pairs_fit_checker(rows, cfg.max_length),
+    )
+    heldout = _heldout_metrics(run, out_dir, heldout_pairs)
     return {
-        **loss_metrics(history),
-        **batches,
-        "per_step": per_step_metrics(history, ("loss", "accuracy", "margin", "learning_rate", "grad_norm")),
-        "steps": steps,
-        "examples": len(train_pairs),
-        "examples_used": used,
+        **run_metrics(run, cfg, precision, started, len(train_pairs), REWARD_STEP_KEYS),
+        "examples_used": run.examples_used,
         "margin_used": margins is not None,
-        "train_accuracy_last": train_accuracy[-1] if train_accuracy else None,
-        "heldout_accuracy": heldout["accuracy"],
-        "heldout_mean_gap": heldout["mean_gap"],
-        "heldout_pairs": heldout["pairs"],
-        "lora": cfg.lora.enabled,
-        "mixed_precision": precision.mixed_precision,
-        "runtime_s": round(time.perf_counter() - started, 2),
+        **heldout,
     }

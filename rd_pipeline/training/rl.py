@@ -10,22 +10,21 @@ from typing import Any
 from rd_pipeline.config import RlConfig
 from rd_pipeline.training.common import (
     BaseModelRef,
-    batch_metrics,
+    Precision,
+    TrainedRun,
     check_records,
     choose_precision,
-    common_trainer_args,
     load_model,
     load_tokenizer,
-    loss_metrics,
     peft_lora_config,
-    per_step_metrics,
-    release_memory,
-    save_trained,
-    scratch_dir,
+    run_metrics,
     step_values,
+    train_and_save,
+    trainer_args,
 )
 
 PROMPT_FIELDS = {"prompt": ("system", "user")}
+RL_STEP_KEYS = ("loss", "reward", "reward_std", "kl", "learning_rate")
 
 
 def _trainer_classes(algorithm: str):
@@ -40,6 +39,66 @@ def _trainer_classes(algorithm: str):
     raise ValueError(f"rl.algorithm must be 'grpo' or 'rloo', got {algorithm!r}")
 
 
+def _trainer_builder(
+    policy: str,
+    reward_model: str,
+    prompts: Sequence[dict],
+    cfg: RlConfig,
+    seed: int,
+    precision: Precision,
+    tokenizer,
+    callbacks: Sequence[Any],
+):
+    """A function of the scratch output_dir that builds the GRPO or RLOO trainer with the reward model as
+    its only reward function."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    config_class, trainer_class = _trainer_classes(cfg.algorithm)
+    reward_tokenizer = load_tokenizer(reward_model)
+    dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in prompts])
+
+    def build(scratch: str):
+        args = config_class(
+            **trainer_args(cfg, scratch, seed, precision),
+            num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            beta=cfg.beta,
+            log_completions=False,
+        )
+        return trainer_class(
+            model=load_model(policy, AutoModelForCausalLM, precision),
+            reward_funcs=reward_model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            reward_processing_classes=reward_tokenizer,
+            peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
+            callbacks=list(callbacks),
+        )
+
+    return build
+
+
+def _reward_metrics(run: TrainedRun, cfg: RlConfig) -> dict[str, Any]:
+    """Rewards and KL per step (first and last too), completions sampled and their mean length."""
+    rewards = step_values(run.history, "reward")
+    kls = step_values(run.history, "kl")
+    lengths = step_values(run.history, "completions/mean_length")
+    return {
+        "algorithm": cfg.algorithm,
+        "completions": run.steps * run.batches["global_batch_size"],
+        "reward_start": rewards[0] if rewards else None,
+        "reward_end": rewards[-1] if rewards else None,
+        "rewards": rewards,
+        "beta": cfg.beta,
+        "kl_end": kls[-1] if kls else None,
+        "kls": kls,
+        "mean_completion_length": sum(lengths) / len(lengths) if lengths else None,
+    }
+
+
 def train_rl(
     policy: str,
     reward_model: str,
@@ -52,83 +111,26 @@ def train_rl(
     """Train ``policy`` on ``prompts`` ({"prompt": [user message]}) with ``reward_model`` as the only reward.
 
     Each step samples ``cfg.num_generations`` completions per prompt; ``cfg.batch_size`` counts completions
-    per step, so it must be a multiple of ``num_generations``. With ``cfg.beta`` > 0 the loss adds a KL
-    penalty against the reference: ``policy`` itself as loaded (the SFT student), or the policy with its LoRA
-    adapter disabled. The merged policy goes to ``out_dir``; metrics include reward_start and reward_end (mean
-    reward of the first and last logged step), per-step rewards and KL (``rewards``, ``kls``, ``per_step``).
+    per step (a multiple of ``num_generations``, which RlConfig checks). With ``cfg.beta`` > 0 the loss adds a
+    KL penalty against the reference: ``policy`` itself as loaded (the SFT student), or the policy with its
+    LoRA adapter disabled. The merged policy goes to ``out_dir``; metrics include reward_start and reward_end
+    (mean reward of the first and last logged step), per-step rewards and KL (``rewards``, ``kls``,
+    ``per_step``).
     """
     from transformers import AutoModelForCausalLM
 
     check_records(prompts, "RL prompt", PROMPT_FIELDS)
-    if cfg.batch_size % cfg.num_generations != 0:
-        raise ValueError(
-            f"rl.batch_size ({cfg.batch_size}) must be a multiple of rl.num_generations "
-            f"({cfg.num_generations}): each step scores whole groups of completions of the same prompt"
-        )
-    config_class, trainer_class = _trainer_classes(cfg.algorithm)
-    from datasets import Dataset
-
     started = time.perf_counter()
     precision = choose_precision(cfg.launch.mixed_precision)
     tokenizer = load_tokenizer(policy)
-    reward_tokenizer = load_tokenizer(reward_model)
-    dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in prompts])
-    with scratch_dir() as scratch:
-        args = config_class(
-            **common_trainer_args(
-                scratch, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
-            ),
-            max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size,
-            num_generations=cfg.num_generations,
-            max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature,
-            beta=cfg.beta,
-            log_completions=False,
-        )
-        trainer = trainer_class(
-            model=load_model(policy, AutoModelForCausalLM, precision),
-            reward_funcs=reward_model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            reward_processing_classes=reward_tokenizer,
-            peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
-            callbacks=list(callbacks),
-        )
-        trainer.train()
-        history = list(trainer.state.log_history)
-        batches = batch_metrics(trainer)
-        steps = trainer.state.global_step
-        save_trained(
-            trainer,
-            tokenizer,
-            BaseModelRef(policy, None, AutoModelForCausalLM, {}),
-            out_dir,
-            cfg.lora.enabled,
-        )
-        del trainer
-    release_memory()
-    rewards = step_values(history, "reward")
-    kls = step_values(history, "kl")
-    lengths = step_values(history, "completions/mean_length")
+    run = train_and_save(
+        _trainer_builder(policy, reward_model, prompts, cfg, seed, precision, tokenizer, callbacks),
+        tokenizer,
+        BaseModelRef(policy, None, AutoModelForCausalLM, {}),
+        out_dir,
+        cfg.lora.enabled,
+    )
     return {
-        **loss_metrics(history),
-        **batches,
-        "algorithm": cfg.algorithm,
-        "steps": steps,
-        "examples": len(prompts),
-        "completions": steps * batches["global_batch_size"],
-        "reward_start": rewards[0] if rewards else None,
-        "reward_end": rewards[-1] if rewards else None,
-        "rewards": rewards,
-        "beta": cfg.beta,
-        "kl_end": kls[-1] if kls else None,
-        "kls": kls,
-        "per_step": per_step_metrics(history, ("loss", "reward", "reward_std", "kl", "learning_rate")),
-        "mean_completion_length": sum(lengths) / len(lengths) if lengths else None,
-        "lora": cfg.lora.enabled,
-        "mixed_precision": precision.mixed_precision,
-        "runtime_s": round(time.perf_counter() - started, 2),
+        **run_metrics(run, cfg, precision, started, len(prompts), RL_STEP_KEYS),
+        **_reward_metrics(run, cfg),
     }

@@ -10,21 +10,18 @@ from typing import Any
 from rd_pipeline.config import SftConfig
 from rd_pipeline.training.common import (
     BaseModelRef,
-    batch_metrics,
     check_records,
     choose_precision,
-    common_trainer_args,
     load_model,
     load_tokenizer,
-    loss_metrics,
     peft_lora_config,
-    per_step_metrics,
-    release_memory,
-    save_trained,
-    scratch_dir,
+    run_metrics,
+    train_and_save,
+    trainer_args,
 )
 
 SFT_FIELDS = {"prompt": ("system", "user", "assistant"), "completion": ("assistant",)}
+SFT_STEP_KEYS = ("loss", "learning_rate", "grad_norm")
 
 
 def train_sft(
@@ -51,21 +48,12 @@ def train_sft(
     precision = choose_precision(cfg.launch.mixed_precision)
     tokenizer = load_tokenizer(base, revision)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    base_ref = BaseModelRef(base, revision, AutoModelForCausalLM, {})
-    with scratch_dir() as scratch:
+
+    def build_trainer(scratch: str) -> SFTTrainer:
         args = SFTConfig(
-            **common_trainer_args(
-                scratch, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
-            ),
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            completion_only_loss=True,
-            packing=False,
+            **trainer_args(cfg, scratch, seed, precision), completion_only_loss=True, packing=False
         )
-        trainer = SFTTrainer(
+        return SFTTrainer(
             model=load_model(base, AutoModelForCausalLM, precision, revision),
             args=args,
             train_dataset=dataset,
@@ -73,24 +61,11 @@ def train_sft(
             peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
             callbacks=list(callbacks),
         )
-        trainer.train()
-        history = list(trainer.state.log_history)
-        batches = batch_metrics(trainer)
-        steps = trainer.state.global_step
-        epochs = trainer.state.epoch
-        used = len(trainer.train_dataset)
-        save_trained(trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
-        del trainer
-    release_memory()
+
+    base_ref = BaseModelRef(base, revision, AutoModelForCausalLM, {})
+    run = train_and_save(build_trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
     return {
-        **loss_metrics(history),
-        **batches,
-        "per_step": per_step_metrics(history, ("loss", "learning_rate", "grad_norm")),
-        "steps": steps,
-        "examples": len(examples),
-        "examples_used": used,
-        "epochs": epochs,
-        "lora": cfg.lora.enabled,
-        "mixed_precision": precision.mixed_precision,
-        "runtime_s": round(time.perf_counter() - started, 2),
+        **run_metrics(run, cfg, precision, started, len(examples), SFT_STEP_KEYS),
+        "examples_used": run.examples_used,
+        "epochs": run.epochs,
     }
