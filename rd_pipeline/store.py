@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -226,8 +227,11 @@ def _is_corruption(error: duckdb.Error) -> bool:
 
 
 def _reason(error: BaseException) -> str:
-    """The first line of a DuckDB error, without the path (the message names the file already)."""
-    return str(error).splitlines()[0].strip()
+    """The first line of a DuckDB error, without the quoted path (the message names the file already)."""
+    line = str(error).splitlines()[0].strip()
+    if "not a valid duckdb database" in line.lower():
+        return "not a DuckDB database file"
+    return re.sub(r'\s*(from )?(file )?"[^"]*"', "", line.removeprefix("IO Error: "))
 
 
 class Store:
