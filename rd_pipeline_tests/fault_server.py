@@ -41,6 +41,7 @@ class FaultSettings:
     seed: int = 0
     required_key: str | None = None  # when set, other keys get a 401 whose body echoes the key sent
     models_status: int = 200  # the status GET /v1/models answers with (e.g. 503: the listing is down)
+    owned_by: str = "fault-server"  # the model's `owned_by` in GET /v1/models (change it to change the model)
     # For a chat request that asks for logprobs: the tokens to answer with, each with its top alternatives
     # (token -> logprob), from the request body; None answers as usual, without logprobs.
     logprob_script: Callable[[dict[str, Any]], list[tuple[str, dict[str, float]]] | None] | None = None
@@ -126,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "id": settings.model,
                 "object": "model",
                 "created": MODEL_CREATED,
-                "owned_by": "fault-server",
+                "owned_by": settings.owned_by,
             }
             self._send_json(200, {"object": "list", "data": [entry]})
         elif self.path.rstrip("/") == "/stats":

@@ -379,6 +379,15 @@ def test_identity_is_observed_once_and_kept_through_a_listing_outage(
         completions, stats = again.generate(requests)
         assert stats.backend_requests == 0 and [c.text for c in completions] == [c.text for c in first]
 
+        server.settings.models_status, server.settings.owned_by = 200, "new-owner"  # a real change of model
+        changed = make_generator(server.base_url, tmp_path).observe_identity()
+        assert (
+            changed["owned_by"] == "new-owner"
+            and changed["model_fingerprint"] != identity["model_fingerprint"]
+        )
+        assert "reports a changed model 'fake-model'" in caplog.text
+
+        server.settings.models_status = 503
         sent = server.stats()["requests"]
         fresh = make_generator(server.base_url, tmp_path / "fresh")
         with pytest.raises(IdentityUnobservable, match="no earlier observation is recorded"):
