@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, select_prompts
+from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash
 
 
@@ -50,6 +51,7 @@ def read_prompts(ctx: StepContext, benchmark: str, split: str) -> list[dict[str,
     return rows
 
 
+@committed("benchmark_prompts")
 def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
     cfg = ctx.config.benchmark(benchmark)
     selection = select_prompts(ctx.config, benchmark)
@@ -57,7 +59,7 @@ def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
     data_version = content_hash([{k: v for k, v in row.items() if k != "data_version"} for row in rows])
     for row in rows:
         row["data_version"] = data_version
-    ctx.store.replace_partition("benchmark_prompts", benchmark, rows)
+    ctx.stage("benchmark_prompts", benchmark, rows)
     ctx.record_version("benchmark_prompts", benchmark, data_version)
     splits = Counter(row["split"] for row in rows)
     ctx.log(
