@@ -12,13 +12,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rd_pipeline.config import PipelineConfig, SamplingConfig
+from rd_pipeline.config import BenchmarkConfig, PipelineConfig, SamplingConfig
 
 CheckFn = Callable[[dict[str, Any], PipelineConfig], tuple[bool, dict[str, Any]]]
+
+EVALUATION_ONLY_NOTE = "train_prompts: 0 (evaluation-only)"
+
+
+def evaluation_only_metadata(benchmark: BenchmarkConfig, train_prompts: int) -> dict[str, Any]:
+    """What a training-data partition (teacher or student samples, their labels) reports when its benchmark has
+    no train prompts by configuration (``train_size: 0``, the default of an evaluation-only benchmark): its
+    emptiness is expected, so its checks pass and say why. Nothing for a benchmark that has train prompts."""
+    if benchmark.train_size or train_prompts:
+        return {}
+    return {
+        "train_prompts": 0,
+        "evaluation_only": True,
+        "note": f"{EVALUATION_ONLY_NOTE}: {benchmark.name} has no train prompts by configuration, so this "
+        "partition is empty; eval_scores evaluates it",
+    }
+
+
+def evaluation_only_benchmarks(config: PipelineConfig) -> list[str]:
+    """The configured benchmarks with no train prompts (``train_size: 0``): nothing of theirs is trained on."""
+    return [benchmark.name for benchmark in config.benchmarks if not benchmark.train_size]
+
+
+def _evaluation_only(metadata: dict[str, Any]) -> bool:
+    """A partition empty by configuration (see ``evaluation_only_metadata``), not one that produced nothing."""
+    return metadata.get("evaluation_only") is True and not metadata.get("train_prompts")
 
 
 def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
     rows = metadata.get("rows", metadata.get("labelled_responses", 0)) or 0
+    if _evaluation_only(metadata):
+        return True, {"rows": rows, "evaluation_only": True}
     return rows > 0, {"rows": rows}
 
 
@@ -47,12 +75,15 @@ def _label_coverage(metadata: dict[str, Any], config: PipelineConfig) -> tuple[b
     share = metadata.get("mean_vote_share")
     minima = config.checks
     passed = coverage >= minima.min_label_coverage and (share is None or share >= minima.min_mean_vote_share)
-    return passed, {
+    details = {
         "coverage": coverage,
         "min_coverage": minima.min_label_coverage,
         "mean_vote_share": share,
         "min_mean_vote_share": minima.min_mean_vote_share,
     }
+    if _evaluation_only(metadata):
+        return True, details | {"evaluation_only": True}
+    return passed, details
 
 
 def _gold_label_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:

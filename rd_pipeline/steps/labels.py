@@ -18,6 +18,7 @@ from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_sum
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
+from rd_pipeline.steps.checks import evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.generation_guard import guarded_generation
@@ -162,6 +163,7 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
             "teacher_version": upstream["teacher_version"],
             "label_version": label_version,
             **metadata,
+            **evaluation_only_metadata(config.benchmark(benchmark), len(prompt_rows)),
         },
     )
 
@@ -297,6 +299,7 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
             "same_source_pairs": source_stats.same_source_pairs,
             "teacher_version": labels_version["teacher_version"],
             **metadata,
+            **evaluation_only_metadata(config.benchmark(benchmark), len(prompt_rows)),
         },
     )
 

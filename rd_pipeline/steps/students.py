@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rd_pipeline.config import LaunchConfig
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
+from rd_pipeline.steps.checks import evaluation_only_benchmarks, evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.prompts import read_prompts
@@ -36,6 +37,13 @@ def _lineage(upstream_asset: str, records: dict[str, dict[str, Any]], base: str)
         "upstream": {f"{upstream_asset}[{name}]": lineage_ref(record) for name, record in records.items()},
         "teacher_versions": sorted({record["teacher_version"] for record in records.values()}),
     }
+
+
+def _skipped_benchmarks(ctx: StepContext) -> dict[str, Any]:
+    """The benchmarks a model asset had nothing to train on, because they have no train prompts by configuration
+    (their partitions are empty, and eval_scores still evaluates them)."""
+    names = evaluation_only_benchmarks(ctx.config)
+    return {"evaluation_only_benchmarks": ", ".join(names)} if names else {}
 
 
 def _metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +143,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
             "teacher_versions": ", ".join(teacher_versions),
             "lineage": {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
             **_metric_metadata(metrics),
+            **_skipped_benchmarks(ctx),
         },
     )
 
@@ -171,6 +180,7 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
             "student_version": sft["data_version"],
             "samples_per_prompt": sampling.n * len(sampling.temperatures),
             **generation_metadata(stats, completions),
+            **evaluation_only_metadata(ctx.config.benchmark(benchmark), len(prompts)),
         },
     )
 
@@ -239,6 +249,7 @@ def make_reward_model(ctx: StepContext) -> StepResult:
             "lineage": {f"reward_labels[{n}]": lineage_ref(r) for n, r in labels.items()}
             | {"sft_student": lineage_ref(sft)},
             **_metric_metadata(metrics),
+            **_skipped_benchmarks(ctx),
         },
     )
 
@@ -308,5 +319,6 @@ def make_rl_student(ctx: StepContext) -> StepResult:
             "lineage": lineage["upstream"],
             "teacher_versions": ", ".join(lineage["teacher_versions"]),
             **_metric_metadata(metrics),
+            **_skipped_benchmarks(ctx),
         },
     )

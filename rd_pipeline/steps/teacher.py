@@ -14,6 +14,7 @@ from rd_pipeline.generation.base import (
     Generator,
     SamplingParams,
 )
+from rd_pipeline.steps.checks import evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
 from rd_pipeline.steps.generation_guard import guarded_generation
@@ -163,5 +164,6 @@ def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
             "prompts": len(prompts),
             "teacher_version": version,
             **generation_metadata(stats, completions),
+            **evaluation_only_metadata(ctx.config.benchmark(benchmark), len(prompts)),
         },
     )
