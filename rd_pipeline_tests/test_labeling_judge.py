@@ -339,3 +339,18 @@ def test_text_and_probability_verdicts_combine_per_order():
     judgments, _ = judge_pairwise(judge, [("k", "Q", "one", "two")], max_new_tokens=16)
     assert judgments[0].preference == pytest.approx((0.9 + 1.0) / 2)
     assert judgments[0].paths == ("probability", "text") and judgments[0].consistent
+
+
+def test_no_verdict_request_follows_an_explanation_the_judge_never_wrote():
+    class BudgetCut(ProbabilityJudge):
+        def generate(self, requests, progress=None):
+            completions, stats = super().generate(requests)
+            return [c for c in completions if "cut" not in c.request_id], stats
+
+    judge = BudgetCut(lambda r: "Fine.", lambda r: {"8]]": 1.0})
+    judgments, _ = judge_pointwise(judge, [("kept", "Q", "a"), ("cut", "Q", "b")], max_new_tokens=8)
+    assert [r.request_id for r in judge.scored] == ["pointwise:kept"]
+    assert [(j.key, j.path, j.score) for j in judgments] == [
+        ("kept", "probability", 8.0),
+        ("cut", "none", None),
+    ]

@@ -288,10 +288,13 @@ def _collect_verdicts(
     verdict_turns = {
         rid: _verdict_turn(task.messages, texts.get(rid, ""), fmt) for rid, task in tasks.items()
     }
-    scoring = [ScoringRequest(rid, turn, fmt.candidates) for rid, turn in verdict_turns.items()]
+    # Only explanations the judge wrote are followed by a verdict request (none where a budget cut it short).
+    scoring = [
+        ScoringRequest(rid, turn, fmt.candidates) for rid, turn in verdict_turns.items() if rid in texts
+    ]
     distributions, scoring_stats = generator.score_candidates(scoring)
     stats = add_stats(stats, scoring_stats)
-    normalized = {
+    normalized = dict.fromkeys(tasks, (None, None)) | {
         request.request_id: _normalized(d, fmt.candidates)
         for request, d in zip(scoring, distributions, strict=True)
     }
