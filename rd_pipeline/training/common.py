@@ -91,21 +91,6 @@ def common_trainer_args(
     }
 
 
-def trainer_args(cfg: TrainerConfig, output_dir: str, seed: int, precision: Precision) -> dict[str, Any]:
-    """The TRL config arguments of a stage's settings: the shared ones, then its optimizer, batch and length."""
-    args = {
-        **common_trainer_args(
-            output_dir, seed, precision, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing
-        ),
-        "max_steps": cfg.max_steps,
-        "learning_rate": cfg.learning_rate,
-        "per_device_train_batch_size": cfg.batch_size,
-    }
-    if isinstance(cfg, EpochTrainerConfig):
-        args.update(num_train_epochs=cfg.epochs, max_length=cfg.max_length)
-    return args
-
-
 def batch_metrics(trainer) -> dict[str, Any]:
     """The batch a trainer's optimizer steps saw, over all processes, and whether activations were recomputed."""
     args = trainer.args
@@ -305,26 +290,94 @@ def train_and_save(
     return run
 
 
-def run_metrics(
-    run: TrainedRun,
-    cfg: TrainerConfig,
-    precision: Precision,
-    started: float,
-    examples: int,
-    step_keys: Sequence[str],
-) -> dict[str, Any]:
-    """The metrics every stage reports: losses, batch, per-step values, steps, examples, LoRA, precision and
-    the wall time since ``started`` (a ``time.perf_counter()`` reading)."""
-    return {
-        **loss_metrics(run.history),
-        **run.batches,
-        "per_step": per_step_metrics(run.history, step_keys),
-        "steps": run.steps,
-        "examples": examples,
-        "lora": cfg.lora.enabled,
-        "mixed_precision": precision.mixed_precision,
-        "runtime_s": round(time.perf_counter() - started, 2),
-    }
+@dataclass(frozen=True)
+class Stage:
+    """A training stage under way: its settings, the checkpoint it starts from, seed, callbacks, precision,
+    tokenizer and start time. SFT, reward model and RL each build their own trainer; the rest is here."""
+
+    cfg: TrainerConfig
+    base: str
+    revision: str | None
+    seed: int
+    callbacks: tuple[Any, ...]
+    precision: Precision
+    tokenizer: Any
+    started: float
+
+    @classmethod
+    def start(
+        cls,
+        cfg: TrainerConfig,
+        base: str,
+        seed: int = 0,
+        revision: str | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> Stage:
+        """Start the clock, choose the precision and load ``base``'s tokenizer."""
+        started = time.perf_counter()
+        precision = choose_precision(cfg.launch.mixed_precision)
+        tokenizer = load_tokenizer(base, revision)
+        return cls(cfg, base, revision, seed, tuple(callbacks), precision, tokenizer, started)
+
+    def trainer_args(self, output_dir: str) -> dict[str, Any]:
+        """The TRL config arguments of the stage's settings: shared ones, optimizer, batch and length."""
+        cfg = self.cfg
+        args = {
+            **common_trainer_args(
+                output_dir,
+                self.seed,
+                self.precision,
+                cfg.gradient_accumulation_steps,
+                cfg.gradient_checkpointing,
+            ),
+            "max_steps": cfg.max_steps,
+            "learning_rate": cfg.learning_rate,
+            "per_device_train_batch_size": cfg.batch_size,
+        }
+        if isinstance(cfg, EpochTrainerConfig):
+            args.update(num_train_epochs=cfg.epochs, max_length=cfg.max_length)
+        return args
+
+    def load_model(self, auto_class, **config_overrides: Any):
+        """The base checkpoint, loaded with ``auto_class`` in the training dtype."""
+        return load_model(self.base, auto_class, self.precision, self.revision, **config_overrides)
+
+    def trainer_kwargs(self, task_type: str) -> dict[str, Any]:
+        """Trainer arguments every stage passes: tokenizer, LoRA settings for ``task_type``, callbacks."""
+        return {
+            "processing_class": self.tokenizer,
+            "peft_config": peft_lora_config(self.cfg.lora, task_type),
+            "callbacks": list(self.callbacks),
+        }
+
+    def train(
+        self,
+        build_trainer: Callable[[str], Any],
+        auto_class,
+        out_dir: Path,
+        check_trainer: Callable[[Any], None] | None = None,
+        **config_overrides: Any,
+    ) -> TrainedRun:
+        """Build, check, train and save (see ``train_and_save``); LoRA adapters are merged into a fresh
+        ``auto_class`` copy of the base checkpoint (with ``config_overrides``)."""
+        base_ref = BaseModelRef(self.base, self.revision, auto_class, config_overrides)
+        return train_and_save(
+            build_trainer, self.tokenizer, base_ref, out_dir, self.cfg.lora.enabled, check_trainer
+        )
+
+    def metrics(self, run: TrainedRun, examples: int, step_keys: Sequence[str]) -> dict[str, Any]:
+        """The metrics every stage reports: losses, batch, per-step values, steps, examples, LoRA,
+        precision and the wall time since the stage started."""
+        return {
+            **loss_metrics(run.history),
+            **run.batches,
+            "per_step": per_step_metrics(run.history, step_keys),
+            "steps": run.steps,
+            "examples": examples,
+            "lora": self.cfg.lora.enabled,
+            "mixed_precision": self.precision.mixed_precision,
+            "runtime_s": round(time.perf_counter() - self.started, 2),
+        }
 
 
 def release_memory() -> None:

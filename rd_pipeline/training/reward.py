@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RewardModelConfig
-from rd_pipeline.training.common import (
-    BaseModelRef,
-    Precision,
-    TrainedRun,
-    check_records,
-    choose_precision,
-    load_model,
-    load_tokenizer,
-    peft_lora_config,
-    run_metrics,
-    step_values,
-    train_and_save,
-    trainer_args,
-)
+from rd_pipeline.training.common import Stage, TrainedRun, check_records, step_values
 from rd_pipeline.training.scoring import RewardScorer
 
 PAIR_FIELDS = {"prompt": ("system", "user"), "chosen": ("assistant",), "rejected": ("assistant",)}
@@ -67,32 +53,21 @@ def _training_rows(pairs: Sequence[dict], margins: list[float] | None) -> list[d
     return rows
 
 
-def _trainer_builder(
-    base: str,
-    revision: str | None,
-    rows: list[dict],
-    cfg: RewardModelConfig,
-    seed: int,
-    precision: Precision,
-    tokenizer,
-    callbacks: Sequence[Any],
-):
+def _trainer_builder(stage: Stage, rows: list[dict]):
     """A function of the scratch output_dir that builds the RewardTrainer on a freshly seeded score head."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
     def build(scratch: str) -> RewardTrainer:
-        set_seed(seed)  # the score head is initialised randomly
-        model = load_model(base, AutoModelForSequenceClassification, precision, revision, num_labels=1)
-        model.config.pad_token_id = tokenizer.pad_token_id
+        set_seed(stage.seed)  # the score head is initialised randomly
+        model = stage.load_model(AutoModelForSequenceClassification, num_labels=1)
+        model.config.pad_token_id = stage.tokenizer.pad_token_id
         return RewardTrainer(
             model=model,
-            args=RewardConfig(**trainer_args(cfg, scratch, seed, precision)),
+            args=RewardConfig(**stage.trainer_args(scratch)),
             train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=peft_lora_config(cfg.lora, "SEQ_CLS"),
-            callbacks=list(callbacks),
+            **stage.trainer_kwargs("SEQ_CLS"),
         )
 
     return build
@@ -151,22 +126,18 @@ def train_reward_model(
     if heldout_pairs:
         check_records(heldout_pairs, "held-out reward pair", PAIR_FIELDS)
     margins = _margins(train_pairs, "reward training pair")
-    started = time.perf_counter()
-    precision = choose_precision(cfg.launch.mixed_precision)
-    tokenizer = load_tokenizer(base, revision)
+    stage = Stage.start(cfg, base, seed, revision, callbacks)
     rows = _training_rows(train_pairs, margins)
-    run = train_and_save(
-        _trainer_builder(base, revision, rows, cfg, seed, precision, tokenizer, callbacks),
-        tokenizer,
-        BaseModelRef(base, revision, AutoModelForSequenceClassification, {"num_labels": 1}),
+    run = stage.train(
+        _trainer_builder(stage, rows),
+        AutoModelForSequenceClassification,
         out_dir,
-        cfg.lora.enabled,
-        check_trainer=_pairs_fit_checker(rows, cfg.max_length),
+        _pairs_fit_checker(rows, cfg.max_length),
+        num_labels=1,
     )
-    heldout = _heldout_metrics(run, out_dir, heldout_pairs)
     return {
-        **run_metrics(run, cfg, precision, started, len(train_pairs), REWARD_STEP_KEYS),
+        **stage.metrics(run, len(train_pairs), REWARD_STEP_KEYS),
         "examples_used": run.examples_used,
         "margin_used": margins is not None,
-        **heldout,
+        **_heldout_metrics(run, out_dir, heldout_pairs),
     }

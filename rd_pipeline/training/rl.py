@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RlConfig
-from rd_pipeline.training.common import (
-    BaseModelRef,
-    Precision,
-    TrainedRun,
-    check_records,
-    choose_precision,
-    load_model,
-    load_tokenizer,
-    peft_lora_config,
-    run_metrics,
-    step_values,
-    train_and_save,
-    trainer_args,
-)
+from rd_pipeline.training.common import Stage, TrainedRun, check_records, load_tokenizer, step_values
 
 PROMPT_FIELDS = {"prompt": ("system", "user")}
 RL_STEP_KEYS = ("loss", "reward", "reward_std", "kl", "learning_rate")
@@ -39,16 +25,7 @@ def _trainer_classes(algorithm: str):
     raise ValueError(f"rl.algorithm must be 'grpo' or 'rloo', got {algorithm!r}")
 
 
-def _trainer_builder(
-    policy: str,
-    reward_model: str,
-    prompts: Sequence[dict],
-    cfg: RlConfig,
-    seed: int,
-    precision: Precision,
-    tokenizer,
-    callbacks: Sequence[Any],
-):
+def _trainer_builder(stage: Stage, reward_model: str, prompts: Sequence[dict], cfg: RlConfig):
     """A function of the scratch output_dir that builds the GRPO or RLOO trainer with the reward model as
     its only reward function."""
     from datasets import Dataset
@@ -60,7 +37,7 @@ def _trainer_builder(
 
     def build(scratch: str):
         args = config_class(
-            **trainer_args(cfg, scratch, seed, precision),
+            **stage.trainer_args(scratch),
             num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature,
@@ -68,14 +45,12 @@ def _trainer_builder(
             log_completions=False,
         )
         return trainer_class(
-            model=load_model(policy, AutoModelForCausalLM, precision),
+            model=stage.load_model(AutoModelForCausalLM),
             reward_funcs=reward_model,
             args=args,
             train_dataset=dataset,
-            processing_class=tokenizer,
             reward_processing_classes=reward_tokenizer,
-            peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
-            callbacks=list(callbacks),
+            **stage.trainer_kwargs("CAUSAL_LM"),
         )
 
     return build
@@ -120,17 +95,6 @@ def train_rl(
     from transformers import AutoModelForCausalLM
 
     check_records(prompts, "RL prompt", PROMPT_FIELDS)
-    started = time.perf_counter()
-    precision = choose_precision(cfg.launch.mixed_precision)
-    tokenizer = load_tokenizer(policy)
-    run = train_and_save(
-        _trainer_builder(policy, reward_model, prompts, cfg, seed, precision, tokenizer, callbacks),
-        tokenizer,
-        BaseModelRef(policy, None, AutoModelForCausalLM, {}),
-        out_dir,
-        cfg.lora.enabled,
-    )
-    return {
-        **run_metrics(run, cfg, precision, started, len(prompts), RL_STEP_KEYS),
-        **_reward_metrics(run, cfg),
-    }
+    stage = Stage.start(cfg, policy, seed, callbacks=callbacks)
+    run = stage.train(_trainer_builder(stage, reward_model, prompts, cfg), AutoModelForCausalLM, out_dir)
+    return {**stage.metrics(run, len(prompts), RL_STEP_KEYS), **_reward_metrics(run, cfg)}

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import SftConfig
-from rd_pipeline.training.common import (
-    BaseModelRef,
-    check_records,
-    choose_precision,
-    load_model,
-    load_tokenizer,
-    peft_lora_config,
-    run_metrics,
-    train_and_save,
-    trainer_args,
-)
+from rd_pipeline.training.common import Stage, check_records
 
 SFT_FIELDS = {"prompt": ("system", "user", "assistant"), "completion": ("assistant",)}
 SFT_STEP_KEYS = ("loss", "learning_rate", "grad_norm")
@@ -44,28 +33,21 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     check_records(examples, "SFT example", SFT_FIELDS)
-    started = time.perf_counter()
-    precision = choose_precision(cfg.launch.mixed_precision)
-    tokenizer = load_tokenizer(base, revision)
+    stage = Stage.start(cfg, base, seed, revision, callbacks)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
 
     def build_trainer(scratch: str) -> SFTTrainer:
-        args = SFTConfig(
-            **trainer_args(cfg, scratch, seed, precision), completion_only_loss=True, packing=False
-        )
+        args = SFTConfig(**stage.trainer_args(scratch), completion_only_loss=True, packing=False)
         return SFTTrainer(
-            model=load_model(base, AutoModelForCausalLM, precision, revision),
+            model=stage.load_model(AutoModelForCausalLM),
             args=args,
             train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_lora_config(cfg.lora, "CAUSAL_LM"),
-            callbacks=list(callbacks),
+            **stage.trainer_kwargs("CAUSAL_LM"),
         )
 
-    base_ref = BaseModelRef(base, revision, AutoModelForCausalLM, {})
-    run = train_and_save(build_trainer, tokenizer, base_ref, out_dir, cfg.lora.enabled)
+    run = stage.train(build_trainer, AutoModelForCausalLM, out_dir)
     return {
-        **run_metrics(run, cfg, precision, started, len(examples), SFT_STEP_KEYS),
+        **stage.metrics(run, len(examples), SFT_STEP_KEYS),
         "examples_used": run.examples_used,
         "epochs": run.epochs,
     }

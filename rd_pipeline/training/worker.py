@@ -49,61 +49,38 @@ def _step_reporter(pipes: Any):
     return StepReporter()
 
 
-def _train_sft(settings: dict[str, Any], records: dict[str, list], out_dir: Path, callbacks: list[Any]):
-    from rd_pipeline.training.sft import train_sft
-
-    cfg = SftConfig.model_validate(settings["config"])
-    return train_sft(
-        settings["base"],
-        records["examples"],
-        cfg,
-        out_dir,
-        settings["seed"],
-        settings.get("revision"),
-        callbacks,
-    )
-
-
-def _train_reward_model(
-    settings: dict[str, Any], records: dict[str, list], out_dir: Path, callbacks: list[Any]
-):
-    from rd_pipeline.training.reward import train_reward_model
-
-    cfg = RewardModelConfig.model_validate(settings["config"])
-    return train_reward_model(
-        settings["base"],
-        records["train_pairs"],
-        records["heldout_pairs"],
-        cfg,
-        out_dir,
-        settings["seed"],
-        settings.get("revision"),
-        callbacks,
-    )
-
-
-def _train_rl(settings: dict[str, Any], records: dict[str, list], out_dir: Path, callbacks: list[Any]):
-    from rd_pipeline.training.rl import train_rl
-
-    cfg = RlConfig.model_validate(settings["config"])
-    return train_rl(
-        settings["base"],
-        settings["reward_model"],
-        records["prompts"],
-        cfg,
-        out_dir,
-        settings["seed"],
-        callbacks,
-    )
-
-
-TRAINERS = {"sft": _train_sft, "reward_model": _train_reward_model, "rl": _train_rl}
-
-
 def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
-    if job["kind"] not in TRAINERS:
-        raise ValueError(f"unknown training job kind {job['kind']!r}")
-    return TRAINERS[job["kind"]](job["settings"], job["records"], Path(job["out_dir"]), callbacks)
+    settings, records, out_dir = job["settings"], job["records"], Path(job["out_dir"])
+    seed = settings["seed"]
+    if job["kind"] == "sft":
+        from rd_pipeline.training.sft import train_sft
+
+        cfg = SftConfig.model_validate(settings["config"])
+        return train_sft(
+            settings["base"], records["examples"], cfg, out_dir, seed, settings.get("revision"), callbacks
+        )
+    if job["kind"] == "reward_model":
+        from rd_pipeline.training.reward import train_reward_model
+
+        cfg = RewardModelConfig.model_validate(settings["config"])
+        return train_reward_model(
+            settings["base"],
+            records["train_pairs"],
+            records["heldout_pairs"],
+            cfg,
+            out_dir,
+            seed,
+            settings.get("revision"),
+            callbacks,
+        )
+    if job["kind"] == "rl":
+        from rd_pipeline.training.rl import train_rl
+
+        cfg = RlConfig.model_validate(settings["config"])
+        return train_rl(
+            settings["base"], settings["reward_model"], records["prompts"], cfg, out_dir, seed, callbacks
+        )
+    raise ValueError(f"unknown training job kind {job['kind']!r}")
 
 
 def launch_record(launch: LaunchConfig) -> dict[str, Any]:
