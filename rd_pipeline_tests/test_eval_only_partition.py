@@ -13,7 +13,7 @@ import yaml
 from rd_pipeline.config import PRESETS_DIR, load_config
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import ASSET_NAMES, materialize_graph, plan_runs
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.checks import evaluate_checks, evaluation_only_benchmarks, evaluation_only_metadata
 from rd_pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +113,10 @@ def test_unlabelled_partition_with_train_prompts_still_fails_coverage():
     assert refused == {"not_empty", "label_coverage"}
     evaluation_only = {"rows": 0, "coverage": 0.0, "train_prompts": 0, "evaluation_only": True}
     assert all(o.passed for o in evaluate_checks("pseudo_labels", evaluation_only, config))
+
+
+def test_gpu_example_evaluates_gsm_plus_only_with_checks_enforced():
+    config = load_config(ROOT / "examples" / "gpu.yaml")
+    assert config.checks.enforce and evaluation_only_benchmarks(config) == ["gsm_plus"]
+    assert evaluation_only_metadata(config.benchmark("gsm_plus"), 0)["evaluation_only"] is True
+    assert evaluation_only_metadata(config.benchmark("gsm8k"), 0) == {}
