@@ -274,3 +274,25 @@ def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, 
     replayed, _ = again.score_candidates(requests)
     again.close()
     assert replayed == scores and again.engine_starts == 0
+
+
+def test_openai_server_that_starts_a_new_reply_is_read_after_the_prefix(tmp_path: Path) -> None:
+    """Servers that do not continue a final assistant message answer with a new reply: "Rating: [[7]]"."""
+
+    def new_reply(body: dict) -> list[tuple[str, dict[str, float]]] | None:
+        if body["messages"][-1]["role"] != "assistant":
+            return None
+        return [
+            ("Rating", {"Rating": 0.0}),
+            (":", {":": 0.0}),
+            (" [", {" [": 0.0}),
+            ("[", {"[": 0.0}),
+            ("7", {"7": math.log(0.6), "9": math.log(0.4)}),
+            ("]]", {"]]": 0.0}),
+        ]
+
+    with FaultServer(FaultSettings(logprob_script=new_reply)) as server:
+        judgments, _ = judge_pointwise(
+            make_generator(_api_judge(server), tmp_path), ITEMS[:1], max_new_tokens=16
+        )
+    assert judgments[0].path == "probability" and judgments[0].score == pytest.approx(7 * 0.6 + 9 * 0.4)

@@ -19,8 +19,9 @@ from rd_pipeline.generation.journal import Journal
 
 TOP_LOGPROBS = 20
 """How many alternatives per position to ask an engine or server for (OpenAI's and vLLM's default maximum)."""
-SCORING_MAX_TOKENS = 4
-"""Tokens to generate when candidates are read from top logprobs: enough to tell "1]]" from "10]]"."""
+SCORING_MAX_TOKENS = 8
+"""Tokens to generate when candidates are read from top logprobs: enough to tell "1]]" from "10]]", and for a
+server that starts a new reply instead of continuing the prefill, to write the prefix again first."""
 
 
 @dataclass(frozen=True)
