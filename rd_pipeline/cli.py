@@ -13,7 +13,7 @@ from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.config import ConfigError, PipelineConfig, preset_names, resolve_config
 from rd_pipeline.generation.journal import JournalCorruptError
 from rd_pipeline.preflight import InputError
-from rd_pipeline.store import StoreCorruptError
+from rd_pipeline.store import StoreCorruptError, store_path
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +84,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rd_pipeline.store import Store
 
     config = _config(args)
-    scores = Store(config.rd_home() / "rd.duckdb").read("eval_scores")
+    scores = Store(store_path(config.rd_home())).read("eval_scores")
     if not scores:
         print("rd: no eval scores yet; run `rd materialize` first.", file=sys.stderr)
         return 1
@@ -100,7 +100,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from rd_pipeline.store import Store
 
     config = _config(args)
-    store = Store(config.rd_home() / "rd.duckdb")
+    store = Store(store_path(config.rd_home()))
     partitions = [args.partition] if args.partition else [""] + config.benchmark_names
     found = False
     for benchmark in partitions:
@@ -195,7 +195,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
     config = _config(args)
     home = config.rd_home()
-    database = home / "rd.duckdb"
+    database = store_path(home)
     before = _checkpoints(home)
     if database.exists():
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

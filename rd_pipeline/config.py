@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,15 +9,21 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rd_pipeline.hashing import short_hash
+
 PRESETS_DIR = Path(__file__).parent / "presets"
-VERIFIABLE_BENCHMARKS = ("gsm8k", "gsm_plus", "mmlu_pro")
+# The benchmark registry's names (rd_pipeline.benchmarks.BENCHMARKS, which imports this module), in report order;
+# these and the lists below are what the registry's benchmarks declare, as a test checks.
+ALL_BENCHMARKS = ("gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval")
+# Benchmarks without a gold answer (not ``verifiable``): answers are judged.
 OPEN_ENDED_BENCHMARKS = ("alpaca_eval",)
-ALL_BENCHMARKS = VERIFIABLE_BENCHMARKS + OPEN_ENDED_BENCHMARKS
 # Benchmarks that are evaluation data only: GSM-Plus perturbs GSM8K test questions (each benchmark declares this too).
 EVAL_ONLY_BENCHMARKS = ("gsm_plus",)
 # Benchmarks evaluated on every record unless eval_size says otherwise.
 EVALUATED_IN_FULL = ("alpaca_eval",)
 DEFAULT_TRAIN_SIZE, DEFAULT_EVAL_SIZE = 16, 8
+# The four evaluated models: the teacher, the student before training, after SFT and after RL.
+MODEL_ROLES = ("teacher", "base_student", "sft_student", "rl_student")
 
 
 class ConfigError(ValueError):
@@ -220,7 +224,7 @@ class InstructionSourceConfig(_Strict):
 class BenchmarkConfig(_Strict):
     """Where a benchmark's records come from and how many go to training and evaluation."""
 
-    name: Literal["gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval"] = Field(description="the benchmark")
+    name: Literal[ALL_BENCHMARKS] = Field(description="the benchmark")
     source: Literal["builtin", "local", "hub"] = Field(
         default="builtin",
         description="builtin: a small sample shipped with the code; local: path; hub: the benchmark's dataset",
@@ -582,8 +586,7 @@ class PipelineConfig(_Strict):
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named top-level sections, used in data versions."""
-        payload = {name: _dump(getattr(self, name)) for name in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return short_hash({name: _dump(getattr(self, name)) for name in sections})
 
 
 def _dump(value: object) -> object:

@@ -15,16 +15,16 @@ resolves to (see ``hub_commit``), and loading is pinned to that commit, so the w
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+
+from rd_pipeline.locks import held_lock
 
 TINY_RANDOM = "tiny-random"
 SMOLLM2 = "smollm2-135m-instruct"
@@ -144,16 +144,9 @@ def fingerprint_directory(path: Path) -> str:
     return fingerprint
 
 
-@contextmanager
-def _build_lock(target: Path) -> Iterator[None]:
+def _build_lock(target: Path) -> AbstractContextManager[None]:
     """Serialize concurrent builders of the same checkpoint (e.g. parallel Dagster steps)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return held_lock(target.parent / f".{target.name}.lock")
 
 
 def _tokenizer_corpus() -> list[str]:

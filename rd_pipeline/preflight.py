@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rd_pipeline.config import ModelConfig, PipelineConfig
 from rd_pipeline.generation.journal import verify_journal
-from rd_pipeline.store import Store
+from rd_pipeline.store import Store, store_path
 
 
 class InputError(ValueError):
@@ -69,6 +69,6 @@ def check_benchmark_data(config: PipelineConfig) -> None:
 def check_state(rd_home: Path) -> None:
     """``rd.duckdb`` and every journal under ``rd_home`` can be read (raises ``StoreCorruptError`` or
     ``JournalCorruptError`` naming the file and what recovers it)."""
-    Store(Path(rd_home) / "rd.duckdb").verify()
+    Store(store_path(rd_home)).verify()
     for journal in sorted((Path(rd_home) / "journal").glob("*.sqlite")):
         verify_journal(journal)

@@ -1,12 +1,12 @@
 """The DuckDB store: table schemas, idempotent replacement of one benchmark partition, reads.
 
-The only module with SQL. Connections are opened per operation and closed at once, so no connection is held while
-models generate or train; a writer that finds the file locked by another process waits and retries.
+The only module with DuckDB SQL (the generation journal keeps its own SQLite). Connections are opened per operation
+and closed at once, so no connection is held while models generate or train; a writer that finds the file locked by
+another process waits and retries.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import re
@@ -19,6 +19,15 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from rd_pipeline.locks import held_lock
+
+STORE_FILE = "rd.duckdb"
+
+
+def store_path(rd_home: Path) -> Path:
+    """The DuckDB file of the state directory ``rd_home``."""
+    return Path(rd_home) / STORE_FILE
 
 
 def _response_columns(version_column: str) -> dict[str, str]:
@@ -244,16 +253,12 @@ class Store:
     def _create_once(self) -> None:
         """Create the database file under a file lock, so that processes starting together never open a
         half-written file."""
-        with open(self.path.with_name(f".{self.path.name}.create.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if not self.path.exists():
-                    # Built aside and renamed into place: other processes see no file or a complete one.
-                    staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
-                    duckdb.connect(str(staging)).close()
-                    os.replace(staging, self.path)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with held_lock(self.path.with_name(f".{self.path.name}.create.lock")):
+            if not self.path.exists():
+                # Built aside and renamed into place: other processes see no file or a complete one.
+                staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+                duckdb.connect(str(staging)).close()
+                os.replace(staging, self.path)
 
     def _run(self, action, read_only: bool = False) -> Any:
         """Run ``action(connection)`` with a fresh connection, retrying while another process holds the file."""

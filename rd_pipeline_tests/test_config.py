@@ -130,3 +130,20 @@ def test_rl_batch_size_not_a_multiple_of_num_generations_fails_at_load_time(tmp_
     message = str(raised.value)
     assert str(path) in message
     assert "rl:" in message and "batch_size (6)" in message and "num_generations (4)" in message
+
+
+def test_benchmark_lists_match_the_benchmark_registry():
+    from rd_pipeline.benchmarks import BENCHMARKS
+    from rd_pipeline.config import (
+        ALL_BENCHMARKS,
+        EVAL_ONLY_BENCHMARKS,
+        OPEN_ENDED_BENCHMARKS,
+        BenchmarkConfig,
+    )
+
+    assert ALL_BENCHMARKS == tuple(BENCHMARKS)
+    assert OPEN_ENDED_BENCHMARKS == tuple(name for name, b in BENCHMARKS.items() if not b.verifiable)
+    assert EVAL_ONLY_BENCHMARKS == tuple(name for name, b in BENCHMARKS.items() if b.eval_only)
+    assert [BenchmarkConfig(name=name).eval_only for name in BENCHMARKS] == [
+        b.eval_only for b in BENCHMARKS.values()
+    ]

@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from rd_pipeline.config import MODEL_ROLES  # noqa: E402
 from rd_pipeline.evaluation.metrics import Estimate, surpass_summary, wilson_interval  # noqa: E402
 
-MODEL_ROLES = ("teacher", "base_student", "sft_student", "rl_student")
 METRICS = ("accuracy", "win_rate", "lc_win_rate")
 STUDENT_PREFERENCE = ("rl_student", "sft_student", "base_student")
 ROLE_LABELS = {

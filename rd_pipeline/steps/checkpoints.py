@@ -8,7 +8,6 @@ so damaged weights are trained again (by the asset that makes them) or fail nami
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rd_pipeline.hashing import file_sha256
 from rd_pipeline.steps.context import StepContext
 
 LINEAGE_FILE = "lineage.json"
@@ -30,19 +30,11 @@ def read_lineage(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / LINEAGE_FILE).read_text())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_digests(path: Path) -> dict[str, dict[str, Any]]:
     """``{relative path: {"bytes": size, "sha256": hex}}`` of every file in a checkpoint except its lineage."""
     root = Path(path)
     return {
-        file.relative_to(root).as_posix(): {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+        file.relative_to(root).as_posix(): {"bytes": file.stat().st_size, "sha256": file_sha256(file)}
         for file in sorted(root.rglob("*"))
         if file.is_file() and file.name != LINEAGE_FILE
     }
@@ -102,7 +94,7 @@ def _digest_problem(path: Path, recorded: dict[str, dict[str, Any]]) -> str | No
         size = file.stat().st_size
         if size != expected["bytes"]:
             return f"{name} is {size} bytes, {expected['bytes']} when it was written"
-        if _sha256(file) != expected["sha256"]:
+        if file_sha256(file) != expected["sha256"]:
             return f"{name} does not match the sha256 recorded when it was written"
     return None
 

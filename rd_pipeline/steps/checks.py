@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rd_pipeline.config import BenchmarkConfig, PipelineConfig, SamplingConfig
+from rd_pipeline.config import MODEL_ROLES, BenchmarkConfig, PipelineConfig, SamplingConfig
 
 CheckFn = Callable[[dict[str, Any], PipelineConfig], tuple[bool, dict[str, Any]]]
 
@@ -119,8 +119,7 @@ def _no_eval_overlap(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool,
 
 
 def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    roles = ("teacher", "base_student", "sft_student", "rl_student")
-    missing = [role for role in roles if not any(key.startswith(f"{role}_") for key in metadata)]
+    missing = [role for role in MODEL_ROLES if not any(key.startswith(f"{role}_") for key in metadata)]
     return not missing and (metadata.get("eval_prompts") or 0) > 0, {
         "missing_roles": ", ".join(missing) or "none"
     }

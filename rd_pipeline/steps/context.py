@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -16,16 +15,16 @@ from typing import Any
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.generation.base import GenerationStats, ProgressCallback
 from rd_pipeline.generation.progress import log_progress, progress_bar
+from rd_pipeline.hashing import short_hash
 from rd_pipeline.steps.checks import CheckOutcome
-from rd_pipeline.store import StagedWrites, Store
+from rd_pipeline.store import StagedWrites, Store, store_path
 
 LogFn = Callable[[str], None]
 
 
 def content_hash(*parts: Any) -> str:
     """A short stable hash of JSON-serializable parts."""
-    payload = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return short_hash(parts)
 
 
 @dataclass
@@ -57,7 +56,7 @@ class StepContext:
 
     @property
     def store(self) -> Store:
-        return Store(self.rd_home / "rd.duckdb")
+        return Store(store_path(self.rd_home))
 
     def stage(self, table: str, benchmark: str, rows: Sequence[dict[str, Any]], **match: str) -> int:
         """Replace one partition of ``table`` with ``rows`` when the step commits. Returns the number of rows."""
