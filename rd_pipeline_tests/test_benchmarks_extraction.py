@@ -7,27 +7,36 @@ from pathlib import Path
 
 import pytest
 
-from rd_pipeline.benchmarks import get_benchmark, is_item_correct
+from rd_pipeline.benchmarks import extract_item_answer, is_item_correct
 from rd_pipeline.benchmarks.base import BenchmarkItem
 from rd_pipeline.benchmarks.extraction import extract_choice, extract_number, numbers_equal
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
-GSM8K, GSM_PLUS, MMLU = get_benchmark("gsm8k"), get_benchmark("gsm_plus"), get_benchmark("mmlu_pro")
+FOUR_OPTIONS = ("a", "b", "c", "d")
+
+
+def item(benchmark: str, gold: str, options: tuple[str, ...] = ()) -> BenchmarkItem:
+    """An item of ``benchmark`` with the given gold answer, to score responses the way production does."""
+    return BenchmarkItem(benchmark, "1", "eval", "Q?", gold=gold, options=options)
 
 
 @needs_data
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_every_gsm8k_gold_solution_is_recovered(split):
     rows = [json.loads(line) for line in (DATA / "gsm8k" / f"{split}.jsonl").open()]
-    misses = [r for r in rows if not GSM8K.is_correct(r["answer"], r["answer"].split("####")[-1].strip())]
+    misses = [
+        r
+        for r in rows
+        if not is_item_correct(item("gsm8k", r["answer"].split("####")[-1].strip()), r["answer"])
+    ]
     assert misses == []
 
 
 @needs_data
 def test_every_gsm_plus_gold_solution_is_recovered():
     rows = [json.loads(line) for line in (DATA / "gsm_plus" / "gsmplus_testmini.jsonl").open()]
-    misses = [r for r in rows if not GSM_PLUS.is_correct(r["solution"], r["answer"])]
+    misses = [r for r in rows if not is_item_correct(item("gsm_plus", r["answer"]), r["solution"])]
     assert misses == []
 
 
@@ -37,7 +46,7 @@ def test_gsm8k_last_number_fallback_on_gold_solutions_without_marker():
     recovered = 0
     for row in rows:
         body, gold = row["answer"].rsplit("####", 1)
-        recovered += GSM8K.is_correct(body, gold.strip())
+        recovered += is_item_correct(item("gsm8k", gold.strip()), body)
     assert recovered / len(rows) > 0.95
 
 
@@ -103,11 +112,11 @@ def test_numbers_compare_by_value(a, b, equal):
     ],
 )  # fmt: skip
 def test_gsm_plus_critical_thinking_and_decimals(response, gold, correct):
-    assert GSM_PLUS.is_correct(response, gold) is correct
+    assert is_item_correct(item("gsm_plus", gold), response) is correct
 
 
 def test_gsm8k_does_not_read_refusals_as_none():
-    assert GSM8K.extract_answer("This cannot be determined.") is None
+    assert extract_item_answer(item("gsm8k", "1"), "This cannot be determined.") is None
 
 
 @pytest.mark.parametrize(
@@ -133,10 +142,12 @@ def test_mmlu_pro_fallback_respects_option_count():
     assert extract_choice("It is J or maybe C", n_options=10) == "C"
     assert extract_choice("C or J", n_options=10) == "J"
     assert extract_choice("C or J", n_options=4) == "C"
-    item = BenchmarkItem("mmlu_pro", "1", "eval", "Q?", gold="C", options=("a", "b", "c", "d"))
-    assert is_item_correct(item, "C seems right, not J")
-    assert MMLU.is_correct("answer is (c)", "C") is False  # lower-case letters are not choices
-    assert MMLU.answers_equal("(B)", "b")
+    four = item("mmlu_pro", "C", FOUR_OPTIONS)
+    assert is_item_correct(four, "C seems right, not J")
+    assert not is_item_correct(item("mmlu_pro", "C", ("a", "b")), "C seems right, not J")
+    assert is_item_correct(item("mmlu_pro", "J", ("x",) * 10), "C seems right, not J")
+    assert is_item_correct(four, "answer is (c)") is False  # lower-case letters are not choices
+    assert is_item_correct(item("mmlu_pro", "(b)", FOUR_OPTIONS), "The answer is (B).")
 
 
 @pytest.mark.parametrize(
@@ -148,4 +159,4 @@ def test_mmlu_pro_fallback_respects_option_count():
     ],
 )
 def test_adversarial_math_responses_are_not_credited(response):
-    assert not GSM8K.is_correct(response, "18")
+    assert not is_item_correct(item("gsm8k", "18"), response)

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from rd_pipeline.benchmarks import get_benchmark
+from rd_pipeline.benchmarks import BenchmarkItem, extract_item_answer, is_item_correct
 from rd_pipeline.labeling.judge import pairwise_messages, parse_pairwise, parse_pointwise, pointwise_messages
 
 
@@ -17,29 +17,42 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
 
 
+def _item(benchmark: str, gold: str) -> BenchmarkItem:
+    return BenchmarkItem(benchmark, "measured", "eval", "", gold=gold)
+
+
 def measure_gold(data: Path) -> int:
     """Print recovered/total per file and every miss; return the number of misses."""
-    gsm8k, gsm_plus = get_benchmark("gsm8k"), get_benchmark("gsm_plus")
     cases = [
-        (gsm8k, data / "gsm8k" / "train.jsonl", "answer", lambda r: r["answer"].rsplit("####", 1)[1].strip()),
-        (gsm8k, data / "gsm8k" / "test.jsonl", "answer", lambda r: r["answer"].rsplit("####", 1)[1].strip()),
-        (gsm_plus, data / "gsm_plus" / "gsmplus_testmini.jsonl", "solution", lambda r: r["answer"]),
+        (
+            "gsm8k",
+            data / "gsm8k" / "train.jsonl",
+            "answer",
+            lambda r: r["answer"].rsplit("####", 1)[1].strip(),
+        ),
+        (
+            "gsm8k",
+            data / "gsm8k" / "test.jsonl",
+            "answer",
+            lambda r: r["answer"].rsplit("####", 1)[1].strip(),
+        ),
+        ("gsm_plus", data / "gsm_plus" / "gsmplus_testmini.jsonl", "solution", lambda r: r["answer"]),
     ]
     total_misses = 0
-    for bench, path, field, gold_of in cases:
+    for benchmark, path, field, gold_of in cases:
         rows = _rows(path)
         misses = []
         for number, row in enumerate(rows, start=1):
-            gold = gold_of(row)
-            if not bench.is_correct(row[field], gold):
-                misses.append((number, gold, bench.extract_answer(row[field])))
+            item = _item(benchmark, gold_of(row))
+            if not is_item_correct(item, row[field]):
+                misses.append((number, item.gold, extract_item_answer(item, row[field])))
         print(f"{path}: recovered {len(rows) - len(misses)}/{len(rows)}")
         for number, gold, got in misses:
             print(f"  miss line {number}: gold {gold!r}, extracted {got!r}")
         total_misses += len(misses)
     rows = _rows(data / "gsm8k" / "test.jsonl")
     split_rows = [r["answer"].rsplit("####", 1) for r in rows]
-    fallback = sum(gsm8k.is_correct(body, gold.strip()) for body, gold in split_rows)
+    fallback = sum(is_item_correct(_item("gsm8k", gold.strip()), body) for body, gold in split_rows)
     print(f"gsm8k test, '#### N' line removed (last-number fallback): recovered {fallback}/{len(rows)}")
     return total_misses
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rd_pipeline.benchmarks.alpaca_eval import AlpacaEval
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
@@ -9,7 +11,9 @@ from rd_pipeline.benchmarks.gsm8k import Gsm8k
 from rd_pipeline.benchmarks.gsm_plus import GsmPlus
 from rd_pipeline.benchmarks.mmlu_pro import MmluPro
 from rd_pipeline.benchmarks.selection import PromptSelection, load_pools, select_benchmarks, select_from_pools
-from rd_pipeline.config import BenchmarkConfig, PipelineConfig
+
+if TYPE_CHECKING:  # the configuration reads the registry, so it is not imported here at run time
+    from rd_pipeline.config import BenchmarkConfig, PipelineConfig
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (Gsm8k(), GsmPlus(), MmluPro(), AlpacaEval())}
 
@@ -60,12 +64,8 @@ def validate_benchmarks(config: PipelineConfig) -> list[PromptSelection]:
 
 
 def extract_item_answer(item: BenchmarkItem, response: str) -> str | None:
-    """The final answer of a response to ``item`` (for MMLU-Pro, only letters of its own options count
-    in the last-letter fallback)."""
-    bench = get_benchmark(item.benchmark)
-    if isinstance(bench, MmluPro):
-        return bench.extract_answer(response, n_options=len(item.options))
-    return bench.extract_answer(response)
+    """The final answer of a response to ``item``, as its benchmark reads it."""
+    return get_benchmark(item.benchmark).extract_answer(item, response)
 
 
 def is_item_correct(item: BenchmarkItem, response: str) -> bool:

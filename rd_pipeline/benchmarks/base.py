@@ -1,12 +1,24 @@
-"""What every benchmark provides: normalized items, a prompt, answer extraction and scoring."""
+"""What every benchmark provides: its declared data and traits, normalized items, a prompt, answer extraction.
+
+Each benchmark declares what the rest of the pipeline needs to know about it (its files, hub dataset, whether
+answers are verifiable, whether it is evaluation data only, the field its scores break down by); the loader, the
+configuration and evaluation read those declarations instead of naming benchmarks.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-Split = Literal["train", "eval"]
+from rd_pipeline.benchmarks.hub import hub_source, read_hub
+from rd_pipeline.benchmarks.records import Record, read_json_array, read_jsonl
+from rd_pipeline.benchmarks.sources import SAMPLES
+from rd_pipeline.benchmarks.splits import Split, check_unique
+
+__all__ = ["Benchmark", "BenchmarkItem", "DataPart", "Split"]
 
 
 @dataclass(frozen=True)
@@ -27,30 +39,101 @@ class BenchmarkItem:
     meta: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DataPart:
+    """One file of a benchmark's data, as each source names it."""
+
+    file_name: str  # in a local directory
+    sample_file: str  # the built-in sample, under benchmarks/samples
+    hub_split: str  # the split of the hub dataset
+    split: Split | None = None  # the split of every record in it; None: each record's split is derived
+
+
+@dataclass(frozen=True)
+class _SourcePart:
+    records: Iterator[Record]
+    where: str  # the file or hub split, as named in error messages
+    split: Split | None
+
+
 class Benchmark(ABC):
-    """A benchmark: how to load it, prompt for it, and score answers to it."""
+    """A benchmark: what and where its data is, how to prompt for it, and how to score answers to it."""
 
     name: str
-    verifiable: bool
+    verifiable: bool  # answers have a gold final answer to extract and compare; else open-ended and judged
     eval_only: bool = False  # evaluation data only: no train prompts unless a config explicitly opts in
+    eval_only_reason: str = ""  # why, as error messages say it
+    evaluated_in_full: bool = False  # eval_size defaults to every record
+    parts: tuple[DataPart, ...]  # one part per split where the data comes split, else one
+    file_format: Literal["jsonl", "json"] = (
+        "jsonl"  # json: one array of objects (a .jsonl file is still JSONL)
+    )
+    hub_id: str
+    hub_config: str | None = None
+    breakdown_field: str | None = None  # the ``meta`` field whose values eval scores are broken down by
+    n_options: int = 0  # multiple choice: the most options an item may have; 0: answers are not choices
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The file names a local directory holds the benchmark's data under."""
+        return tuple(part.file_name for part in self.parts)
+
+    def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
+        """Every record of the chosen source (``builtin``, ``local`` file or directory, or ``hub``), normalized;
+        ``split`` is the split of the record's file or hub split where the data comes split."""
+        parts, where = self._source_parts(source, path)
+        items = [
+            self.parse_record(record, part.where, part.split) for part in parts for record in part.records
+        ]
+        check_unique(items, where)
+        return items
+
+    def _source_parts(self, source: str, path: str | None) -> tuple[list[_SourcePart], str]:
+        """The records of each part in the chosen source, and the whole source as error messages name it."""
+        if source == "hub":
+            parts = [
+                _SourcePart(
+                    self.read_hub_split(p.hub_split),
+                    hub_source(self.hub_id, self.hub_config, p.hub_split),
+                    p.split,
+                )
+                for p in self.parts
+            ]
+            splits = "+".join(p.hub_split for p in self.parts)
+            return parts, hub_source(self.hub_id, self.hub_config, splits)
+        if source == "builtin":
+            files = [(SAMPLES / p.sample_file, p.split) for p in self.parts]
+        elif source == "local":
+            if path is None:
+                raise ValueError(f"{self.name}: source 'local' needs a path")
+            root = Path(path)
+            files = [(root / p.file_name, p.split) for p in self.parts] if root.is_dir() else [(root, None)]
+        else:
+            raise ValueError(f"{self.name}: unknown source {source!r}")
+        parts = [_SourcePart(self._read_file(file), str(file), split) for file, split in files]
+        return parts, " + ".join(part.where for part in parts)
+
+    def _read_file(self, file: Path) -> Iterator[Record]:
+        if self.file_format == "jsonl" or file.suffix == ".jsonl":
+            return read_jsonl(file)
+        return read_json_array(file)
+
+    def read_hub_split(self, hub_split: str) -> Iterator[Record]:
+        """The records of one split of the benchmark's hub dataset."""
+        return read_hub(self.hub_id, self.hub_config, hub_split)
 
     @abstractmethod
-    def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
-        """Every record of the chosen source, normalized; ``split`` set where the source has one."""
+    def parse_record(self, record: Record, source: str, split: Split | None) -> BenchmarkItem:
+        """One record as an item; ``source`` names its file in errors, ``split`` is its file's split if known."""
 
     @abstractmethod
     def user_prompt(self, item: BenchmarkItem) -> str:
         """The user message sent to a model for this item."""
 
-    def extract_answer(self, response: str) -> str | None:
-        """The final answer in a model response, or None if there is none."""
+    def extract_answer(self, item: BenchmarkItem, response: str) -> str | None:
+        """The final answer of a response to ``item``, or None if there is none."""
         raise NotImplementedError(f"{self.name} is open-ended: it has no extractable answer")
 
     def answers_equal(self, a: str, b: str) -> bool:
         """Whether two extracted answers are equivalent (by value, not as strings)."""
         raise NotImplementedError(f"{self.name} is open-ended: it has no extractable answer")
-
-    def is_correct(self, response: str, gold: str) -> bool:
-        """Whether a response's final answer matches the gold answer."""
-        answer = self.extract_answer(response)
-        return answer is not None and self.answers_equal(answer, gold)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
+from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, DataPart, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import NONE_ANSWER, extract_number, is_number, numbers_equal
 from rd_pipeline.benchmarks.math_prompt import math_prompt
 from rd_pipeline.benchmarks.records import Record, field_str, short_hash
-from rd_pipeline.benchmarks.sources import read_jsonl_source
-from rd_pipeline.benchmarks.splits import check_unique, hash_split
+from rd_pipeline.benchmarks.splits import hash_split
 
-FILE_NAME = "gsmplus_testmini.jsonl"
-SAMPLE_FILE = "gsm_plus_sample.jsonl"  # written for this project, in the same format
-HUB_ID, HUB_SPLIT = "qintongli/GSM-Plus", "testmini"
 PERTURBATION_TYPES = (
     "numerical substitution",
     "digit expansion",
@@ -32,22 +28,13 @@ class GsmPlus(Benchmark):
     name = "gsm_plus"
     verifiable = True
     eval_only = True
+    eval_only_reason = "its questions perturb GSM8K test questions"
+    # The sample was written for this project, in the same format.
+    parts = (DataPart("gsmplus_testmini.jsonl", "gsm_plus_sample.jsonl", "testmini"),)
+    hub_id = "qintongli/GSM-Plus"
+    breakdown_field = "perturbation_type"
 
-    def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
-        records, where = read_jsonl_source(
-            self.name,
-            source,
-            path,
-            file_name=FILE_NAME,
-            sample_file=SAMPLE_FILE,
-            hub_id=HUB_ID,
-            hub_split=HUB_SPLIT,
-        )
-        items = [self._item(record, where) for record in records]
-        check_unique(items, where)
-        return items
-
-    def _item(self, record: Record, source: str) -> BenchmarkItem:
+    def parse_record(self, record: Record, source: str, split: Split | None) -> BenchmarkItem:
         line, row = record
         question = field_str(row, "question", source, line)
         answer = field_str(row, "answer", source, line).strip()
@@ -70,7 +57,7 @@ class GsmPlus(Benchmark):
     def user_prompt(self, item: BenchmarkItem) -> str:
         return math_prompt(item.question, allow_none=True)
 
-    def extract_answer(self, response: str) -> str | None:
+    def extract_answer(self, item: BenchmarkItem, response: str) -> str | None:
         return extract_number(response, allow_none=True)
 
     def answers_equal(self, a: str, b: str) -> bool:

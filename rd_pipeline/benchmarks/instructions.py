@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rd_pipeline.benchmarks.base import BenchmarkItem
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
@@ -12,7 +13,9 @@ from rd_pipeline.benchmarks.leaks import normalize_text
 from rd_pipeline.benchmarks.records import Record, field_str, read_json_array, read_jsonl, short_hash
 from rd_pipeline.benchmarks.sources import SAMPLES
 from rd_pipeline.benchmarks.splits import check_unique
-from rd_pipeline.config import InstructionSourceConfig
+
+if TYPE_CHECKING:
+    from rd_pipeline.config import InstructionSourceConfig
 
 SAMPLE_FILE = "instructions_sample.jsonl"  # written for this project; disjoint from AlpacaEval
 OPEN_ENDED_BENCHMARK = "alpaca_eval"

@@ -2,50 +2,30 @@
 
 from __future__ import annotations
 
-from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem
+from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, DataPart, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import LETTERS, choices_equal, extract_choice
-from rd_pipeline.benchmarks.records import (
-    Record,
-    field_int,
-    field_str,
-    field_str_list,
-)
-from rd_pipeline.benchmarks.sources import read_jsonl_source
-from rd_pipeline.benchmarks.splits import check_unique, hash_split
-
-FILE_NAME = "test.jsonl"
-SAMPLE_FILE = "mmlu_pro_sample.jsonl"
-HUB_ID, HUB_SPLIT = "TIGER-Lab/MMLU-Pro", "test"
+from rd_pipeline.benchmarks.records import Record, field_int, field_str, field_str_list
+from rd_pipeline.benchmarks.splits import hash_split
 
 
 class MmluPro(Benchmark):
     name = "mmlu_pro"
     verifiable = True
+    parts = (DataPart("test.jsonl", "mmlu_pro_sample.jsonl", "test"),)
+    hub_id = "TIGER-Lab/MMLU-Pro"
+    breakdown_field = "category"
+    n_options = len(LETTERS)
 
-    def load_records(self, source: str, path: str | None) -> list[BenchmarkItem]:
-        records, where = read_jsonl_source(
-            self.name,
-            source,
-            path,
-            file_name=FILE_NAME,
-            sample_file=SAMPLE_FILE,
-            hub_id=HUB_ID,
-            hub_split=HUB_SPLIT,
-        )
-        items = [self._item(record, where) for record in records]
-        check_unique(items, where)
-        return items
-
-    def _item(self, record: Record, source: str) -> BenchmarkItem:
+    def parse_record(self, record: Record, source: str, split: Split | None) -> BenchmarkItem:
         line, row = record
         question_id = field_int(row, "question_id", source, line)
         question = field_str(row, "question", source, line)
         options = field_str_list(row, "options", source, line)
         while options and options[-1].strip() == "N/A":
             options = options[:-1]
-        if not 2 <= len(options) <= len(LETTERS):
-            message = f"field 'options' must hold 2 to 10 options, got {len(options)}"
+        if not 2 <= len(options) <= self.n_options:
+            message = f"field 'options' must hold 2 to {self.n_options} options, got {len(options)}"
             raise BenchmarkDataError(source, line, message)
         answer = field_str(row, "answer", source, line).strip()
         if len(answer) != 1 or answer not in LETTERS[: len(options)]:
@@ -72,8 +52,9 @@ class MmluPro(Benchmark):
             f"Question: {item.question.strip()}\nOptions:\n{options}"
         )
 
-    def extract_answer(self, response: str, n_options: int = len(LETTERS)) -> str | None:
-        return extract_choice(response, n_options)
+    def extract_answer(self, item: BenchmarkItem, response: str) -> str | None:
+        """The chosen letter; in the last-letter fallback only letters of the item's own options count."""
+        return extract_choice(response, len(item.options))
 
     def answers_equal(self, a: str, b: str) -> bool:
         return choices_equal(a, b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
@@ -23,7 +24,9 @@ from rd_pipeline.benchmarks.instructions import (
 )
 from rd_pipeline.benchmarks.leaks import count_matches, drop_matching, question_texts
 from rd_pipeline.benchmarks.records import unit_hash
-from rd_pipeline.config import OPEN_ENDED_BENCHMARKS, BenchmarkConfig, PipelineConfig
+
+if TYPE_CHECKING:
+    from rd_pipeline.config import BenchmarkConfig, PipelineConfig
 
 GSM8K = "gsm8k"
 
@@ -73,7 +76,7 @@ def load_pools(cfg: BenchmarkConfig, benchmark: Benchmark) -> BenchmarkPools:
     train_source = eval_source = data_source_name(cfg)
     if cfg.eval_only:
         train, evaluation = [], _as_split(records, "eval")
-    elif cfg.name in OPEN_ENDED_BENCHMARKS:
+    elif not benchmark.verifiable:
         evaluation = _as_split(records, "eval")
         train = load_instructions(cfg.instruction_source, cfg.name) if cfg.train_size else []
         refuse_evaluation_copy(train, evaluation, cfg.instruction_source)

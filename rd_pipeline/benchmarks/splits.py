@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
-from rd_pipeline.benchmarks.base import BenchmarkItem, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.records import unit_hash
 
+if TYPE_CHECKING:
+    from rd_pipeline.benchmarks.base import BenchmarkItem
+
+Split = Literal["train", "eval"]
 TRAIN_FRACTION = 0.5
 
 
