@@ -44,7 +44,7 @@ def _evaluation_only(metadata: dict[str, Any]) -> bool:
 
 
 def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    rows = metadata.get("rows", metadata.get("labelled_responses", 0)) or 0
+    rows = metadata.get("rows") or 0
     if _evaluation_only(metadata):
         return True, {"rows": rows, "evaluation_only": True}
     return rows > 0, {"rows": rows}
