@@ -9,18 +9,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rd_pipeline.benchmarks import BENCHMARKS
 from rd_pipeline.hashing import short_hash
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-# The benchmark registry's names (rd_pipeline.benchmarks.BENCHMARKS, which imports this module), in report order;
-# these and the lists below are what the registry's benchmarks declare, as a test checks.
-ALL_BENCHMARKS = ("gsm8k", "gsm_plus", "mmlu_pro", "alpaca_eval")
+# The benchmark names and traits below are what the registry's benchmarks declare (rd_pipeline.benchmarks, which
+# does not import this module at run time).
+ALL_BENCHMARKS = tuple(BENCHMARKS)  # in report order
 # Benchmarks without a gold answer (not ``verifiable``): answers are judged.
-OPEN_ENDED_BENCHMARKS = ("alpaca_eval",)
-# Benchmarks that are evaluation data only: GSM-Plus perturbs GSM8K test questions (each benchmark declares this too).
-EVAL_ONLY_BENCHMARKS = ("gsm_plus",)
+OPEN_ENDED_BENCHMARKS = tuple(name for name, bench in BENCHMARKS.items() if not bench.verifiable)
+# Benchmarks that are evaluation data only (GSM-Plus perturbs GSM8K test questions).
+EVAL_ONLY_BENCHMARKS = tuple(name for name, bench in BENCHMARKS.items() if bench.eval_only)
 # Benchmarks evaluated on every record unless eval_size says otherwise.
-EVALUATED_IN_FULL = ("alpaca_eval",)
+EVALUATED_IN_FULL = tuple(name for name, bench in BENCHMARKS.items() if bench.evaluated_in_full)
 DEFAULT_TRAIN_SIZE, DEFAULT_EVAL_SIZE = 16, 8
 # The four evaluated models: the teacher, the student before training, after SFT and after RL.
 MODEL_ROLES = ("teacher", "base_student", "sft_student", "rl_student")
@@ -272,7 +273,7 @@ class BenchmarkConfig(_Strict):
             raise ValueError("source 'local' needs 'path'")
         if self.eval_only and self.train_size:
             why = (
-                f"{self.name} is evaluation-only (its questions perturb GSM8K test questions)"
+                f"{self.name} is evaluation-only ({BENCHMARKS[self.name].eval_only_reason})"
                 if self.name in EVAL_ONLY_BENCHMARKS
                 else f"{self.name} is set eval_only"
             )
@@ -281,7 +282,9 @@ class BenchmarkConfig(_Strict):
                 "set eval_only: false to train on it anyway"
             )
         if self.instructions is not None and self.name not in OPEN_ENDED_BENCHMARKS:
-            raise ValueError(f"'instructions' is for only alpaca_eval, not {self.name}")
+            raise ValueError(
+                f"'instructions' is for only {', '.join(OPEN_ENDED_BENCHMARKS)}, not {self.name}"
+            )
         return self
 
     @property
