@@ -24,8 +24,6 @@ from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.teacher import generate_rows, teacher_version
 
-BREAKDOWN_FIELDS = {"gsm_plus": "perturbation_type", "mmlu_pro": "category"}
-
 
 @dataclass(frozen=True)
 class EvaluatedModel:
@@ -130,7 +128,7 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
         if bench.verifiable:
             correct = [is_item_correct(item, text) for item, text in zip(items, texts, strict=True)]
             scores.append(_score_row(benchmark, model, "accuracy", accuracy(correct)))
-            group_field = BREAKDOWN_FIELDS.get(benchmark)
+            group_field = bench.breakdown_field
             if group_field:
                 groups = [item.meta.get(group_field, "unknown") for item in items]
                 for group, estimate in breakdown(correct, groups).items():
