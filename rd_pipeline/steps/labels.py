@@ -1,8 +1,8 @@
 """pseudo_labels and reward_labels: labels without humans, for teacher and student responses alike.
 
-Verifiable benchmarks: a response is good when its extracted answer equals the majority answer of the teacher's
-samples for that prompt (prompts whose vote is too weak get no label). Open-ended: the judge scores each response and a
-score at or above ``labeling.judge_good_score`` is good.
+Verifiable benchmarks: each prompt's label is the majority answer of the teacher's samples (prompts whose vote is too
+weak get no label). Open-ended: the judge scores each response. Which responses are good is
+``rd_pipeline.labeling.good.is_good_response``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
+from rd_pipeline.labeling.good import is_good_response
 from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_summary
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
@@ -87,13 +88,14 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
                 answers, bench.answers_equal, labeling.min_vote_share, labeling.min_valid_votes
             )
             quality_records.append(label_record(prompt_id, vote, item.gold, bench.answers_equal))
+            majority = vote.answer if vote.labelled else None
             for row, answer in zip(group, answers, strict=True):
-                good = vote.labelled and answer is not None and bench.answers_equal(answer, vote.answer)
+                good = is_good_response(labeling, answer=answer, majority=majority, equal=bench.answers_equal)
                 rows.append(
                     _label_row(
                         row,
                         answer,
-                        vote.answer if vote.labelled else None,
+                        majority,
                         vote.share,
                         vote.n_valid,
                         None,
@@ -119,7 +121,7 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
             upstream["data_version"], labeling.model_dump(mode="json"), judge_identity, JUDGE_VERSION
         )
         for row, score in zip(responses, scores, strict=True):
-            good = score is not None and score >= labeling.judge_good_score
+            good = is_good_response(labeling, score=score)
             rows.append(
                 _label_row(row, None, None, None, None, score, score is not None, good, label_version)
             )
@@ -227,7 +229,9 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
             if majority is None:
                 continue
             answer = extract_item_answer(row_to_item(prompt_rows[row["prompt_id"]]), row["response"])
-            good = answer is not None and bench.answers_equal(answer, majority)
+            good = is_good_response(
+                config.labeling, answer=answer, majority=majority, equal=bench.answers_equal
+            )
             labelled.append(_reward_row(row, "student", good, None, label_version))
     else:
         scores, stats, _, verdicts = judge_scores(
@@ -236,7 +240,7 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
         metadata.update(verdicts)
         for row, score in zip(student_rows, scores, strict=True):
             if score is not None:
-                good = score >= config.labeling.judge_good_score
+                good = is_good_response(config.labeling, score=score)
                 labelled.append(_reward_row(row, "student", good, score, label_version))
         ctx.record_usage(usage_row(ctx, "reward_labels", benchmark, label_version, stats))
         metadata["judge_samples_generated"] = stats.samples_generated
