@@ -289,7 +289,7 @@ class Store:
                 connection.close()
 
     def verify(self) -> list[str]:
-        """Open the file and count every table's rows, so that a damaged file fails before any work starts.
+        """Open the file and read every table in full, so that a damaged file fails before any work starts.
 
         Returns the table names (none when the file does not exist yet); raises ``StoreCorruptError``.
         """
@@ -299,8 +299,8 @@ class Store:
                 return []
             listing = connection.execute("SELECT table_name FROM information_schema.tables").fetchall()
             tables = [row[0] for row in listing]
-            for table in tables:
-                connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+            for table in tables:  # hashing every column reads every block (a row count reads none)
+                connection.execute(f'SELECT bit_xor(hash(*COLUMNS(*))) FROM "{table}"').fetchone()
             return tables
 
         return self._run(check, read_only=True)

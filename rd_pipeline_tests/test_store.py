@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rd_pipeline.store import Store, StoreError
+from rd_pipeline.store import Store, StoreCorruptError, StoreError
 
 
 def _rows(benchmark: str, n: int, text: str = "x") -> list[dict]:
@@ -92,3 +92,20 @@ def test_writers_in_parallel_processes_lose_nothing(tmp_path: Path):
     store = Store(Path(path))
     for benchmark in benchmarks:
         assert store.count("teacher_responses", benchmark) == 200
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_damaged_file_fails_naming_it_and_the_way_back(tmp_path: Path, damage: str):
+    path = tmp_path / "rd.duckdb"
+    store = Store(path)
+    store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 20_000))
+    data = path.read_bytes()
+    path.write_bytes(b"\x00garbage" * 4096 if damage == "garbage" else data[: len(data) // 2])
+    for operation in (store.verify, lambda: store.read("teacher_responses")):
+        with pytest.raises(StoreCorruptError) as failure:
+            operation()
+        message = str(failure.value)
+        assert message.startswith(f"{path} is not a readable DuckDB database (") and "`rd rebuild`" in message
+    with pytest.raises(StoreCorruptError):
+        store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 1))
+    assert path.read_bytes() == (b"\x00garbage" * 4096 if damage == "garbage" else data[: len(data) // 2])
