@@ -206,3 +206,21 @@ def test_reward_labels_step_gives_student_pairs_the_prompt_confidence(tmp_path):
     assert result.metadata["pairs"] == len(pairs)
     assert result.metadata["chosen_teacher_share"] == 0.5
     assert result.metadata["same_source_pairs"] > 0
+
+
+def test_a_text_both_sources_wrote_pairs_with_either_source():
+    """Short canonical answers are often written by teacher and student alike; such a text carries no source,
+    so balancing keeps its pairs instead of dropping them as teacher-over-student."""
+    rows = _sourced("p", [("teacher", True), ("teacher", False)], 0.75) + [
+        LabelledResponse("gsm8k", "p", "Q p", "teacher p 0", "student", correct=True, vote_share=0.75),
+        LabelledResponse("gsm8k", "p", "Q p", "wrong 1", "student", correct=False, vote_share=0.75),
+        LabelledResponse("gsm8k", "p", "Q p", "wrong 2", "student", correct=False, vote_share=0.75),
+    ]
+    pairs = build_reward_pairs(rows, LabelingConfig(max_pairs_per_prompt=8), seed=0)
+    assert sorted((p.chosen, p.rejected) for p in pairs) == [
+        ("teacher p 0", "teacher p 1"),
+        ("teacher p 0", "wrong 1"),
+        ("teacher p 0", "wrong 2"),
+    ]
+    assert {p.chosen_source for p in pairs} == {"shared"}
+    assert pair_source_stats(pairs).chosen_teacher_share == 0.0

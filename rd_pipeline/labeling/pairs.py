@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from rd_pipeline.config import LabelingConfig
 
 JUDGE_SCALE = 9.0  # the width of the 1-10 judge scale; score gaps are divided by it to give margins
-Source = Literal["teacher", "student"]
+# "shared": a response text that teacher and student both wrote; it tells nothing about who wrote it.
+Source = Literal["teacher", "student", "shared"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class LabelledResponse:
     prompt_id: str
     prompt: str
     response: str
-    source: Literal["teacher", "student"]
+    source: Source
     correct: bool | None = None
     score: float | None = None
     vote_share: float | None = None
@@ -115,10 +116,13 @@ def build_reward_pairs(rows: Iterable[LabelledResponse], cfg: LabelingConfig, se
 
 
 def _unique(rows: list[LabelledResponse]) -> list[LabelledResponse]:
-    """The rows with distinct response texts, keeping the first of each, ordered by text for determinism."""
+    """The rows with distinct response texts, keeping the first of each, ordered by text for determinism; a
+    text that more than one source wrote has source ``"shared"``."""
     seen: dict[str, LabelledResponse] = {}
     for row in rows:
-        seen.setdefault(row.response, row)
+        first = seen.setdefault(row.response, row)
+        if first.source != row.source:
+            seen[row.response] = replace(first, source="shared")
     return [seen[text] for text in sorted(seen)]
 
 
@@ -147,8 +151,9 @@ def select_pairs(candidates: list[Candidate], policy: str, cap: int) -> list[Can
 
     ``"random"`` keeps the first ``cap``. ``"balanced"`` keeps teacher-over-student pairs only as many as
     student-over-teacher pairs, so that across sources a response's source never predicts whether it is
-    chosen, and fills in with same-source pairs; picks alternate between chosen-teacher and chosen-student
-    pairs, and within each between cross-source and same-source ones.
+    chosen, and fills in with same-source pairs and pairs with a text both sources wrote; picks alternate
+    between chosen-teacher, chosen-student and shared-text pairs, and within the first two between
+    cross-source and same-source ones.
     """
     if policy == "random":
         return candidates[:cap]
@@ -157,14 +162,16 @@ def select_pairs(candidates: list[Candidate], policy: str, cap: int) -> list[Can
     buckets: dict[tuple[str, str], list[Candidate]] = {
         (c, r): [] for c in ("teacher", "student") for r in ("teacher", "student")
     }
+    shared: list[Candidate] = []
     for candidate in candidates:
-        buckets[(candidate[0].source, candidate[1].source)].append(candidate)
+        key = (candidate[0].source, candidate[1].source)
+        (shared if "shared" in key else buckets[key]).append(candidate)
     matched = min(len(buckets[("teacher", "student")]), len(buckets[("student", "teacher")]))
     sides = [
         _interleave(buckets[("teacher", "student")][:matched], buckets[("teacher", "teacher")]),
         _interleave(buckets[("student", "teacher")][:matched], buckets[("student", "student")]),
     ]
-    return _interleave(*sides)[:cap]
+    return _interleave(*sides, shared)[:cap]
 
 
 def _interleave(*queues: list[Candidate]) -> list[Candidate]:
