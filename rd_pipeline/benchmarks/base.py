@@ -65,9 +65,8 @@ class Benchmark(ABC):
     eval_only_reason: str = ""  # why, as error messages say it
     evaluated_in_full: bool = False  # eval_size defaults to every record
     parts: tuple[DataPart, ...]  # one part per split where the data comes split, else one
-    file_format: Literal["jsonl", "json"] = (
-        "jsonl"  # json: one array of objects (a .jsonl file is still JSONL)
-    )
+    # The files' format: JSON Lines, or one JSON array of objects (where a local file named .jsonl is JSON Lines).
+    file_format: Literal["jsonl", "json"] = "jsonl"
     hub_id: str
     hub_config: str | None = None
     breakdown_field: str | None = None  # the ``meta`` field whose values eval scores are broken down by
