@@ -73,11 +73,13 @@ class StepContext:
         asset: str,
         benchmark: str,
         data_version: str,
-        teacher_version: str = "",
+        teacher_version: str | Sequence[str] = "",
         upstream: dict[str, Any] | None = None,
     ) -> None:
         """Remember which run made which version of an asset partition (for lineage and downstream versions);
-        committed together with the step's rows."""
+        committed together with the step's rows. Several teacher versions are stored comma-joined."""
+        if not isinstance(teacher_version, str):
+            teacher_version = ",".join(teacher_version)
         record = [
             {
                 "benchmark": benchmark,
@@ -118,10 +120,19 @@ class StepContext:
             yield both
 
 
-def lineage_ref(record: dict[str, Any]) -> dict[str, str]:
+def teacher_versions_of(record: dict[str, Any]) -> list[str]:
+    """The teacher versions a version record or lineage reference carries, sorted: its ``teacher_versions``
+    list, or its ``teacher_version`` string (one version, or several comma-joined as the store's
+    ``asset_versions`` column and older lineage files hold them)."""
+    value = record.get("teacher_versions", record.get("teacher_version"))
+    parts = value.split(",") if isinstance(value, str) else (value or [])
+    return sorted({part.strip() for part in parts if part and part.strip()})
+
+
+def lineage_ref(record: dict[str, Any]) -> dict[str, Any]:
     """The part of an upstream version record that downstream lineage keeps."""
     return {
         "data_version": record["data_version"],
         "run_id": record["run_id"],
-        "teacher_version": record.get("teacher_version") or "",
+        "teacher_versions": teacher_versions_of(record),
     }

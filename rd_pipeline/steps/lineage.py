@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rd_pipeline.steps.context import teacher_versions_of
 from rd_pipeline.store import Store
 
 _KEY = re.compile(r"^(?P<asset>[a-z_]+)(?:\[(?P<benchmark>[a-z_0-9]+)\])?$")
@@ -18,7 +19,7 @@ class LineageNode:
     benchmark: str
     data_version: str
     run_id: str
-    teacher_version: str
+    teacher_versions: list[str]
     recorded_at: Any = None
     inputs: list[LineageNode] = field(default_factory=list)
 
@@ -45,7 +46,7 @@ def trace(
         benchmark,
         record["data_version"],
         record["run_id"],
-        record["teacher_version"] or "",
+        teacher_versions_of(record),
         record["recorded_at"],
     )
     for key, ref in sorted(json.loads(record["upstream"] or "{}").items()):
@@ -69,7 +70,7 @@ def render(node: LineageNode) -> str:
     shown: set[tuple[str, str]] = set()
 
     def walk(current: LineageNode, prefix: str, last: bool, root: bool) -> None:
-        teacher = f"  teacher {current.teacher_version}" if current.teacher_version else ""
+        teacher = f"  teacher {','.join(current.teacher_versions)}" if current.teacher_versions else ""
         text = f"{current.label}  version {current.data_version}  run {current.run_id[:8]}{teacher}"
         key = (current.label, current.data_version)
         repeated = key in shown and bool(current.inputs)
@@ -86,7 +87,7 @@ def render(node: LineageNode) -> str:
 
 def teacher_versions(node: LineageNode) -> set[str]:
     """Every teacher version found in the tree."""
-    found = {v for v in node.teacher_version.split(",") if v}
+    found = set(node.teacher_versions)
     for child in node.inputs:
         found |= teacher_versions(child)
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.checks import evaluation_only_benchmarks, evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
-from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref, teacher_versions_of
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.teacher import (
     generate_rows,
@@ -35,8 +36,13 @@ def _lineage(upstream_asset: str, records: dict[str, dict[str, Any]], base: str)
     return {
         "base_model": base,
         "upstream": {f"{upstream_asset}[{name}]": lineage_ref(record) for name, record in records.items()},
-        "teacher_versions": sorted({record["teacher_version"] for record in records.values()}),
+        "teacher_versions": _teacher_versions(records.values()),
     }
+
+
+def _teacher_versions(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Every teacher version behind the upstream version records, sorted."""
+    return sorted({version for record in records for version in teacher_versions_of(record)})
 
 
 def _skipped_benchmarks(ctx: StepContext) -> dict[str, Any]:
@@ -126,12 +132,12 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         ),
         _lineage("pseudo_labels", labels, config.student.ref) | {"config_hash": config.section_hash("sft")},
     )
-    teacher_versions = sorted({r["teacher_version"] for r in labels.values()})
+    teacher_versions = _teacher_versions(labels.values())
     ctx.record_version(
         "sft_student",
         "",
         version,
-        ",".join(teacher_versions),
+        teacher_versions,
         {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
     )
     return StepResult(
@@ -140,7 +146,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
             "path": str(path),
             "examples": len(examples),
             "trained_now": trained,
-            "teacher_versions": ", ".join(teacher_versions),
+            "teacher_versions": teacher_versions,
             "lineage": {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
             **_metric_metadata(metrics),
             **_skipped_benchmarks(ctx),
@@ -230,12 +236,11 @@ def make_reward_model(ctx: StepContext) -> StepResult:
         _lineage("reward_labels", labels, f"sft_student@{sft['data_version']}")
         | {"config_hash": config.section_hash("reward_model")},
     )
-    teacher_versions = sorted({r["teacher_version"] for r in labels.values()})
     ctx.record_version(
         "reward_model",
         "",
         version,
-        ",".join(teacher_versions),
+        _teacher_versions(labels.values()),
         {f"reward_labels[{n}]": lineage_ref(r) for n, r in labels.items()}
         | {"sft_student": lineage_ref(sft)},
     )
@@ -274,9 +279,7 @@ def make_rl_student(ctx: StepContext) -> StepResult:
     lineage = {
         "base_model": f"sft_student@{sft['data_version']}",
         "upstream": {"sft_student": lineage_ref(sft), "reward_model": lineage_ref(rm)},
-        "teacher_versions": sorted(
-            set(sft["teacher_version"].split(",")) | set(rm["teacher_version"].split(","))
-        ),
+        "teacher_versions": _teacher_versions([sft, rm]),
         "config_hash": config.section_hash("rl"),
     }
     ctx.log(
@@ -317,7 +320,7 @@ def make_rl_student(ctx: StepContext) -> StepResult:
             "algorithm": config.rl.algorithm,
             "trained_now": trained,
             "lineage": lineage["upstream"],
-            "teacher_versions": ", ".join(lineage["teacher_versions"]),
+            "teacher_versions": lineage["teacher_versions"],
             **_metric_metadata(metrics),
             **_skipped_benchmarks(ctx),
         },
