@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -162,7 +163,9 @@ def _tiny_config(path: Path, **sections: object) -> Path:
     return path
 
 
-def test_failed_step_ends_with_one_line_naming_asset_partition_cause_and_log(tmp_path: Path):
+def test_failed_step_ends_with_one_line_naming_asset_partition_cause_and_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     config = _tiny_config(tmp_path / "strict.yaml", checks={"enforce": True, "min_label_coverage": 1.0})
     select = "benchmark_prompts,teacher_responses,pseudo_labels"
     result = _rd("materialize", "--config", str(config), "--select", select, rd_home=tmp_path / "rd")
@@ -174,6 +177,12 @@ def test_failed_step_ends_with_one_line_naming_asset_partition_cause_and_log(tmp
     log = Path(last.rsplit("(full log: ", 1)[1].rstrip(")"))
     assert log.parent == tmp_path / "rd" / "logs"
     assert "Stack Trace" in log.read_text() and "label_coverage" in log.read_text()
+    # The UI still shows which check failed, though nothing was materialized.
+    check = dg.AssetCheckKey(dg.AssetKey("pseudo_labels"), "label_coverage")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "rd" / "dagster"))
+    with dg.DagsterInstance.from_config(str(tmp_path / "rd" / "dagster")) as instance:
+        history = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+    assert history and history[0].evaluation is not None and history[0].evaluation.passed is False
 
 
 @pytest.mark.slow  # two materializations of a one-benchmark graph: about 2 minutes on 2 cores

@@ -15,7 +15,7 @@ import dagster as dg
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.steps.checks import CHECKS, CheckOutcome, evaluate_checks
 
-__all__ = ["CHECKS", "check_results", "check_specs", "outcome_results"]
+__all__ = ["CHECKS", "check_results", "check_specs", "outcome_evaluations", "outcome_results"]
 
 
 def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
@@ -42,6 +42,24 @@ def outcome_results(outcomes: list[CheckOutcome], config: PipelineConfig) -> lis
             )
         )
     return results
+
+
+def outcome_evaluations(
+    outcomes: list[CheckOutcome], config: PipelineConfig
+) -> list[dg.AssetCheckEvaluation]:
+    """The same outcomes as check evaluations to log from a step that stores nothing (its commit was refused), so
+    the UI shows which check failed."""
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(result.asset_key.path),
+            check_name=result.check_name,
+            passed=result.passed,
+            metadata=result.metadata,
+            severity=result.severity,
+            blocking=outcome.blocking,
+        )
+        for outcome, result in zip(outcomes, outcome_results(outcomes, config), strict=True)
+    ]
 
 
 def check_results(asset: str, metadata: dict[str, Any], config: PipelineConfig) -> list[dg.AssetCheckResult]:

@@ -22,14 +22,15 @@ StepFn = TypeVar("StepFn", bound=Callable[..., StepResult])
 
 
 class CommitRefused(RuntimeError):
-    """A step's blocking checks failed; nothing it made was stored."""
+    """A step's blocking checks failed; nothing it made was stored. ``outcomes`` holds every check evaluated."""
 
     def __init__(
-        self, asset: str, benchmark: str, refused: list[CheckOutcome], cause: str, kept: str
+        self, asset: str, benchmark: str, outcomes: list[CheckOutcome], cause: str, kept: str
     ) -> None:
         self.asset = asset
         self.benchmark = benchmark
-        self.refused = refused
+        self.outcomes = outcomes
+        self.refused = [outcome for outcome in outcomes if outcome.refuses_commit]
         where = f"{asset}[{benchmark}]" if benchmark else asset
         super().__init__(f"{where}: {cause}; {kept}")
 
@@ -63,7 +64,7 @@ def commit_step(
     refused = [outcome for outcome in result.checks if outcome.refuses_commit]
     if refused:
         raise CommitRefused(
-            asset, benchmark, refused, _cause(refused, result.metadata), _kept(ctx, asset, benchmark)
+            asset, benchmark, result.checks, _cause(refused, result.metadata), _kept(ctx, asset, benchmark)
         )
     ctx.store.commit(staged)
 

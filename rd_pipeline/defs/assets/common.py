@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from rd_pipeline.defs.checks import outcome_results
+from rd_pipeline.defs.checks import outcome_evaluations, outcome_results
 from rd_pipeline.defs.gpus import placed
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.commit import CommitRefused
@@ -46,6 +46,8 @@ def run_step(
         with placed(context, step_context.config) as where:
             result = make(step_context, *partition)
     except CommitRefused as refused:
+        for evaluation in outcome_evaluations(refused.outcomes, step_context.config):
+            context.log_event(evaluation)
         raise dg.Failure(
             description=str(refused),
             metadata={f"check_{o.name}": dg.MetadataValue.json(o.details) for o in refused.refused},
