@@ -208,3 +208,33 @@ def test_rebuild_remakes_every_table_from_the_journal_and_checkpoints(tmp_path: 
     assert store.latest_version("rl_student")["data_version"] == lineage
     assert sorted(p.relative_to(rd_home) for p in (rd_home / "models").glob("*/*")) == checkpoints
     assert len(list(rd_home.glob("rd.duckdb.replaced-*"))) == 1
+
+
+def test_external_process_failure_is_named_by_its_own_error(tmp_path: Path):
+    """A step whose Dagster Pipes subprocess (as a training job is) fails: the line names the child's error, and
+    the log file holds the child's traceback."""
+    from rd_pipeline.defs.logs import materialize_logged, step_failure
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from dagster_pipes import open_dagster_pipes\n"
+        "with open_dagster_pipes():\n"
+        "    raise ValueError('num_samples should be a positive integer value, but got num_samples=0')\n"
+    )
+
+    @dg.asset
+    def sft_student(context):  # noqa: ANN001 (Dagster reads the annotation, which postponed evaluation hides)
+        command = [sys.executable, str(script)]
+        return dg.PipesSubprocessClient().run(command=command, context=context).get_materialize_result()
+
+    log = tmp_path / "run.log"
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize_logged([sft_student], ["sft_student"], None, instance, {}, {}, {}, log)
+        from rd_pipeline.defs.logs import record_failure
+
+        record_failure(result, instance, log)
+        line = step_failure(result, instance).line(log)
+    assert (
+        line.startswith("rd: sft_student failed: ") and "got num_samples=0 (in its external process)" in line
+    )
+    assert 'job.py", line 3' in log.read_text()

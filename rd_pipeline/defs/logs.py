@@ -149,13 +149,33 @@ def error_text(error: SerializableErrorInfo) -> str:
     return " ".join(message.split())
 
 
-def step_failure(result: dg.ExecuteInProcessResult) -> StepFailure:
-    """The first failed step of a run: its asset, partition and cause."""
+def external_errors(
+    instance: dg.DagsterInstance, run_id: str, step_key: str | None
+) -> list[SerializableErrorInfo]:
+    """Errors a step's external processes (Dagster Pipes, e.g. a training job) reported before they exited; they
+    are in the instance's event log only."""
+    entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    events = [entry.dagster_event for entry in entries if entry.dagster_event is not None]
+    return [
+        event.engine_event_data.error
+        for event in events
+        if event.step_key == step_key
+        and event.engine_event_data is not None
+        and event.engine_event_data.error
+    ]
+
+
+def step_failure(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> StepFailure:
+    """The first failed step of a run: its asset, partition and cause (for a failed external process, the error it
+    reported rather than its exit code)."""
     partition = result.dagster_run.tags.get("dagster/partition")
     for event in result.get_step_failure_events():
         data = event.step_failure_data
+        external = external_errors(instance, result.run_id, event.step_key)
         if data.user_failure_data is not None and data.user_failure_data.description:
             cause = data.user_failure_data.description
+        elif external:
+            cause = f"{error_text(external[-1])} (in its external process)"
         elif data.error is not None:
             cause = error_text(data.error)
         else:
@@ -170,8 +190,10 @@ def write_error(log_file: Path, title: str, text: str) -> None:
         out.write(f"\n==== {title} ====\n{text}\n")
 
 
-def record_failure(result: dg.ExecuteInProcessResult, log_file: Path) -> None:
-    """Write every failed step's full error chain to the log file."""
+def record_failure(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance, log_file: Path) -> None:
+    """Write every failed step's full error chain, and those its external processes reported, to the log file."""
     for event in result.get_step_failure_events():
+        for error in external_errors(instance, result.run_id, event.step_key):
+            write_error(log_file, f"step {event.step_key}: external process failed", error.to_string())
         if event.step_failure_data.error is not None:
             write_error(log_file, f"step {event.step_key} failed", event.step_failure_data.error.to_string())

@@ -185,7 +185,7 @@ def materialize_graph(
                 ASSETS, assets, partition, instance, resources, run_config, tags, log_file
             )
             if not result.success:
-                record_failure(result, log_file)
+                record_failure(result, instance, log_file)
         results.append(result)
         if not result.success:
             break
