@@ -136,3 +136,45 @@ def lineage_ref(record: dict[str, Any]) -> dict[str, Any]:
         "run_id": record["run_id"],
         "teacher_versions": teacher_versions_of(record),
     }
+
+
+@dataclass(frozen=True)
+class StepLineage:
+    """What one version of a step was made from, built once per step: the teacher version(s) behind it and a
+    lineage reference per upstream input. The version record, a checkpoint's ``lineage.json`` and the reported
+    metadata are all written from it."""
+
+    teacher_version: str | tuple[str, ...]
+    upstream: dict[str, dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, teacher_version: str | Sequence[str], records: dict[str, dict[str, Any]], **extra: Any
+    ) -> StepLineage:
+        """Lineage from upstream version records (keyed ``asset`` or ``asset[benchmark]``); ``extra`` entries
+        (such as an inputs key) are stored with the references in the version record."""
+        teacher = teacher_version if isinstance(teacher_version, str) else tuple(teacher_version)
+        return cls(teacher, {key: lineage_ref(record) for key, record in records.items()}, extra)
+
+    @property
+    def teacher_versions(self) -> list[str]:
+        """The teacher versions as a sorted list."""
+        return (
+            teacher_versions_of({"teacher_version": self.teacher_version})
+            if isinstance(self.teacher_version, str)
+            else list(self.teacher_version)
+        )
+
+    def record(self, ctx: StepContext, asset: str, benchmark: str, data_version: str) -> None:
+        """Record ``data_version`` of ``asset[benchmark]`` with this lineage (see ``StepContext.record_version``)."""
+        ctx.record_version(asset, benchmark, data_version, self.teacher_version, self.upstream | self.extra)
+
+    def checkpoint(self, base_model: str, config_hash: str) -> dict[str, Any]:
+        """What a trained checkpoint's ``lineage.json`` records."""
+        return {
+            "base_model": base_model,
+            "upstream": self.upstream,
+            "teacher_versions": self.teacher_versions,
+            "config_hash": config_hash,
+        }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
@@ -16,12 +17,12 @@ from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
 from rd_pipeline.labeling.good import is_good_response
 from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_summary
-from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats
+from rd_pipeline.labeling.pairs import LabelledResponse, RewardPair, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
 from rd_pipeline.steps.checks import evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
-from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.teacher import generation_metadata, usage_row
@@ -70,88 +71,22 @@ def judge_scores(
 
 @committed("pseudo_labels")
 def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
-    config = ctx.config
-    labeling = config.labeling
-    bench = get_benchmark(benchmark)
+    """Label the teacher's responses: by majority vote on verifiable benchmarks, by the judge on open-ended ones."""
     prompt_rows = {row["prompt_id"]: row for row in read_prompts(ctx, benchmark, "train")}
     upstream = ctx.upstream_version("teacher_responses", benchmark)
     responses = ctx.store.read("teacher_responses", benchmark)
-    metadata: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-    if bench.verifiable:
-        label_version = content_hash(upstream["data_version"], labeling.model_dump(mode="json"))
-        quality_records = []
-        for prompt_id, group in _by_prompt(responses).items():
-            item = row_to_item(prompt_rows[prompt_id])
-            answers = [extract_item_answer(item, r["response"]) for r in group]
-            vote = majority_vote(
-                answers, bench.answers_equal, labeling.min_vote_share, labeling.min_valid_votes
-            )
-            quality_records.append(label_record(prompt_id, vote, item.gold, bench.answers_equal))
-            majority = vote.answer if vote.labelled else None
-            for row, answer in zip(group, answers, strict=True):
-                good = is_good_response(labeling, answer=answer, majority=majority, equal=bench.answers_equal)
-                rows.append(
-                    _label_row(
-                        row,
-                        answer,
-                        majority,
-                        vote.share,
-                        vote.n_valid,
-                        None,
-                        vote.labelled,
-                        good,
-                        label_version,
-                    )
-                )
-        quality = label_quality(quality_records)
-        metadata.update(
-            {
-                f"gold_{k}" if k in ("label_accuracy", "majority_accuracy") else k: v
-                for k, v in quality.items()
-                if k not in ("n_prompts", "coverage")
-            }
-        )
+    if get_benchmark(benchmark).verifiable:
+        labelled = _vote_labels(ctx, benchmark, prompt_rows, responses, upstream)
     else:
-        scores, stats, judge_identity, verdicts = judge_scores(
-            ctx, benchmark, prompt_rows, responses, f"pseudo_labels[{benchmark}]"
-        )
-        metadata.update(verdicts)
-        label_version = content_hash(
-            upstream["data_version"], labeling.model_dump(mode="json"), judge_identity, JUDGE_VERSION
-        )
-        for row, score in zip(responses, scores, strict=True):
-            good = is_good_response(labeling, score=score)
-            rows.append(
-                _label_row(row, None, None, None, None, score, score is not None, good, label_version)
-            )
-        parsed = [s for s in scores if s is not None]
-        metadata.update(
-            {
-                "judge_parse_rate": round(len(parsed) / len(scores), 4) if scores else 0.0,
-                "mean_judge_score": round(sum(parsed) / len(parsed), 3) if parsed else None,
-                **{
-                    f"judge_{k}": v
-                    for k, v in generation_metadata(stats, []).items()
-                    if k != "mean_response_tokens"
-                },
-            }
-        )
-        ctx.record_usage(usage_row(ctx, "pseudo_labels", benchmark, label_version, stats))
-    for row in rows:
-        row["teacher_version"] = upstream["teacher_version"]
+        labelled = _judge_labels(ctx, benchmark, prompt_rows, responses, upstream)
+    rows = labelled.rows
     ctx.stage("pseudo_labels", benchmark, rows)
     data_version = content_hash(
-        label_version,
+        labelled.label_version,
         [(r["prompt_id"], r["temperature"], r["sample_index"], r["good"], r["judge_score"]) for r in rows],
     )
-    ctx.record_version(
-        "pseudo_labels",
-        benchmark,
-        data_version,
-        upstream["teacher_version"],
-        {"teacher_responses": lineage_ref(upstream)},
-    )
+    lineage = StepLineage.of(upstream["teacher_version"], {"teacher_responses": upstream})
+    lineage.record(ctx, "pseudo_labels", benchmark, data_version)
     good = sum(1 for r in rows if r["good"])
     labelled_prompts = {r["prompt_id"] for r in rows if r["prompt_labelled"]}
     return StepResult(
@@ -163,27 +98,130 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
             "labelled_prompts": len(labelled_prompts),
             "coverage": round(len(labelled_prompts) / len(prompt_rows), 4) if prompt_rows else 0.0,
             "teacher_version": upstream["teacher_version"],
-            "label_version": label_version,
-            **metadata,
-            **evaluation_only_metadata(config.benchmark(benchmark), len(prompt_rows)),
+            "label_version": labelled.label_version,
+            **labelled.metadata,
+            **evaluation_only_metadata(ctx.config.benchmark(benchmark), len(prompt_rows)),
         },
     )
 
 
-def _label_row(response, answer, prompt_answer, share, valid, score, prompt_labelled, good, label_version):
+@dataclass(frozen=True, kw_only=True)
+class _Labelled:
+    """Label rows of one partition, the version of the labelling that made them, and what it reports."""
+
+    rows: list[dict[str, Any]]
+    label_version: str
+    metadata: dict[str, Any]
+
+
+def _vote_labels(
+    ctx: StepContext,
+    benchmark: str,
+    prompt_rows: dict[str, dict[str, Any]],
+    responses: Sequence[dict[str, Any]],
+    upstream: dict[str, Any],
+) -> _Labelled:
+    """Each prompt's label is the majority answer of its responses; a response is good if it matches it."""
+    labeling = ctx.config.labeling
+    bench = get_benchmark(benchmark)
+    label_version = content_hash(upstream["data_version"], labeling.model_dump(mode="json"))
+    rows: list[dict[str, Any]] = []
+    quality_records = []
+    for prompt_id, group in _by_prompt(responses).items():
+        item = row_to_item(prompt_rows[prompt_id])
+        answers = [extract_item_answer(item, r["response"]) for r in group]
+        vote = majority_vote(answers, bench.answers_equal, labeling.min_vote_share, labeling.min_valid_votes)
+        quality_records.append(label_record(prompt_id, vote, item.gold, bench.answers_equal))
+        majority = vote.answer if vote.labelled else None
+        for row, answer in zip(group, answers, strict=True):
+            rows.append(
+                _label_row(
+                    row,
+                    extracted_answer=answer,
+                    prompt_answer=majority,
+                    vote_share=vote.share,
+                    valid_votes=vote.n_valid,
+                    prompt_labelled=vote.labelled,
+                    good=is_good_response(
+                        labeling, answer=answer, majority=majority, equal=bench.answers_equal
+                    ),
+                    teacher_version=upstream["teacher_version"],
+                    label_version=label_version,
+                )
+            )
+    quality = label_quality(quality_records)
+    metadata = {
+        f"gold_{k}" if k in ("label_accuracy", "majority_accuracy") else k: v
+        for k, v in quality.items()
+        if k not in ("n_prompts", "coverage")
+    }
+    return _Labelled(rows=rows, label_version=label_version, metadata=metadata)
+
+
+def _judge_labels(
+    ctx: StepContext,
+    benchmark: str,
+    prompt_rows: dict[str, dict[str, Any]],
+    responses: Sequence[dict[str, Any]],
+    upstream: dict[str, Any],
+) -> _Labelled:
+    """The judge scores every response; a response is good if its score reaches the configured minimum."""
+    labeling = ctx.config.labeling
+    scores, stats, judge_identity, verdicts = judge_scores(
+        ctx, benchmark, prompt_rows, responses, f"pseudo_labels[{benchmark}]"
+    )
+    label_version = content_hash(
+        upstream["data_version"], labeling.model_dump(mode="json"), judge_identity, JUDGE_VERSION
+    )
+    rows = [
+        _label_row(
+            row,
+            judge_score=score,
+            prompt_labelled=score is not None,
+            good=is_good_response(labeling, score=score),
+            teacher_version=upstream["teacher_version"],
+            label_version=label_version,
+        )
+        for row, score in zip(responses, scores, strict=True)
+    ]
+    parsed = [s for s in scores if s is not None]
+    metadata = {
+        **verdicts,
+        "judge_parse_rate": round(len(parsed) / len(scores), 4) if scores else 0.0,
+        "mean_judge_score": round(sum(parsed) / len(parsed), 3) if parsed else None,
+        **{f"judge_{k}": v for k, v in generation_metadata(stats, []).items() if k != "mean_response_tokens"},
+    }
+    ctx.record_usage(usage_row(ctx, "pseudo_labels", benchmark, label_version, stats))
+    return _Labelled(rows=rows, label_version=label_version, metadata=metadata)
+
+
+def _label_row(
+    response: dict[str, Any],
+    *,
+    prompt_labelled: bool,
+    good: bool,
+    teacher_version: str,
+    label_version: str,
+    extracted_answer: str | None = None,
+    prompt_answer: str | None = None,
+    vote_share: float | None = None,
+    valid_votes: int | None = None,
+    judge_score: float | None = None,
+) -> dict[str, Any]:
+    """One pseudo_labels row for a teacher response."""
     return {
         "benchmark": response["benchmark"],
         "prompt_id": response["prompt_id"],
         "temperature": response["temperature"],
         "sample_index": response["sample_index"],
-        "extracted_answer": answer,
+        "extracted_answer": extracted_answer,
         "prompt_answer": prompt_answer,
-        "vote_share": share,
-        "valid_votes": valid,
-        "judge_score": score,
+        "vote_share": vote_share,
+        "valid_votes": valid_votes,
+        "judge_score": judge_score,
         "prompt_labelled": prompt_labelled,
         "good": bool(good),
-        "teacher_version": "",
+        "teacher_version": teacher_version,
         "label_version": label_version,
     }
 
@@ -192,100 +230,35 @@ def _label_row(response, answer, prompt_answer, share, valid, score, prompt_labe
 def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
     """Label the student's responses the way the teacher's were, and build reward-model pairs from both."""
     config = ctx.config
-    bench = get_benchmark(benchmark)
     prompt_rows = {row["prompt_id"]: row for row in read_prompts(ctx, benchmark, "train")}
     labels_version = ctx.upstream_version("pseudo_labels", benchmark)
     student_version = ctx.upstream_version("student_responses", benchmark)
-    teacher_rows = ctx.store.read("teacher_responses", benchmark)
     teacher_labels = {
         (r["prompt_id"], r["temperature"], r["sample_index"]): r
         for r in ctx.store.read("pseudo_labels", benchmark)
     }
-    student_rows = ctx.store.read("student_responses", benchmark)
     label_version = content_hash(
         labels_version["data_version"],
         student_version["data_version"],
         config.labeling.model_dump(mode="json"),
     )
-    labelled: list[dict[str, Any]] = []
-    for row in teacher_rows:
-        label = teacher_labels[(row["prompt_id"], row["temperature"], row["sample_index"])]
-        if label["prompt_labelled"]:
-            labelled.append(_reward_row(row, "teacher", label["good"], label["judge_score"], label_version))
-    metadata: dict[str, Any] = {}
-    # Teacher and student responses alike are labelled against the prompt's majority answer, so each
-    # label is as sure as that majority's vote share.
-    prompt_shares = {
-        lab["prompt_id"]: lab["vote_share"] for lab in teacher_labels.values() if lab["prompt_labelled"]
-    }
-    if bench.verifiable:
-        prompt_answers = {
-            lab["prompt_id"]: lab["prompt_answer"]
-            for lab in teacher_labels.values()
-            if lab["prompt_labelled"]
-        }
-        for row in student_rows:
-            majority = prompt_answers.get(row["prompt_id"])
-            if majority is None:
-                continue
-            answer = extract_item_answer(row_to_item(prompt_rows[row["prompt_id"]]), row["response"])
-            good = is_good_response(
-                config.labeling, answer=answer, majority=majority, equal=bench.answers_equal
-            )
-            labelled.append(_reward_row(row, "student", good, None, label_version))
-    else:
-        scores, stats, _, verdicts = judge_scores(
-            ctx, benchmark, prompt_rows, student_rows, f"reward_labels[{benchmark}]"
-        )
-        metadata.update(verdicts)
-        for row, score in zip(student_rows, scores, strict=True):
-            if score is not None:
-                good = is_good_response(config.labeling, score=score)
-                labelled.append(_reward_row(row, "student", good, score, label_version))
-        ctx.record_usage(usage_row(ctx, "reward_labels", benchmark, label_version, stats))
-        metadata["judge_samples_generated"] = stats.samples_generated
-    pairs = build_reward_pairs(
-        [
-            LabelledResponse(
-                benchmark=benchmark,
-                prompt_id=r["prompt_id"],
-                prompt=prompt_rows[r["prompt_id"]]["prompt"],
-                response=r["response"],
-                source=r["source"],
-                correct=r["good"] if bench.verifiable else None,
-                score=r["judge_score"],
-                vote_share=prompt_shares.get(r["prompt_id"]),
-            )
-            for r in labelled
-        ],
-        config.labeling,
-        seed=config.sampling.seed,
+    labelled = _teacher_reward_rows(
+        ctx.store.read("teacher_responses", benchmark), teacher_labels, label_version
     )
-    pair_rows = [
-        {
-            "benchmark": benchmark,
-            "prompt_id": p.prompt_id,
-            "prompt": p.prompt,
-            "chosen": p.chosen,
-            "rejected": p.rejected,
-            "margin": p.margin,
-            "split": p.split,
-            "label_version": label_version,
-        }
-        for p in pairs
-    ]
+    students = _student_reward_rows(ctx, benchmark, prompt_rows, teacher_labels, label_version)
+    labelled += students.rows
+    pairs = _reward_pairs(ctx, benchmark, prompt_rows, teacher_labels, labelled)
+    pair_rows = [_pair_row(benchmark, pair, label_version) for pair in pairs]
     ctx.stage("reward_labels", benchmark, labelled)
     ctx.stage("reward_pairs", benchmark, pair_rows)
     data_version = content_hash(
         label_version, [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pair_rows]
     )
-    ctx.record_version(
-        "reward_labels",
-        benchmark,
-        data_version,
+    lineage = StepLineage.of(
         labels_version["teacher_version"],
-        {"pseudo_labels": lineage_ref(labels_version), "student_responses": lineage_ref(student_version)},
+        {"pseudo_labels": labels_version, "student_responses": student_version},
     )
+    lineage.record(ctx, "reward_labels", benchmark, data_version)
     by_source = {s: [r for r in labelled if r["source"] == s] for s in ("teacher", "student")}
     source_stats = pair_source_stats(pairs)
     return StepResult(
@@ -302,10 +275,121 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
             "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
             "same_source_pairs": source_stats.same_source_pairs,
             "teacher_version": labels_version["teacher_version"],
-            **metadata,
+            **students.metadata,
             **evaluation_only_metadata(config.benchmark(benchmark), len(prompt_rows)),
         },
     )
+
+
+def _teacher_reward_rows(
+    teacher_rows: Sequence[dict[str, Any]],
+    teacher_labels: dict[tuple[str, float, int], dict[str, Any]],
+    label_version: str,
+) -> list[dict[str, Any]]:
+    """The teacher's responses to labelled prompts, with their pseudo labels."""
+    rows = []
+    for row in teacher_rows:
+        label = teacher_labels[(row["prompt_id"], row["temperature"], row["sample_index"])]
+        if label["prompt_labelled"]:
+            rows.append(
+                _reward_row(
+                    row,
+                    source="teacher",
+                    good=label["good"],
+                    judge_score=label["judge_score"],
+                    label_version=label_version,
+                )
+            )
+    return rows
+
+
+def _student_reward_rows(
+    ctx: StepContext,
+    benchmark: str,
+    prompt_rows: dict[str, dict[str, Any]],
+    teacher_labels: dict[tuple[str, float, int], dict[str, Any]],
+    label_version: str,
+) -> _Labelled:
+    """The student's responses labelled like the teacher's: against the prompt's majority answer on verifiable
+    benchmarks (prompts without one left out), by the judge on open-ended ones (responses without a verdict left
+    out)."""
+    labeling = ctx.config.labeling
+    bench = get_benchmark(benchmark)
+    student_rows = ctx.store.read("student_responses", benchmark)
+    rows: list[dict[str, Any]] = []
+    if bench.verifiable:
+        prompt_answers = {
+            lab["prompt_id"]: lab["prompt_answer"]
+            for lab in teacher_labels.values()
+            if lab["prompt_labelled"]
+        }
+        for row in student_rows:
+            majority = prompt_answers.get(row["prompt_id"])
+            if majority is None:
+                continue
+            answer = extract_item_answer(row_to_item(prompt_rows[row["prompt_id"]]), row["response"])
+            good = is_good_response(labeling, answer=answer, majority=majority, equal=bench.answers_equal)
+            rows.append(_reward_row(row, source="student", good=good, label_version=label_version))
+        return _Labelled(rows=rows, label_version=label_version, metadata={})
+    scores, stats, _, verdicts = judge_scores(
+        ctx, benchmark, prompt_rows, student_rows, f"reward_labels[{benchmark}]"
+    )
+    for row, score in zip(student_rows, scores, strict=True):
+        if score is not None:
+            good = is_good_response(labeling, score=score)
+            rows.append(
+                _reward_row(row, source="student", good=good, judge_score=score, label_version=label_version)
+            )
+    ctx.record_usage(usage_row(ctx, "reward_labels", benchmark, label_version, stats))
+    metadata = {**verdicts, "judge_samples_generated": stats.samples_generated}
+    return _Labelled(rows=rows, label_version=label_version, metadata=metadata)
+
+
+def _reward_pairs(
+    ctx: StepContext,
+    benchmark: str,
+    prompt_rows: dict[str, dict[str, Any]],
+    teacher_labels: dict[tuple[str, float, int], dict[str, Any]],
+    labelled: Sequence[dict[str, Any]],
+) -> list[RewardPair]:
+    """Chosen/rejected pairs from the labelled responses of both sources."""
+    verifiable = get_benchmark(benchmark).verifiable
+    # Teacher and student responses alike are labelled against the prompt's majority answer, so each
+    # label is as sure as that majority's vote share.
+    prompt_shares = {
+        lab["prompt_id"]: lab["vote_share"] for lab in teacher_labels.values() if lab["prompt_labelled"]
+    }
+    return build_reward_pairs(
+        [
+            LabelledResponse(
+                benchmark=benchmark,
+                prompt_id=r["prompt_id"],
+                prompt=prompt_rows[r["prompt_id"]]["prompt"],
+                response=r["response"],
+                source=r["source"],
+                correct=r["good"] if verifiable else None,
+                score=r["judge_score"],
+                vote_share=prompt_shares.get(r["prompt_id"]),
+            )
+            for r in labelled
+        ],
+        ctx.config.labeling,
+        seed=ctx.config.sampling.seed,
+    )
+
+
+def _pair_row(benchmark: str, pair: RewardPair, label_version: str) -> dict[str, Any]:
+    """One reward_pairs row."""
+    return {
+        "benchmark": benchmark,
+        "prompt_id": pair.prompt_id,
+        "prompt": pair.prompt,
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+        "margin": pair.margin,
+        "split": pair.split,
+        "label_version": label_version,
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -317,8 +401,14 @@ def _fraction(rows: Sequence[dict[str, Any]]) -> float | None:
 
 
 def _reward_row(
-    row: dict[str, Any], source: str, good: bool, score: float | None, label_version: str
-) -> dict:
+    row: dict[str, Any],
+    *,
+    source: str,
+    good: bool,
+    label_version: str,
+    judge_score: float | None = None,
+) -> dict[str, Any]:
+    """One reward_labels row: a teacher or student response with its label."""
     return {
         "benchmark": row["benchmark"],
         "prompt_id": row["prompt_id"],
@@ -327,6 +417,6 @@ def _reward_row(
         "sample_index": row["sample_index"],
         "response": row["response"],
         "good": bool(good),
-        "judge_score": score,
+        "judge_score": judge_score,
         "label_version": label_version,
     }
