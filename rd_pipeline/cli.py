@@ -8,12 +8,16 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.config import ConfigError, PipelineConfig, preset_names, resolve_config
 from rd_pipeline.generation.journal import JournalCorruptError
 from rd_pipeline.preflight import InputError
 from rd_pipeline.store import StoreCorruptError, store_path
+
+if TYPE_CHECKING:
+    from rd_pipeline.defs.resources import PipelineResource
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -26,26 +30,37 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     return resolve_config(args.config, args.preset)
 
 
-def _export_config(args: argparse.Namespace) -> None:
-    """Make child processes (Dagster runs, the UI) load the same config."""
-    if args.config:
-        os.environ["RD_CONFIG"] = str(Path(args.config).resolve())
-        os.environ.pop("RD_PRESET", None)
-    elif args.preset:
-        os.environ["RD_PRESET"] = args.preset
-        os.environ.pop("RD_CONFIG", None)
+def _pipeline(args: argparse.Namespace) -> tuple[PipelineResource, PipelineConfig]:
+    """The resource naming the chosen config (``--config``, ``--preset``, else the environment's) and that config,
+    resolved once; Dagster calls get both explicitly."""
+    from rd_pipeline.defs.resources import PipelineResource
+
+    resource = PipelineResource.pinned(args.config, args.preset)
+    return resource, resource.pipeline_config()
+
+
+def _config_env(resource: PipelineResource) -> dict[str, str]:
+    """The environment a Dagster tool started from here (the UI) needs to load the same config."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RD_CONFIG", "RD_PRESET")}
+    if resource.config_file:
+        env["RD_CONFIG"] = resource.config_file
+    else:
+        env["RD_PRESET"] = resource.preset or "tiny"
+    return env
 
 
 def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
-def _preflight(config: PipelineConfig, selection: list[str] | None, partitions: list[str] | None) -> None:
+def _preflight(resource: PipelineResource, selection: list[str] | None, partitions: list[str] | None) -> None:
     """Fail on bad input (exit 2) or unreadable state (exit 1) before the teacher is observed or a model loaded."""
     from rd_pipeline import preflight
-    from rd_pipeline.defs.run import ASSET_NAMES
+    from rd_pipeline.defs import build_definitions
+    from rd_pipeline.defs.run import asset_names
 
-    preflight.check_selection(selection, ASSET_NAMES)
+    config = resource.pipeline_config()
+    preflight.check_selection(selection, asset_names(build_definitions(resource)))
     preflight.check_partitions(partitions, config)
     preflight.check_api_keys(config)
     if selection is None or "benchmark_prompts" in selection:
@@ -54,20 +69,15 @@ def _preflight(config: PipelineConfig, selection: list[str] | None, partitions: 
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    config = _config(args)
-    _export_config(args)
+    resource, config = _pipeline(args)
     import dagster as dg
 
     from rd_pipeline.defs.logs import new_log_file, step_failure
-    from rd_pipeline.defs.resources import PipelineResource
     from rd_pipeline.defs.run import materialize_graph
 
     selection, partitions = _split(args.select), _split(args.partition)
-    _preflight(config, selection, partitions)
+    _preflight(resource, selection, partitions)
     args.log_file = new_log_file(config)
-    resource = PipelineResource(
-        config_file=args.config and str(Path(args.config).resolve()), preset=args.preset
-    )
     results = materialize_graph(
         config, resource, selection, partitions, args.log_level, log_file=args.log_file
     )
@@ -224,12 +234,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    config = _config(args)
-    _export_config(args)
+    resource, config = _pipeline(args)
     from rd_pipeline.defs.run import dagster_home, instance_for
 
     instance_for(config).dispose()  # installs the instance config and sizes the gpu pool to this machine
-    env = dict(os.environ, DAGSTER_HOME=str(dagster_home(config)), RD_HOME=str(config.rd_home()))
+    env = dict(_config_env(resource), DAGSTER_HOME=str(dagster_home(config)), RD_HOME=str(config.rd_home()))
     command = [
         sys.executable,
         "-m",

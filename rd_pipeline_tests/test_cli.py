@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from rd_pipeline.cli import main
+from rd_pipeline.defs import build_definitions
+from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import plan_runs
 from rd_pipeline.generation.journal import Journal, JournalCorruptError
 from rd_pipeline.store import Store
@@ -19,6 +21,7 @@ from rd_pipeline.store import Store
 
 def test_runs_group_partitioned_assets_per_partition():
     runs = plan_runs(
+        build_definitions(PipelineResource(preset="tiny")),
         ["benchmark_prompts", "teacher_responses", "sft_student", "eval_scores", "report"],
         ["gsm8k", "mmlu_pro"],
     )
@@ -34,7 +37,7 @@ def test_runs_group_partitioned_assets_per_partition():
 
 def test_unknown_asset_is_refused():
     with pytest.raises(ValueError, match=r"unknown asset\(s\) \['teacher_answers'\]"):
-        plan_runs(["teacher_answers"], ["gsm8k"])
+        plan_runs(build_definitions(PipelineResource(preset="tiny")), ["teacher_answers"], ["gsm8k"])
 
 
 def test_report_and_lineage_before_any_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
@@ -238,3 +241,63 @@ def test_external_process_failure_is_named_by_its_own_error(tmp_path: Path):
         line.startswith("rd: sft_student failed: ") and "got num_samples=0 (in its external process)" in line
     )
     assert 'job.py", line 3' in log.read_text()
+
+
+def test_materialize_order_is_the_topological_order_of_the_graph():
+    from rd_pipeline.defs.run import materialization_order
+
+    assert materialization_order(build_definitions(PipelineResource(preset="tiny"))) == [
+        ("benchmark_prompts", True),
+        ("teacher_responses", True),
+        ("pseudo_labels", True),
+        ("sft_student", False),
+        ("student_responses", True),
+        ("reward_labels", True),
+        ("reward_model", False),
+        ("rl_student", False),
+        ("eval_scores", True),
+        ("report", False),
+    ]
+
+
+def _one_benchmark_config(tmp_path: Path) -> Path:
+    from rd_pipeline.config import PRESETS_DIR
+
+    data = yaml.safe_load((PRESETS_DIR / "tiny.yaml").read_text())
+    data["benchmarks"] = [{"name": "gsm8k", "source": "builtin", "train_size": 8, "eval_size": 4}]
+    data["paths"] = {"rd_home": str(tmp_path / "rd_home")}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_partitions_and_plan_come_from_the_config_the_definitions_are_built_with(tmp_path, monkeypatch):
+    monkeypatch.setenv("RD_PRESET", "tiny")  # the environment names another config: it must not be used
+    monkeypatch.delenv("RD_CONFIG", raising=False)
+    definitions = build_definitions(PipelineResource(config_file=str(_one_benchmark_config(tmp_path))))
+    partitions = definitions.resolve_assets_def("teacher_responses").partitions_def
+    assert partitions.get_partition_keys() == ["gsm8k"]
+    assert plan_runs(definitions, ["benchmark_prompts", "report"], ["gsm8k"]) == [
+        (["benchmark_prompts"], "gsm8k"),
+        (["report"], None),
+    ]
+
+
+def test_resource_resolves_its_config_once(tmp_path):
+    path = _one_benchmark_config(tmp_path)
+    first = PipelineResource(config_file=str(path)).pipeline_config()
+    assert PipelineResource(config_file=str(path)).pipeline_config() is first  # Dagster's copies share it
+    data = yaml.safe_load(path.read_text())
+    data["benchmarks"].append({"name": "mmlu_pro", "source": "builtin", "train_size": 8, "eval_size": 4})
+    path.write_text(yaml.safe_dump(data))
+    os.utime(path, ns=(0, 10**18))  # a different modification time, however coarse the file system's clock
+    assert PipelineResource(config_file=str(path)).pipeline_config().benchmark_names == ["gsm8k", "mmlu_pro"]
+
+
+def test_materialize_passes_its_config_explicitly_not_through_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RD_HOME", str(tmp_path))
+    monkeypatch.delenv("RD_CONFIG", raising=False)
+    monkeypatch.delenv("RD_PRESET", raising=False)
+    assert main(["materialize", "--preset", "tiny", "--select", "teacher_answers"]) == 2
+    assert "teacher_answers" in capsys.readouterr().err
+    assert "RD_PRESET" not in os.environ and "RD_CONFIG" not in os.environ

@@ -12,7 +12,8 @@ import yaml
 
 from rd_pipeline.config import PRESETS_DIR, load_config
 from rd_pipeline.defs.resources import PipelineResource
-from rd_pipeline.defs.run import ASSET_NAMES, materialize_graph, plan_runs
+from rd_pipeline.defs import build_definitions
+from rd_pipeline.defs.run import asset_names, materialize_graph, plan_runs
 from rd_pipeline.steps.checks import evaluate_checks, evaluation_only_benchmarks, evaluation_only_metadata
 from rd_pipeline.store import Store
 
@@ -66,7 +67,9 @@ def test_eval_only_benchmark_flows_through_the_graph_with_checks_enforced(tmp_pa
 
     failed = [event.message for r in results for event in r.get_step_failure_events()]
     assert all(r.success for r in results), f"steps failed: {failed}"
-    assert len(results) == len(plan_runs(ASSET_NAMES, config.benchmark_names)), "the graph stopped early"
+    definitions = build_definitions(PipelineResource(config_file=str(config_path)))
+    planned = plan_runs(definitions, asset_names(definitions), config.benchmark_names)
+    assert len(results) == len(planned), "the graph stopped early"
     evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
     assert evaluations and all(e.passed for e in evaluations), [
         f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed

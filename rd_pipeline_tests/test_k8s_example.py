@@ -31,9 +31,8 @@ PROBE = textwrap.dedent(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     job = module.defs.resolve_implicit_global_asset_job_def()
-    from rd_pipeline.defs import ASSETS
     gpus = {}
-    for asset in ASSETS:
+    for asset in module.defs.assets:
         tags = asset.op.tags
         limits = get_user_defined_k8s_config(tags).container_config.get("resources", {}).get("limits", {})
         gpus[asset.key.to_user_string()] = [tags.get("rd/gpus"), limits.get("nvidia.com/gpu")]

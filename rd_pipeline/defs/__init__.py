@@ -1,44 +1,42 @@
-"""The Dagster layer: assets, resources and the Definitions object. The only package that imports dagster."""
+"""The Dagster layer: assets, resources and the Definitions object. The only package that imports dagster.
+
+Nothing here reads a config at import: ``build_definitions`` builds the graph (its partitions, GPU tags and
+schedule) from the config its resource resolves.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from rd_pipeline.defs.assets.data import (
-    benchmark_prompts,
-    pseudo_labels,
-    reward_labels,
-    teacher,
-    teacher_responses,
-)
-from rd_pipeline.defs.assets.evaluation import eval_scores, report
-from rd_pipeline.defs.assets.models import reward_model, rl_student, sft_student, student_responses
+from rd_pipeline.config import PipelineConfig
+from rd_pipeline.defs.assets.data import data_assets, teacher
+from rd_pipeline.defs.assets.evaluation import evaluation_assets
+from rd_pipeline.defs.assets.models import model_assets
 from rd_pipeline.defs.automation import automation_sensor, teacher_observation_schedule
+from rd_pipeline.defs.partitions import benchmark_partitions
 from rd_pipeline.defs.resources import PipelineResource
 
-ASSETS = [
-    benchmark_prompts,
-    teacher,
-    teacher_responses,
-    pseudo_labels,
-    sft_student,
-    student_responses,
-    reward_labels,
-    reward_model,
-    rl_student,
-    eval_scores,
-    report,
-]
+__all__ = ["PipelineResource", "build_assets", "build_definitions", "teacher"]
+
+
+def build_assets(config: PipelineConfig) -> list[dg.AssetsDefinition]:
+    """Every asset of the graph, partitioned by ``config``'s benchmarks, its GPU tags sized by ``config``."""
+    partitions = benchmark_partitions(config)
+    return [
+        teacher,
+        *data_assets(partitions, config),
+        *model_assets(partitions, config),
+        *evaluation_assets(partitions, config),
+    ]
 
 
 def build_definitions(pipeline: PipelineResource | None = None) -> dg.Definitions:
-    pipeline = pipeline or PipelineResource()
+    """The Definitions for the config ``pipeline`` names (default: the environment's, read once now)."""
+    pipeline = pipeline or PipelineResource.pinned()
+    config = pipeline.pipeline_config()
     return dg.Definitions(
-        assets=ASSETS,
+        assets=build_assets(config),
         resources={"pipeline": pipeline},
-        schedules=[teacher_observation_schedule(pipeline.pipeline_config())],
+        schedules=[teacher_observation_schedule(config)],
         sensors=[automation_sensor],
     )
-
-
-defs = build_definitions()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
-from rd_pipeline.config import PipelineConfig, resolve_config
+from rd_pipeline.config import PipelineConfig
 from rd_pipeline.placement import claim_gpus, pool_slots, step_gpus
 
 GPU_POOL = "gpu"
@@ -17,19 +16,13 @@ GPUS_TAG = "rd/gpus"
 K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
-@functools.cache
-def _definitions_config() -> PipelineConfig:
-    """The config the definitions are loaded with ($RD_CONFIG, $RD_PRESET, else tiny)."""
-    return resolve_config()
-
-
-def gpu_op_tags(asset: str) -> dict[str, Any]:
-    """Op tags declaring the GPUs a heavy step needs under the loaded config.
+def gpu_op_tags(asset: str, config: PipelineConfig) -> dict[str, Any]:
+    """Op tags declaring the GPUs a heavy step needs under ``config``.
 
     ``rd/gpus`` is the count; with one or more, ``dagster-k8s/config`` asks Kubernetes for that many
     ``nvidia.com/gpu`` for the step's pod (read by dagster-k8s's executor, ignored elsewhere).
     """
-    need = step_gpus(asset, _definitions_config())
+    need = step_gpus(asset, config)
     tags: dict[str, Any] = {GPUS_TAG: str(need)}
     if need:
         gpus = {"nvidia.com/gpu": str(need)}

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.materialize import EPHEMERAL_JOB_NAME
 from dagster_shared.error import SerializableErrorInfo
 
 from rd_pipeline.config import PipelineConfig
 
 _FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+MATERIALIZE_JOB_NAME = "__ephemeral_asset_job__"  # the job name ``dg.materialize`` gives its runs
+OBSERVE_JOB_NAME = "in_process_observation_job"  # the job name of Dagster's in-process ``observe``
 
 
 def new_log_file(config: PipelineConfig, command: str = "materialize") -> Path:
@@ -65,6 +66,11 @@ def rd_logger(log_file: Path) -> dg.LoggerDefinition:
     return logger_
 
 
+def _console(log_file: Path | None) -> dict[str, dg.LoggerDefinition] | None:
+    """The run's console logger: ``rd_logger`` writing to ``log_file``, else Dagster's default."""
+    return None if log_file is None else {"console": rd_logger(log_file)}
+
+
 def materialize_logged(
     assets: Sequence[Any],
     selection: Sequence[str],
@@ -73,16 +79,16 @@ def materialize_logged(
     resources: dict[str, Any],
     run_config: dict[str, Any],
     tags: dict[str, str],
-    log_file: Path,
+    log_file: Path | None,
 ) -> dg.ExecuteInProcessResult:
-    """``dg.materialize`` with ``rd_logger`` as the run's console logger."""
+    """``dg.materialize``, with ``rd_logger`` as the run's console logger when there is a ``log_file``."""
     definitions = dg.Definitions(
-        jobs=[dg.define_asset_job(name=EPHEMERAL_JOB_NAME, selection=list(selection))],
+        jobs=[dg.define_asset_job(name=MATERIALIZE_JOB_NAME, selection=list(selection))],
         assets=list(assets),
         resources=resources,
-        loggers={"console": rd_logger(log_file)},
+        loggers=_console(log_file),
     )
-    job = definitions.resolve_job_def(EPHEMERAL_JOB_NAME)
+    job = definitions.resolve_job_def(MATERIALIZE_JOB_NAME)
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,
@@ -98,21 +104,17 @@ def observe_logged(
     resources: dict[str, Any],
     run_config: dict[str, Any],
     tags: dict[str, str],
-    log_file: Path,
+    log_file: Path | None,
 ) -> dg.ExecuteInProcessResult:
-    """Dagster's in-process ``observe`` with ``rd_logger`` as the run's console logger; a failure raises the
-    underlying error."""
+    """Dagster's in-process ``observe``, with ``rd_logger`` as the run's console logger when there is a
+    ``log_file``; a failure raises the underlying error."""
     definitions = dg.Definitions(
-        jobs=[
-            dg.define_asset_job(
-                "in_process_observation_job", selection=dg.AssetSelection.all(include_sources=True)
-            )
-        ],
+        jobs=[dg.define_asset_job(OBSERVE_JOB_NAME, selection=dg.AssetSelection.all(include_sources=True))],
         assets=list(assets),
         resources=resources,
-        loggers={"console": rd_logger(log_file)},
+        loggers=_console(log_file),
     )
-    job = definitions.resolve_job_def("in_process_observation_job")
+    job = definitions.resolve_job_def(OBSERVE_JOB_NAME)
     return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=True, tags=tags)
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rd_pipeline.config import resolve_config
+from rd_pipeline.config import PipelineConfig
 
 
-def benchmark_partitions() -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition(resolve_config().benchmark_names)
-
-
-BENCHMARK_PARTITIONS = benchmark_partitions()
+def benchmark_partitions(config: PipelineConfig) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(config.benchmark_names)

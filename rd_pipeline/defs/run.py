@@ -7,13 +7,13 @@ import shutil
 import socket
 import sys
 from collections.abc import Sequence
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.observe import observe
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs import ASSETS, teacher
+from rd_pipeline.defs import build_definitions, teacher
 from rd_pipeline.defs.gpus import size_gpu_pool
 from rd_pipeline.defs.logs import materialize_logged, observe_logged, record_failure
 from rd_pipeline.defs.resources import PipelineResource
@@ -21,21 +21,6 @@ from rd_pipeline.defs.resources import PipelineResource
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
 POSTGRES_INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance_postgres.yaml")
 POSTGRES_URL_ENV = "RD_DAGSTER_POSTGRES_URL"
-
-# Topological order of the materializable assets, and whether each is partitioned by benchmark.
-ASSET_ORDER: list[tuple[str, bool]] = [
-    ("benchmark_prompts", True),
-    ("teacher_responses", True),
-    ("pseudo_labels", True),
-    ("sft_student", False),
-    ("student_responses", True),
-    ("reward_labels", True),
-    ("reward_model", False),
-    ("rl_student", False),
-    ("eval_scores", True),
-    ("report", False),
-]
-ASSET_NAMES = [name for name, _ in ASSET_ORDER]
 
 
 def instance_template() -> Path:
@@ -115,11 +100,40 @@ def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
     return released
 
 
-def plan_runs(selection: Sequence[str], partitions: Sequence[str]) -> list[tuple[list[str], str | None]]:
+def materialization_order(definitions: dg.Definitions) -> list[tuple[str, bool]]:
+    """The materializable assets in dependency order, each with whether it is partitioned.
+
+    A topological sort of the definitions' asset graph; ties keep the order the assets were defined in.
+    """
+    assets = [asset for asset in definitions.assets or [] if isinstance(asset, dg.AssetsDefinition)]
+    partitioned = {key: asset.partitions_def is not None for asset in assets for key in asset.keys}
+    materializable = {key for asset in assets if asset.is_materializable for key in asset.keys}
+    deps = {key: sorted(parents) for asset in assets for key, parents in asset.asset_deps.items()}
+    sorter = TopologicalSorter({key: deps.get(key, []) for key in partitioned})
+    sorter.prepare()
+    rank = {key: index for index, key in enumerate(partitioned)}
+    order = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda key: rank.get(key, len(rank)))
+        order.extend(key for key in ready if key in materializable)
+        sorter.done(*ready)
+    return [(key.to_user_string(), partitioned[key]) for key in order]
+
+
+def asset_names(definitions: dg.Definitions) -> list[str]:
+    """The names of the assets `rd materialize` can select, in dependency order."""
+    return [name for name, _ in materialization_order(definitions)]
+
+
+def plan_runs(
+    definitions: dg.Definitions, selection: Sequence[str], partitions: Sequence[str]
+) -> list[tuple[list[str], str | None]]:
     """Group the selected assets into runs: consecutive partitioned assets run together per partition."""
-    unknown = sorted(set(selection) - set(ASSET_NAMES))
+    order = materialization_order(definitions)
+    names = [name for name, _ in order]
+    unknown = sorted(set(selection) - set(names))
     if unknown:
-        raise ValueError(f"unknown asset(s) {unknown}; assets: {', '.join(ASSET_NAMES)}")
+        raise ValueError(f"unknown asset(s) {unknown}; assets: {', '.join(names)}")
     runs: list[tuple[list[str], str | None]] = []
     block: list[str] = []
 
@@ -127,7 +141,7 @@ def plan_runs(selection: Sequence[str], partitions: Sequence[str]) -> list[tuple
         runs.extend((list(block), partition) for partition in partitions)
         block.clear()
 
-    for name, partitioned in ASSET_ORDER:
+    for name, partitioned in order:
         if name not in selection:
             continue
         if partitioned:
@@ -153,7 +167,9 @@ def materialize_graph(
 
     With ``log_file`` the terminal shows step logs without failure tracebacks and the file gets every event in full.
     """
-    selection = list(selection or ASSET_NAMES)
+    definitions = build_definitions(resource)
+    assets = list(definitions.assets or [])
+    selection = list(selection or asset_names(definitions))
     partitions = list(partitions or config.benchmark_names)
     for partition in partitions:
         config.benchmark(partition)  # a clear error for an unconfigured benchmark
@@ -163,29 +179,14 @@ def materialize_graph(
     resources = {"pipeline": resource}
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = {"rd/entry": "cli", "rd/pid": str(os.getpid()), "rd/host": socket.gethostname()}
-    if log_file is None:
-        observe([teacher], run_config=run_config, instance=instance, resources=resources, tags=tags)
-    else:
-        observe_logged([teacher], instance, resources, run_config, tags, log_file)
+    observe_logged([teacher], instance, resources, run_config, tags, log_file)
     results = []
-    for assets, partition in plan_runs(selection, partitions):
-        if log_file is None:
-            result = dg.materialize(
-                ASSETS,
-                selection=assets,
-                partition_key=partition,
-                instance=instance,
-                resources=resources,
-                run_config=run_config,
-                tags=tags,
-                raise_on_error=False,
-            )
-        else:
-            result = materialize_logged(
-                ASSETS, assets, partition, instance, resources, run_config, tags, log_file
-            )
-            if not result.success:
-                record_failure(result, instance, log_file)
+    for selected, partition in plan_runs(definitions, selection, partitions):
+        result = materialize_logged(
+            assets, selected, partition, instance, resources, run_config, tags, log_file
+        )
+        if log_file is not None and not result.success:
+            record_failure(result, instance, log_file)
         results.append(result)
         if not result.success:
             break

@@ -2,38 +2,44 @@
 
 import dagster as dg
 
+from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs.assets.common import OWNERS, run_step
 from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
-from rd_pipeline.defs.partitions import BENCHMARK_PARTITIONS
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.evaluation import make_eval_scores, make_report
 
 
-@dg.asset(
-    partitions_def=BENCHMARK_PARTITIONS,
-    deps=["rl_student", "sft_student", "reward_model", "benchmark_prompts", "teacher"],
-    group_name="evaluation",
-    kinds={"duckdb"},
-    owners=OWNERS,
-    pool="gpu",
-    op_tags=gpu_op_tags("eval_scores"),
-    automation_condition=ON_CHANGE,
-    check_specs=check_specs("eval_scores"),
-)
-def eval_scores(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals."""
-    return run_step(context, pipeline, make_eval_scores)
+def evaluation_assets(
+    partitions: dg.PartitionsDefinition, config: PipelineConfig
+) -> list[dg.AssetsDefinition]:
+    """The evaluation assets, partitioned by ``partitions``, their tags sized by ``config``."""
 
+    @dg.asset(
+        partitions_def=partitions,
+        deps=["rl_student", "sft_student", "reward_model", "benchmark_prompts", "teacher"],
+        group_name="evaluation",
+        kinds={"duckdb"},
+        owners=OWNERS,
+        pool="gpu",
+        op_tags=gpu_op_tags("eval_scores", config),
+        automation_condition=ON_CHANGE,
+        check_specs=check_specs("eval_scores"),
+    )
+    def eval_scores(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals."""
+        return run_step(context, pipeline, make_eval_scores)
 
-@dg.asset(
-    deps=[eval_scores],
-    group_name="evaluation",
-    kinds={"markdown"},
-    owners=OWNERS,
-    automation_condition=ON_CHANGE,
-)
-def report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """The comparison table and charts across benchmarks, written under RD_HOME/reports/."""
-    return run_step(context, pipeline, make_report)
+    @dg.asset(
+        deps=[eval_scores],
+        group_name="evaluation",
+        kinds={"markdown"},
+        owners=OWNERS,
+        automation_condition=ON_CHANGE,
+    )
+    def report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """The comparison table and charts across benchmarks, written under RD_HOME/reports/."""
+        return run_step(context, pipeline, make_report)
+
+    return [eval_scores, report]
