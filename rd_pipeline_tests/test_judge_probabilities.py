@@ -157,7 +157,7 @@ def _logprob_script(body: dict) -> list[tuple[str, dict[str, float]]] | None:
 
 def _api_judge(server: FaultServer) -> ModelConfig:
     api = ApiConfig(
-        base_url=server.base_url, model="fake-model", api_key_env=None, max_retries=1, timeout_s=10
+        base_url=server.base_url, model="fake-model", api_key_env=None, max_retries=3, timeout_s=60
     )
     return ModelConfig(ref="api-judge", backend="openai", api=api)
 
@@ -254,8 +254,11 @@ needs_vllm = pytest.mark.skipif(
 
 @needs_vllm
 def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    prefix = {"role": "assistant", "content": "Rating: [["}  # short prompts: this model takes 256 tokens
     requests = [
-        ScoringRequest(f"r{i}", _verdict_request(f"r{i}", text).messages, candidates)
+        ScoringRequest(
+            f"r{i}", ({"role": "user", "content": f"Rate this answer: {text}"}, prefix), candidates
+        )
         for i, (text, candidates) in enumerate([("4", POINTWISE_CANDIDATES), ("five", PAIRWISE_CANDIDATES)])
     ]
     vllm = _vllm_generator(vllm_model, tmp_path / "rd_vllm")
@@ -264,6 +267,7 @@ def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, 
     finally:
         vllm.close()
     assert stats.samples_generated == 2 and vllm.engine_starts == 1
+    assert all(scores)  # this random model's top 20 holds a candidate in both (deterministic weights)
     exact_model = ModelConfig(ref=str(vllm_model), dtype="float32")
     exact, _ = make_generator(exact_model, tmp_path / "rd_exact").score_candidates(requests)
     for got, truth in zip(scores, exact, strict=True):
