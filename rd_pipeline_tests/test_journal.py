@@ -100,3 +100,14 @@ def test_records_survive_a_killed_process(tmp_path: Path) -> None:
     done, pending = Journal(path).split(IDENTITY, [_request("a", n=4)])
     assert sorted(done) == [(0, 0), (0, 1)]
     assert [p.sample_index for p in pending] == [2, 3]
+
+
+def test_journal_file_names_fingerprints_and_lock_names_keep_their_hash_values(tmp_path: Path) -> None:
+    """These hashes name journal files, locks and model versions on disk: changing them orphans every journal."""
+    from rd_pipeline.generation.api_client import model_fingerprint
+    from rd_pipeline.generation.journal import lock_path
+
+    assert identity_version({"backend": "openai", "model": "m", "owned_by": "me"}) == "9edc5e98e3d57a42"
+    entry = {"id": "m", "object": "model", "created": 1700000000, "owned_by": "me", "root": "r", "extra": 1}
+    assert model_fingerprint(entry) == "fec1ff49dd409a58"
+    assert lock_path(tmp_path, "generate", "abc", "s") == tmp_path / "locks" / "1f22ee2c14097d2c.lock"

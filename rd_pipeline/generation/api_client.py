@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import email.utils
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import httpx
 from rd_pipeline.config import ApiConfig
 from rd_pipeline.generation.endpoints import EndpointPool
 from rd_pipeline.generation.observed import SourceUnavailable
+from rd_pipeline.hashing import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -364,4 +364,4 @@ def fetch_model_entry(
 def model_fingerprint(entry: dict[str, Any]) -> str:
     """A short hash of the stable fields of a GET /models entry."""
     stable = {name: entry[name] for name in STABLE_MODEL_FIELDS if name in entry}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return short_hash(stable)

@@ -9,15 +9,15 @@ The key covers the model identity, the messages, the sampling parameters, the se
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rd_pipeline.generation.base import Completion, GenerationRequest
+from rd_pipeline.hashing import short_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -61,31 +61,9 @@ class SpendEntry:
     recorded_at: str  # ISO 8601, UTC
 
 
-@contextlib.contextmanager
-def held_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` across processes; ``on_wait()`` is called first if another holds it.
-
-    The lock (flock) is released when its holder exits, even when killed, so a crash never leaves it held.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def lock_path(journal_dir: Path, *parts: str) -> Path:
     """A lock file under ``journal_dir/locks`` named by a hash of ``parts``."""
-    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-    return Path(journal_dir) / LOCKS_DIR / f"{digest}.lock"
+    return Path(journal_dir) / LOCKS_DIR / f"{short_hash(list(parts))}.lock"
 
 
 def read_spend(journal_dir: Path) -> list[SpendEntry]:
@@ -139,8 +117,8 @@ def _open_readable(path: Path) -> sqlite3.Connection:
 
 
 def identity_version(identity: dict[str, str]) -> str:
-    """A short hash of a generator identity."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    """A short hash of a generator identity (names its journal file)."""
+    return short_hash(identity)
 
 
 def sample_key(identity: dict[str, str], request: GenerationRequest, sample_index: int) -> str:

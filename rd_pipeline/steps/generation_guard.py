@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rd_pipeline.generation.base import Generator
-from rd_pipeline.generation.journal import held_lock, identity_version, lock_path, read_spend
+from rd_pipeline.generation.journal import identity_version, lock_path, read_spend
+from rd_pipeline.locks import held_lock
 from rd_pipeline.steps.context import StepContext
 
 
