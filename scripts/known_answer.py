@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -493,9 +493,16 @@ def table(figures: dict[str, Any], checks: dict[str, bool | None]) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(work: Path, size_name: str, seed: int) -> dict[str, Any]:
-    """Pre-train the two models, run the pipeline, measure; returns the JSON-ready result."""
+def run_experiment(
+    work: Path, size_name: str, seed: int, teacher_target: float | None = None, rm_steps: int | None = None
+) -> dict[str, Any]:
+    """Pre-train the two models, run the pipeline, measure; returns the JSON-ready result. ``teacher_target``
+    overrides the size's sampled accuracy at which the teacher's pre-training stops."""
     size = SIZES[size_name]
+    if teacher_target is not None:
+        size = replace(size, teacher_target=teacher_target)
+    if rm_steps is not None:
+        size = replace(size, rm_steps=rm_steps)
     started = time.perf_counter()
     train, held, pool = split_problems(size, seed)
     made = work / "pretraining.json"  # a kept work directory reuses its models
@@ -531,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-target", type=float, help="teacher's sampled accuracy (default: by size)")
+    parser.add_argument("--rm-steps", type=int, help="reward-model training steps (default: by size)")
     parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
     parser.add_argument(
         "--out", type=Path, help="JSON result (default: bench-results/known_answer[_SIZE].json)"
@@ -538,13 +547,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run_experiment(args.keep.resolve(), args.size, args.seed)
+        result = run_experiment(args.keep.resolve(), args.size, args.seed, args.teacher_target, args.rm_steps)
     else:
         with tempfile.TemporaryDirectory(prefix="rd-known-answer-") as work:
-            result = run_experiment(Path(work), args.size, args.seed)
+            result = run_experiment(Path(work), args.size, args.seed, args.teacher_target, args.rm_steps)
     print(result["table"])
     print(f"\npre-training {result['pretrain_s']} s, pipeline {result['pipeline_s']} s")
-    suffix = "" if args.size == "full" else f"_{args.size}"
+    suffix = (
+        ("" if args.size == "full" else f"_{args.size}")
+        + ("" if args.teacher_target is None else f"_teacher{args.teacher_target:g}")
+        + ("" if args.rm_steps is None else f"_rm{args.rm_steps}")
+    )
     out = args.out or REPO_ROOT / "bench-results" / f"known_answer{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
