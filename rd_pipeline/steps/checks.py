@@ -13,24 +13,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rd_pipeline.config import MODEL_ROLES, BenchmarkConfig, PipelineConfig, SamplingConfig
+from rd_pipeline.steps.results import (
+    OUTPUT_TYPES,
+    BenchmarkPrompts,
+    EvalScores,
+    PartitionOutput,
+    PseudoLabels,
+    SampledResponses,
+    StepOutput,
+    TrainedModel,
+    evaluation_only_fields,
+)
 
-CheckFn = Callable[[dict[str, Any], PipelineConfig], tuple[bool, dict[str, Any]]]
-
-EVALUATION_ONLY_NOTE = "train_prompts: 0 (evaluation-only)"
+CheckDetails = tuple[bool, dict[str, Any]]
+CheckFn = Callable[
+    [Any, PipelineConfig], CheckDetails
+]  # (the asset's typed result, config) -> (passed, details)
 
 
 def evaluation_only_metadata(benchmark: BenchmarkConfig, train_prompts: int) -> dict[str, Any]:
     """What a training-data partition (teacher or student samples, their labels) reports when its benchmark has
     no train prompts by configuration (``train_size: 0``, the default of an evaluation-only benchmark): its
     emptiness is expected, so its checks pass and say why. Nothing for a benchmark that has train prompts."""
-    if benchmark.train_size or train_prompts:
-        return {}
-    return {
-        "train_prompts": 0,
-        "evaluation_only": True,
-        "note": f"{EVALUATION_ONLY_NOTE}: {benchmark.name} has no train prompts by configuration, so this "
-        "partition is empty; eval_scores evaluates it",
-    }
+    fields = evaluation_only_fields(benchmark, train_prompts)
+    return {"train_prompts": 0, **fields} if fields else {}
 
 
 def evaluation_only_benchmarks(config: PipelineConfig) -> list[str]:
@@ -38,91 +44,81 @@ def evaluation_only_benchmarks(config: PipelineConfig) -> list[str]:
     return [benchmark.name for benchmark in config.benchmarks if not benchmark.train_size]
 
 
-def _evaluation_only(metadata: dict[str, Any]) -> bool:
-    """A partition empty by configuration (see ``evaluation_only_metadata``), not one that produced nothing."""
-    return metadata.get("evaluation_only") is True and not metadata.get("train_prompts")
+def _not_empty(result: SampledResponses | PseudoLabels | BenchmarkPrompts, _: PipelineConfig) -> CheckDetails:
+    if isinstance(result, PartitionOutput) and result.evaluation_only:
+        return True, {"rows": result.rows, "evaluation_only": True}
+    return result.rows > 0, {"rows": result.rows}
 
 
-def _not_empty(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    rows = metadata.get("rows") or 0
-    if _evaluation_only(metadata):
-        return True, {"rows": rows, "evaluation_only": True}
-    return rows > 0, {"rows": rows}
+def _complete_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
+    return _samples_match(result, config.sampling)
 
 
-def _complete_samples(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    return _samples_match(metadata, config.sampling)
+def _complete_student_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
+    return _samples_match(result, config.student_sampling_settings())
 
 
-def _complete_student_samples(
-    metadata: dict[str, Any], config: PipelineConfig
-) -> tuple[bool, dict[str, Any]]:
-    return _samples_match(metadata, config.student_sampling_settings())
-
-
-def _samples_match(metadata: dict[str, Any], sampling: SamplingConfig) -> tuple[bool, dict[str, Any]]:
-    expected = (metadata.get("prompts") or 0) * sampling.n * len(sampling.temperatures)
-    rows = metadata.get("rows") or 0
-    return rows == expected, {
-        "rows": rows,
+def _samples_match(result: SampledResponses, sampling: SamplingConfig) -> CheckDetails:
+    expected = result.prompts * sampling.n * len(sampling.temperatures)
+    return result.rows == expected, {
+        "rows": result.rows,
         "expected": expected,
-        "budget_exhausted": bool(metadata.get("budget_exhausted")),
+        "budget_exhausted": result.budget_exhausted,
     }
 
 
-def _label_coverage(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    coverage = metadata.get("coverage") or 0.0
-    share = metadata.get("mean_vote_share")
+def _label_coverage(result: PseudoLabels, config: PipelineConfig) -> CheckDetails:
+    share = result.mean_vote_share
     minima = config.checks
-    passed = coverage >= minima.min_label_coverage and (share is None or share >= minima.min_mean_vote_share)
+    passed = result.coverage >= minima.min_label_coverage and (
+        share is None or share >= minima.min_mean_vote_share
+    )
     details = {
-        "coverage": coverage,
+        "coverage": result.coverage,
         "min_coverage": minima.min_label_coverage,
         "mean_vote_share": share,
         "min_mean_vote_share": minima.min_mean_vote_share,
     }
-    if _evaluation_only(metadata):
+    if result.evaluation_only:
         return True, details | {"evaluation_only": True}
     return passed, details
 
 
-def _gold_label_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    accuracy = metadata.get("gold_label_accuracy")
+def _gold_label_accuracy(result: PseudoLabels, config: PipelineConfig) -> CheckDetails:
+    accuracy = result.gold_label_accuracy
     threshold = config.checks.min_gold_label_accuracy
     passed = accuracy is None or accuracy >= threshold  # open-ended benchmarks have no gold to compare with
     return passed, {
         "gold_label_accuracy": accuracy,
         "min_gold_label_accuracy": threshold,
-        "labelled_prompts": metadata.get("n_labelled"),
+        "labelled_prompts": result.n_labelled,
     }
 
 
-def _reward_model_accuracy(metadata: dict[str, Any], config: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    accuracy = metadata.get("heldout_accuracy")
+def _reward_model_accuracy(result: TrainedModel, config: PipelineConfig) -> CheckDetails:
+    accuracy = result.heldout_accuracy
     threshold = config.checks.min_reward_model_accuracy
     passed = accuracy is not None and accuracy == accuracy and accuracy > threshold
     return passed, {
         "heldout_accuracy": accuracy,
         "must_exceed": threshold,
-        "heldout_pairs": metadata.get("heldout_pairs"),
+        "heldout_pairs": result.heldout_pairs,
     }
 
 
-def _no_eval_overlap(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    overlaps = metadata.get("train_eval_overlaps")
+def _no_eval_overlap(result: BenchmarkPrompts, _: PipelineConfig) -> CheckDetails:
+    overlaps = result.train_eval_overlaps
     found = {name: count for name, count in (overlaps or {}).items() if count}
     return overlaps is not None and not found, {
         "overlapping_train_prompts": sum(found.values()) if overlaps is not None else None,
         "overlaps": ", ".join(f"{name}: {count}" for name, count in sorted(found.items())) or "none",
-        "dropped_from_train": metadata.get("train_dropped_as_eval"),
+        "dropped_from_train": result.train_dropped_as_eval,
     }
 
 
-def _eval_complete(metadata: dict[str, Any], _: PipelineConfig) -> tuple[bool, dict[str, Any]]:
-    missing = [role for role in MODEL_ROLES if not any(key.startswith(f"{role}_") for key in metadata)]
-    return not missing and (metadata.get("eval_prompts") or 0) > 0, {
-        "missing_roles": ", ".join(missing) or "none"
-    }
+def _eval_complete(result: EvalScores, _: PipelineConfig) -> CheckDetails:
+    missing = [role for role in MODEL_ROLES if role not in result.scored_roles()]
+    return not missing and result.eval_prompts > 0, {"missing_roles": ", ".join(missing) or "none"}
 
 
 # asset -> [(check name, blocking, description, function)]
@@ -207,11 +203,18 @@ class CheckOutcome:
         return f"check {self.name} failed ({shown})" if shown else f"check {self.name} failed"
 
 
-def evaluate_checks(asset: str, metadata: dict[str, Any], config: PipelineConfig) -> list[CheckOutcome]:
-    """Every check of ``asset`` on a step's metadata, in declaration order."""
+def evaluate_checks(
+    asset: str, reported: StepOutput | dict[str, Any], config: PipelineConfig
+) -> list[CheckOutcome]:
+    """Every check of ``asset`` on a step's typed result (or on reported metadata, read back into that type), in
+    declaration order."""
+    checks = CHECKS.get(asset, [])
+    if not checks:
+        return []
+    result = reported if isinstance(reported, StepOutput) else OUTPUT_TYPES[asset].from_metadata(reported)
     outcomes = []
-    for name, blocking, description, check in CHECKS.get(asset, []):
-        passed, details = check(metadata, config)
+    for name, blocking, description, check in checks:
+        passed, details = check(result, config)
         enforced = blocking and (config.checks.enforce or (asset, name) in ALWAYS_BLOCKING)
         outcomes.append(
             CheckOutcome(asset, name, bool(passed), blocking, enforced and not passed, description, details)

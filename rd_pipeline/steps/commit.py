@@ -60,7 +60,7 @@ def commit_step(
     ctx: StepContext, asset: str, benchmark: str, result: StepResult, staged: StagedWrites
 ) -> None:
     """Evaluate ``asset``'s checks on ``result``; commit ``staged`` if none refuses, else raise ``CommitRefused``."""
-    result.checks = evaluate_checks(asset, result.metadata, ctx.config)
+    result.checks = evaluate_checks(asset, result.reported, ctx.config)
     refused = [outcome for outcome in result.checks if outcome.refuses_commit]
     if refused:
         raise CommitRefused(

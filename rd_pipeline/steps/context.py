@@ -17,6 +17,7 @@ from rd_pipeline.generation.base import GenerationStats, ProgressCallback
 from rd_pipeline.generation.progress import log_progress, progress_bar
 from rd_pipeline.hashing import short_hash
 from rd_pipeline.steps.checks import CheckOutcome
+from rd_pipeline.steps.results import StepOutput
 from rd_pipeline.store import StagedWrites, Store, store_path
 
 LogFn = Callable[[str], None]
@@ -29,11 +30,24 @@ def content_hash(*parts: Any) -> str:
 
 @dataclass
 class StepResult:
-    """What a step made: its data version, the metadata a user wants to see, and its evaluated checks."""
+    """What a step made: its data version, the metadata a user wants to see, and its evaluated checks. A step
+    with checks also returns its typed result (``output``, see ``rd_pipeline.steps.results``), which the checks
+    read; ``metadata`` is then ``output.to_metadata()``."""
 
     data_version: str
     metadata: dict[str, Any] = field(default_factory=dict)
     checks: list[CheckOutcome] = field(default_factory=list)
+    output: StepOutput | None = None
+
+    @classmethod
+    def of(cls, data_version: str, output: StepOutput) -> StepResult:
+        """The result of a step that made ``output``."""
+        return cls(data_version, output.to_metadata(), output=output)
+
+    @property
+    def reported(self) -> StepOutput | dict[str, Any]:
+        """What the checks read: the typed result, or the metadata of a step without one."""
+        return self.output if self.output is not None else self.metadata
 
 
 @dataclass

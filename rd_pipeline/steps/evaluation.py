@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from rd_pipeline.labeling.judge import JUDGE_VERSION, PairwiseJudgment, judge_pa
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.commit import committed
-from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
+from rd_pipeline.steps.results import EvalScores
 from rd_pipeline.steps.teacher import generate_rows, teacher_version
 
 
@@ -62,40 +63,89 @@ def _score_row(benchmark: str, model: EvaluatedModel, metric: str, estimate: Est
 
 @committed("eval_scores")
 def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
-    from rd_pipeline.training.scoring import RewardScorer
-
-    config = ctx.config
-    bench = get_benchmark(benchmark)
+    """Generate each model's answers to the eval prompts, score them, and score them with the reward model."""
     prompts = read_prompts(ctx, benchmark, "eval")
-    items = [row_to_item(row) for row in prompts]
     models = evaluated_models(ctx)
     rm_path, rm = latest_checkpoint(ctx, "reward_model")
     rl = ctx.upstream_version("rl_student")
-    inputs_key = content_hash(
+    inputs_key = _eval_inputs_key(ctx, benchmark, models, rm)
+    reused = _reuse_stored_scores(ctx, benchmark, inputs_key, len(prompts))
+    if reused is not None:
+        return reused
+    generated = _generate_eval_responses(ctx, benchmark, prompts, models)
+    scored = _ScoredModels()
+    items = [row_to_item(row) for row in prompts]
+    for model in models:
+        _score_model(ctx, benchmark, items, model, generated.responses[model.role], scored)
+    _add_reward_scores(rm_path, prompts, scored.response_rows)
+    ctx.stage("eval_responses", benchmark, scored.response_rows)
+    ctx.stage("eval_scores", benchmark, scored.scores)
+    ctx.stage("eval_breakdown", benchmark, scored.breakdown_rows)
+    data_version = content_hash(scored.scores)
+    lineage = StepLineage.of(
+        rl["teacher_version"],
+        {"rl_student": rl, "sft_student": ctx.upstream_version("sft_student"), "reward_model": rm},
+        inputs_key=inputs_key,
+    )
+    lineage.record(ctx, "eval_scores", benchmark, data_version)
+    return StepResult.of(
+        data_version, _eval_output(ctx, benchmark, len(prompts), len(models), generated, scored)
+    )
+
+
+def _eval_inputs_key(
+    ctx: StepContext, benchmark: str, models: list[EvaluatedModel], rm: dict[str, Any]
+) -> str:
+    """A hash of everything the scores depend on: prompts, model versions, reward model, eval settings and
+    (open-ended benchmarks) the eval judge."""
+    config = ctx.config
+    judged = not get_benchmark(benchmark).verifiable
+    return content_hash(
         ctx.upstream_version("benchmark_prompts", benchmark)["data_version"],
         [(m.role, m.version) for m in models],
         rm["data_version"],
         config.eval.model_dump(mode="json"),
-        config.eval_judge_model.model_dump(mode="json") if not bench.verifiable else None,
-        JUDGE_VERSION if not bench.verifiable else None,
+        config.eval_judge_model.model_dump(mode="json") if judged else None,
+        JUDGE_VERSION if judged else None,
     )
+
+
+def _reuse_stored_scores(
+    ctx: StepContext, benchmark: str, inputs_key: str, n_prompts: int
+) -> StepResult | None:
+    """The stored scores, recorded again as this run's version, when they were made from the same inputs."""
     previous = ctx.store.latest_version("eval_scores", benchmark)
     stored = ctx.store.read("eval_scores", benchmark)
-    if previous and stored and json.loads(previous["upstream"]).get("inputs_key") == inputs_key:
-        ctx.log(
-            f"eval_scores[{benchmark}]: models, prompts and settings unchanged; keeping the stored scores"
-        )
-        ctx.record_version(
-            "eval_scores",
-            benchmark,
-            previous["data_version"],
-            previous["teacher_version"],
-            json.loads(previous["upstream"]),
-        )
-        return StepResult(
-            previous["data_version"],
-            {"eval_prompts": len(prompts), "samples_generated": 0, "reused": True, **_score_metadata(stored)},
-        )
+    if not (previous and stored and json.loads(previous["upstream"]).get("inputs_key") == inputs_key):
+        return None
+    ctx.log(f"eval_scores[{benchmark}]: models, prompts and settings unchanged; keeping the stored scores")
+    ctx.record_version(
+        "eval_scores",
+        benchmark,
+        previous["data_version"],
+        previous["teacher_version"],
+        json.loads(previous["upstream"]),
+    )
+    return StepResult.of(
+        previous["data_version"],
+        EvalScores(eval_prompts=n_prompts, samples_generated=0, reused=True, scores=_score_metadata(stored)),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EvalGeneration:
+    """Every model's response texts (by role, in prompt order), how many were generated and how long it took."""
+
+    responses: dict[str, list[str]]
+    samples_generated: int
+    seconds: float
+
+
+def _generate_eval_responses(
+    ctx: StepContext, benchmark: str, prompts: list[dict[str, Any]], models: list[EvaluatedModel]
+) -> _EvalGeneration:
+    """One response per eval prompt from each model, at the eval temperature."""
+    config = ctx.config
     params = SamplingParams(
         temperature=config.eval.temperature,
         n=1,
@@ -115,60 +165,123 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
         )
         responses[model.role] = [c.text for c in completions]
         generated += stats.samples_generated
-    generation_s = time.monotonic() - started
+    return _EvalGeneration(
+        responses=responses, samples_generated=generated, seconds=time.monotonic() - started
+    )
 
-    scores: list[dict[str, Any]] = []
-    breakdown_rows: list[dict[str, Any]] = []
-    response_rows: list[dict[str, Any]] = []
-    judge_metadata: dict[str, Any] = {}
-    for model in models:
-        texts = responses[model.role]
-        correct: list[bool | None] = [None] * len(texts)
-        preferences: list[float | None] = [None] * len(texts)
-        if bench.verifiable:
-            correct = [is_item_correct(item, text) for item, text in zip(items, texts, strict=True)]
-            scores.append(_score_row(benchmark, model, "accuracy", accuracy(correct)))
-            group_field = bench.breakdown_field
-            if group_field:
-                groups = [item.meta.get(group_field, "unknown") for item in items]
-                for group, estimate in breakdown(correct, groups).items():
-                    breakdown_rows.append(
-                        {
-                            "benchmark": benchmark,
-                            "model_role": model.role,
-                            "group_kind": group_field,
-                            "group": group,
-                            "value": estimate.value,
-                            "n": estimate.n,
-                        }
-                    )
-        else:
-            judgments = _judge_against_reference(ctx, items, texts)
-            preferences = [j.preference for j in judgments]
-            judge_metadata.update(
-                {f"{model.role}_judge_{k}": round(v, 4) for k, v in judge_summary(pairwise=judgments).items()}
+
+@dataclass
+class _ScoredModels:
+    """The rows eval_scores stages, filled model by model, and the eval judge's verdict statistics."""
+
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    breakdown_rows: list[dict[str, Any]] = field(default_factory=list)
+    response_rows: list[dict[str, Any]] = field(default_factory=list)
+    judge_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _score_model(
+    ctx: StepContext,
+    benchmark: str,
+    items: list[BenchmarkItem],
+    model: EvaluatedModel,
+    texts: list[str],
+    scored: _ScoredModels,
+) -> None:
+    """Score one model's responses (accuracy, or win rates against the references) and add its rows."""
+    correct: list[bool | None] = [None] * len(texts)
+    preferences: list[float | None] = [None] * len(texts)
+    if get_benchmark(benchmark).verifiable:
+        correct = [is_item_correct(item, text) for item, text in zip(items, texts, strict=True)]
+        _add_accuracy(benchmark, items, model, correct, scored)
+    else:
+        preferences = _add_win_rates(ctx, benchmark, items, model, texts, scored)
+    for item, text, ok, pref in zip(items, texts, correct, preferences, strict=True):
+        scored.response_rows.append(
+            _response_row(
+                benchmark, model, prompt_id=item.item_id, response=text, correct=ok, preference=pref
             )
-            scores.append(_score_row(benchmark, model, "win_rate", win_rate(preferences)))
-            lc = length_controlled_win_rate(
-                preferences,
-                [len(t) for t in texts],
-                [len(item.reference or "") for item in items],
-                [item.item_id for item in items],
-            )
-            scores.append(_score_row(benchmark, model, "lc_win_rate", lc))
-        for item, text, ok, pref in zip(items, texts, correct, preferences, strict=True):
-            response_rows.append(
-                {
-                    "benchmark": benchmark,
-                    "model_role": model.role,
-                    "model_version": model.version,
-                    "prompt_id": item.item_id,
-                    "response": text,
-                    "correct": ok,
-                    "preference": pref,
-                    "reward_score": None,
-                }
-            )
+        )
+
+
+def _add_accuracy(
+    benchmark: str,
+    items: list[BenchmarkItem],
+    model: EvaluatedModel,
+    correct: list[bool | None],
+    scored: _ScoredModels,
+) -> None:
+    """Accuracy, and accuracy by the benchmark's breakdown field if it declares one."""
+    scored.scores.append(_score_row(benchmark, model, "accuracy", accuracy(correct)))
+    group_field = get_benchmark(benchmark).breakdown_field
+    if not group_field:
+        return
+    groups = [item.meta.get(group_field, "unknown") for item in items]
+    for group, estimate in breakdown(correct, groups).items():
+        scored.breakdown_rows.append(
+            {
+                "benchmark": benchmark,
+                "model_role": model.role,
+                "group_kind": group_field,
+                "group": group,
+                "value": estimate.value,
+                "n": estimate.n,
+            }
+        )
+
+
+def _add_win_rates(
+    ctx: StepContext,
+    benchmark: str,
+    items: list[BenchmarkItem],
+    model: EvaluatedModel,
+    texts: list[str],
+    scored: _ScoredModels,
+) -> list[float | None]:
+    """Win rate and length-controlled win rate against the references; returns each response's preference."""
+    judgments = _judge_against_reference(ctx, items, texts)
+    preferences = [j.preference for j in judgments]
+    scored.judge_metadata.update(
+        {f"{model.role}_judge_{k}": round(v, 4) for k, v in judge_summary(pairwise=judgments).items()}
+    )
+    scored.scores.append(_score_row(benchmark, model, "win_rate", win_rate(preferences)))
+    lc = length_controlled_win_rate(
+        preferences,
+        [len(t) for t in texts],
+        [len(item.reference or "") for item in items],
+        [item.item_id for item in items],
+    )
+    scored.scores.append(_score_row(benchmark, model, "lc_win_rate", lc))
+    return preferences
+
+
+def _response_row(
+    benchmark: str,
+    model: EvaluatedModel,
+    *,
+    prompt_id: str,
+    response: str,
+    correct: bool | None,
+    preference: float | None,
+) -> dict[str, Any]:
+    """One eval_responses row; its reward score is filled in once every model is scored."""
+    return {
+        "benchmark": benchmark,
+        "model_role": model.role,
+        "model_version": model.version,
+        "prompt_id": prompt_id,
+        "response": response,
+        "correct": correct,
+        "preference": preference,
+        "reward_score": None,
+    }
+
+
+def _add_reward_scores(
+    rm_path: Path, prompts: list[dict[str, Any]], response_rows: list[dict[str, Any]]
+) -> None:
+    """Fill in each eval response's reward-model score."""
+    from rd_pipeline.training.scoring import RewardScorer
 
     prompt_text = {row["prompt_id"]: row["prompt"] for row in prompts}
     scorer = RewardScorer(str(rm_path))
@@ -187,37 +300,31 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     for row, reward in zip(response_rows, rewards, strict=True):
         row["reward_score"] = reward
 
-    ctx.stage("eval_responses", benchmark, response_rows)
-    ctx.stage("eval_scores", benchmark, scores)
-    ctx.stage("eval_breakdown", benchmark, breakdown_rows)
-    data_version = content_hash(scores)
-    ctx.record_version(
-        "eval_scores",
-        benchmark,
-        data_version,
-        rl["teacher_version"],
-        {
-            "rl_student": lineage_ref(rl),
-            "sft_student": lineage_ref(ctx.upstream_version("sft_student")),
-            "reward_model": lineage_ref(rm),
-            "inputs_key": inputs_key,
-        },
-    )
-    metadata: dict[str, Any] = {
-        "eval_prompts": len(prompts),
-        "samples_generated": generated,
-        "eval_prompts_per_s": round(len(prompts) * len(models) / generation_s, 3) if generated else None,
-        "reused": False,
-        **_score_metadata(scores),
-    }
-    metadata.update(
-        {k: v for k, v in judge_metadata.items() if v == v}
-    )  # NaN rates (nothing parsed) left out
-    if not bench.verifiable:
-        metadata["eval_judge"] = config.eval_judge_model.ref
+
+def _eval_output(
+    ctx: StepContext,
+    benchmark: str,
+    n_prompts: int,
+    n_models: int,
+    generated: _EvalGeneration,
+    scored: _ScoredModels,
+) -> EvalScores:
+    """What eval_scores reports; warns in the log when the eval judge is one of the evaluated models."""
+    config = ctx.config
+    per_s = round(n_prompts * n_models / generated.seconds, 3) if generated.samples_generated else None
+    # NaN rates (nothing parsed) left out
+    details: dict[str, Any] = {k: v for k, v in scored.judge_metadata.items() if v == v}
+    if not get_benchmark(benchmark).verifiable:
+        details["eval_judge"] = config.eval_judge_model.ref
         for warning in judge_warnings(config):
             ctx.log(f"eval_scores[{benchmark}]: {warning}")
-    return StepResult(data_version, metadata)
+    return EvalScores(
+        eval_prompts=n_prompts,
+        samples_generated=generated.samples_generated,
+        reused=False,
+        scores=_score_metadata(scored.scores),
+        details={"eval_prompts_per_s": per_s, **details},
+    )
 
 
 def _same_model(a: ModelConfig, b: ModelConfig) -> bool:

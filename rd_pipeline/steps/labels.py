@@ -20,11 +20,11 @@ from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_sum
 from rd_pipeline.labeling.pairs import LabelledResponse, RewardPair, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
-from rd_pipeline.steps.checks import evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
+from rd_pipeline.steps.results import PseudoLabels, RewardLabels, evaluation_only_fields
 from rd_pipeline.steps.teacher import generation_metadata, usage_row
 
 
@@ -89,19 +89,25 @@ def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
     lineage.record(ctx, "pseudo_labels", benchmark, data_version)
     good = sum(1 for r in rows if r["good"])
     labelled_prompts = {r["prompt_id"] for r in rows if r["prompt_labelled"]}
-    return StepResult(
+    quality = labelled.metadata
+    return StepResult.of(
         data_version,
-        {
-            "rows": len(rows),
-            "good_responses": good,
-            "good_fraction": round(good / len(rows), 4) if rows else 0.0,
-            "labelled_prompts": len(labelled_prompts),
-            "coverage": round(len(labelled_prompts) / len(prompt_rows), 4) if prompt_rows else 0.0,
-            "teacher_version": upstream["teacher_version"],
-            "label_version": labelled.label_version,
-            **labelled.metadata,
-            **evaluation_only_metadata(ctx.config.benchmark(benchmark), len(prompt_rows)),
-        },
+        PseudoLabels(
+            rows=len(rows),
+            coverage=round(len(labelled_prompts) / len(prompt_rows), 4) if prompt_rows else 0.0,
+            mean_vote_share=quality.get("mean_vote_share"),
+            n_labelled=quality.get("n_labelled"),
+            gold_label_accuracy=quality.get("gold_label_accuracy"),
+            details={
+                "good_responses": good,
+                "good_fraction": round(good / len(rows), 4) if rows else 0.0,
+                "labelled_prompts": len(labelled_prompts),
+                "teacher_version": upstream["teacher_version"],
+                "label_version": labelled.label_version,
+                **quality,  # vote quality (verifiable) or judge verdicts (open-ended)
+            },
+            **evaluation_only_fields(ctx.config.benchmark(benchmark), len(prompt_rows)),
+        ),
     )
 
 
@@ -261,23 +267,25 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
     lineage.record(ctx, "reward_labels", benchmark, data_version)
     by_source = {s: [r for r in labelled if r["source"] == s] for s in ("teacher", "student")}
     source_stats = pair_source_stats(pairs)
-    return StepResult(
+    return StepResult.of(
         data_version,
-        {
-            "labelled_responses": len(labelled),
-            "teacher_good_fraction": _fraction(by_source["teacher"]),
-            "student_good_fraction": _fraction(by_source["student"]),
-            "pairs": len(pair_rows),
-            "train_pairs": sum(1 for p in pair_rows if p["split"] == "train"),
-            "heldout_pairs": sum(1 for p in pair_rows if p["split"] != "train"),
-            "pair_policy": config.labeling.pair_policy,
-            "chosen_teacher_share": _round(source_stats.chosen_teacher_share),
-            "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
-            "same_source_pairs": source_stats.same_source_pairs,
-            "teacher_version": labels_version["teacher_version"],
-            **students.metadata,
-            **evaluation_only_metadata(config.benchmark(benchmark), len(prompt_rows)),
-        },
+        RewardLabels(
+            pairs=len(pair_rows),
+            train_pairs=sum(1 for p in pair_rows if p["split"] == "train"),
+            heldout_pairs=sum(1 for p in pair_rows if p["split"] != "train"),
+            chosen_teacher_share=_round(source_stats.chosen_teacher_share),
+            details={
+                "labelled_responses": len(labelled),
+                "teacher_good_fraction": _fraction(by_source["teacher"]),
+                "student_good_fraction": _fraction(by_source["student"]),
+                "pair_policy": config.labeling.pair_policy,
+                "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
+                "same_source_pairs": source_stats.same_source_pairs,
+                "teacher_version": labels_version["teacher_version"],
+                **students.metadata,
+            },
+            **evaluation_only_fields(config.benchmark(benchmark), len(prompt_rows)),
+        ),
     )
 
 

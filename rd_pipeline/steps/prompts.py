@@ -9,6 +9,7 @@ from typing import Any
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, select_prompts
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash
+from rd_pipeline.steps.results import BenchmarkPrompts
 
 
 def item_to_row(item: BenchmarkItem, data_version: str = "") -> dict[str, Any]:
@@ -66,16 +67,18 @@ def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
         f"benchmark_prompts[{benchmark}]: {splits['train']} train + {splits['eval']} eval from {cfg.source}; "
         f"{selection.dropped_from_train} train records left out as eval questions"
     )
-    return StepResult(
+    return StepResult.of(
         data_version,
-        {
-            "rows": len(rows),
-            "train_prompts": splits["train"],
-            "eval_prompts": splits["eval"],
-            "source": cfg.source + (f" ({cfg.path})" if cfg.path else ""),
-            "train_available": selection.train_available,
-            "eval_available": selection.eval_available,
-            "train_dropped_as_eval": selection.dropped_from_train,
-            "train_eval_overlaps": selection.overlaps,
-        },
+        BenchmarkPrompts(
+            rows=len(rows),
+            train_prompts=splits["train"],
+            eval_prompts=splits["eval"],
+            train_dropped_as_eval=selection.dropped_from_train,
+            train_eval_overlaps=selection.overlaps,
+            details={
+                "source": cfg.source + (f" ({cfg.path})" if cfg.path else ""),
+                "train_available": selection.train_available,
+                "eval_available": selection.eval_available,
+            },
+        ),
     )

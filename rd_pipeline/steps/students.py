@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from rd_pipeline.config import LaunchConfig
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
-from rd_pipeline.steps.checks import evaluation_only_benchmarks, evaluation_only_metadata
+from rd_pipeline.steps.checks import evaluation_only_benchmarks
 from rd_pipeline.steps.commit import committed
-from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref, teacher_versions_of
+from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
 from rd_pipeline.steps.prompts import read_prompts
+from rd_pipeline.steps.results import SampledResponses, TrainedModel, evaluation_only_fields
 from rd_pipeline.steps.teacher import (
     generate_rows,
     generation_metadata,
@@ -32,12 +33,12 @@ def upstream_partitions(ctx: StepContext, asset: str) -> dict[str, dict[str, Any
     return {name: ctx.upstream_version(asset, name) for name in ctx.config.benchmark_names}
 
 
-def _lineage(upstream_asset: str, records: dict[str, dict[str, Any]], base: str) -> dict[str, Any]:
-    return {
-        "base_model": base,
-        "upstream": {f"{upstream_asset}[{name}]": lineage_ref(record) for name, record in records.items()},
-        "teacher_versions": _teacher_versions(records.values()),
-    }
+def _partitions_lineage(
+    upstream_asset: str, records: dict[str, dict[str, Any]], **others: dict[str, Any]
+) -> StepLineage:
+    """Lineage of a model trained on every partition of ``upstream_asset`` (and on ``others``, keyed by asset)."""
+    keyed = {f"{upstream_asset}[{name}]": record for name, record in records.items()} | others
+    return StepLineage.of(_teacher_versions(records.values()), keyed)
 
 
 def _teacher_versions(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -50,12 +51,6 @@ def _skipped_benchmarks(ctx: StepContext) -> dict[str, Any]:
     (their partitions are empty, and eval_scores still evaluates them)."""
     names = evaluation_only_benchmarks(ctx.config)
     return {"evaluation_only_benchmarks": ", ".join(names)} if names else {}
-
-
-def _metric_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Scalar metrics, plus the per-step metrics and how the training group was launched."""
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
-    return scalars | {k: metrics[k] for k in ("per_step", "launch") if k in metrics}
 
 
 def _run_training(
@@ -116,6 +111,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         {name: record["data_version"] for name, record in labels.items()},
     )
     ctx.log(f"sft_student: {len(examples)} examples from {len(labels)} benchmarks")
+    lineage = _partitions_lineage("pseudo_labels", labels)
     path, metrics, trained = train_once(
         ctx,
         "sft_student",
@@ -130,27 +126,19 @@ def make_sft_student(ctx: StepContext) -> StepResult:
             {"base": base.location, "revision": base.revision, "config": config.sft.model_dump(mode="json")},
             {"examples": examples},
         ),
-        _lineage("pseudo_labels", labels, config.student.ref) | {"config_hash": config.section_hash("sft")},
+        lineage.checkpoint(config.student.ref, config.section_hash("sft")),
     )
-    teacher_versions = _teacher_versions(labels.values())
-    ctx.record_version(
-        "sft_student",
-        "",
+    lineage.record(ctx, "sft_student", "", version)
+    return StepResult.of(
         version,
-        teacher_versions,
-        {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
-    )
-    return StepResult(
-        version,
-        {
-            "path": str(path),
-            "examples": len(examples),
-            "trained_now": trained,
-            "teacher_versions": teacher_versions,
-            "lineage": {f"pseudo_labels[{n}]": lineage_ref(r) for n, r in labels.items()},
-            **_metric_metadata(metrics),
-            **_skipped_benchmarks(ctx),
-        },
+        TrainedModel(
+            path=str(path),
+            trained_now=trained,
+            teacher_versions=lineage.teacher_versions,
+            lineage=lineage.upstream,
+            metrics=metrics,
+            details={"examples": len(examples), **_skipped_benchmarks(ctx)},
+        ),
     )
 
 
@@ -171,23 +159,22 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
         sampling.model_dump(mode="json"),
         [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows],
     )
-    ctx.record_version(
-        "student_responses",
-        benchmark,
-        data_version,
-        sft["teacher_version"],
-        {"sft_student": lineage_ref(sft)},
+    StepLineage.of(sft["teacher_version"], {"sft_student": sft}).record(
+        ctx, "student_responses", benchmark, data_version
     )
-    return StepResult(
+    return StepResult.of(
         data_version,
-        {
-            "rows": len(rows),
-            "prompts": len(prompts),
-            "student_version": sft["data_version"],
-            "samples_per_prompt": sampling.n * len(sampling.temperatures),
-            **generation_metadata(stats, completions),
-            **evaluation_only_metadata(ctx.config.benchmark(benchmark), len(prompts)),
-        },
+        SampledResponses(
+            rows=len(rows),
+            prompts=len(prompts),
+            budget_exhausted=stats.budget_exhausted,
+            details={
+                "student_version": sft["data_version"],
+                "samples_per_prompt": sampling.n * len(sampling.temperatures),
+                **generation_metadata(stats, completions),
+            },
+            **evaluation_only_fields(ctx.config.benchmark(benchmark), len(prompts)),
+        ),
     )
 
 
@@ -219,6 +206,7 @@ def make_reward_model(ctx: StepContext) -> StepResult:
         {name: record["data_version"] for name, record in labels.items()},
     )
     ctx.log(f"reward_model: {len(train_pairs)} train pairs, {len(heldout_pairs)} held out")
+    lineage = _partitions_lineage("reward_labels", labels, sft_student=sft)
     path, metrics, trained = train_once(
         ctx,
         "reward_model",
@@ -233,29 +221,19 @@ def make_reward_model(ctx: StepContext) -> StepResult:
             {"base": str(sft_path), "config": config.reward_model.model_dump(mode="json")},
             {"train_pairs": train_pairs, "heldout_pairs": heldout_pairs},
         ),
-        _lineage("reward_labels", labels, f"sft_student@{sft['data_version']}")
-        | {"config_hash": config.section_hash("reward_model")},
+        lineage.checkpoint(f"sft_student@{sft['data_version']}", config.section_hash("reward_model")),
     )
-    ctx.record_version(
-        "reward_model",
-        "",
+    lineage.record(ctx, "reward_model", "", version)
+    return StepResult.of(
         version,
-        _teacher_versions(labels.values()),
-        {f"reward_labels[{n}]": lineage_ref(r) for n, r in labels.items()}
-        | {"sft_student": lineage_ref(sft)},
-    )
-    return StepResult(
-        version,
-        {
-            "path": str(path),
-            "train_pairs": len(train_pairs),
-            "heldout_pairs": len(heldout_pairs),
-            "trained_now": trained,
-            "lineage": {f"reward_labels[{n}]": lineage_ref(r) for n, r in labels.items()}
-            | {"sft_student": lineage_ref(sft)},
-            **_metric_metadata(metrics),
-            **_skipped_benchmarks(ctx),
-        },
+        TrainedModel(
+            path=str(path),
+            trained_now=trained,
+            heldout_pairs=len(heldout_pairs),
+            lineage=lineage.upstream,
+            metrics=metrics,
+            details={"train_pairs": len(train_pairs), **_skipped_benchmarks(ctx)},
+        ),
     )
 
 
@@ -276,12 +254,7 @@ def make_rl_student(ctx: StepContext) -> StepResult:
         config.rl.model_dump(mode="json"),
         [p["prompt"][0]["content"] for p in prompts],
     )
-    lineage = {
-        "base_model": f"sft_student@{sft['data_version']}",
-        "upstream": {"sft_student": lineage_ref(sft), "reward_model": lineage_ref(rm)},
-        "teacher_versions": _teacher_versions([sft, rm]),
-        "config_hash": config.section_hash("rl"),
-    }
+    lineage = StepLineage.of(_teacher_versions([sft, rm]), {"sft_student": sft, "reward_model": rm})
     ctx.log(
         f"rl_student: {config.rl.algorithm} on {len(prompts)} prompts against reward_model {rm['data_version']}"
     )
@@ -303,25 +276,17 @@ def make_rl_student(ctx: StepContext) -> StepResult:
             },
             {"prompts": prompts},
         ),
-        lineage,
+        lineage.checkpoint(f"sft_student@{sft['data_version']}", config.section_hash("rl")),
     )
-    ctx.record_version(
-        "rl_student",
-        "",
+    lineage.record(ctx, "rl_student", "", version)
+    return StepResult.of(
         version,
-        rm["teacher_version"],
-        {"sft_student": lineage_ref(sft), "reward_model": lineage_ref(rm)},
-    )
-    return StepResult(
-        version,
-        {
-            "path": str(path),
-            "prompts": len(prompts),
-            "algorithm": config.rl.algorithm,
-            "trained_now": trained,
-            "lineage": lineage["upstream"],
-            "teacher_versions": lineage["teacher_versions"],
-            **_metric_metadata(metrics),
-            **_skipped_benchmarks(ctx),
-        },
+        TrainedModel(
+            path=str(path),
+            trained_now=trained,
+            teacher_versions=lineage.teacher_versions,
+            lineage=lineage.upstream,
+            metrics=metrics,
+            details={"prompts": len(prompts), "algorithm": config.rl.algorithm, **_skipped_benchmarks(ctx)},
+        ),
     )

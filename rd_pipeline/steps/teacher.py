@@ -14,11 +14,11 @@ from rd_pipeline.generation.base import (
     Generator,
     SamplingParams,
 )
-from rd_pipeline.steps.checks import evaluation_only_metadata
 from rd_pipeline.steps.commit import committed
-from rd_pipeline.steps.context import StepContext, StepResult, content_hash, lineage_ref
+from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
 from rd_pipeline.steps.prompts import read_prompts
+from rd_pipeline.steps.results import SampledResponses, evaluation_only_fields
 
 
 def teacher_version(config: PipelineConfig, generator: Generator | None = None) -> str:
@@ -150,20 +150,16 @@ def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
     data_version = content_hash(
         version, [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows]
     )
-    ctx.record_version(
-        "teacher_responses",
-        benchmark,
-        data_version,
-        teacher_version=version,
-        upstream={"benchmark_prompts": lineage_ref(prompts_version)},
+    StepLineage.of(version, {"benchmark_prompts": prompts_version}).record(
+        ctx, "teacher_responses", benchmark, data_version
     )
-    return StepResult(
+    return StepResult.of(
         data_version,
-        {
-            "rows": len(rows),
-            "prompts": len(prompts),
-            "teacher_version": version,
-            **generation_metadata(stats, completions),
-            **evaluation_only_metadata(ctx.config.benchmark(benchmark), len(prompts)),
-        },
+        SampledResponses(
+            rows=len(rows),
+            prompts=len(prompts),
+            budget_exhausted=stats.budget_exhausted,
+            details={"teacher_version": version, **generation_metadata(stats, completions)},
+            **evaluation_only_fields(ctx.config.benchmark(benchmark), len(prompts)),
+        ),
     )
