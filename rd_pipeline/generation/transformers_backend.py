@@ -241,19 +241,30 @@ class TransformersGenerator(Generator):
         return journaled_scores(self.journal, self._identity, requests, self._score_pending)
 
     def _score_pending(self, requests: list[ScoringRequest]) -> tuple[list[Scored | None], GenerationStats]:
+        """Score requests in batches of ``batch_size`` prompts of similar length sharing a candidate set."""
         self._ensure_loaded()
         stats = GenerationStats()
-        scored: list[Scored | None] = []
-        for request in requests:
-            prompt = chat_prompt_ids(self._tokenizer, request)
-            scored.append(Scored(self._continuation_probabilities(prompt, request.candidates), len(prompt)))
-            stats.backend_requests += 1
-            stats.input_tokens += len(prompt)
+        prompts = [chat_prompt_ids(self._tokenizer, request) for request in requests]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index in sorted(range(len(requests)), key=lambda i: len(prompts[i])):
+            groups.setdefault(requests[index].candidates, []).append(index)
+        scored: list[Scored | None] = [None] * len(requests)
+        for candidates, indices in groups.items():
+            for start in range(0, len(indices), self.config.batch_size):
+                batch = indices[start : start + self.config.batch_size]
+                probabilities = self._continuation_probabilities([prompts[i] for i in batch], candidates)
+                for index, found in zip(batch, probabilities, strict=True):
+                    scored[index] = Scored(found, len(prompts[index]))
+                stats.backend_requests += len(batch)
+                stats.input_tokens += sum(len(prompts[i]) for i in batch)
         return scored, stats
 
-    def _continuation_probabilities(self, prompt: list[int], candidates: Sequence[str]) -> dict[str, float]:
-        """P(candidate | prompt) for each candidate: one prefill of the prompt, its KV cache copied to one row per
-        candidate, then the candidates' tokens (right-padded, so padding never precedes a scored token)."""
+    def _continuation_probabilities(
+        self, prompts: list[list[int]], candidates: Sequence[str]
+    ) -> list[dict[str, float]]:
+        """P(candidate | prompt) for each prompt and candidate: one prefill of the (left-padded) prompts, each
+        one's KV cache copied to one row per candidate, then the candidates' tokens (right-padded, so padding
+        never precedes a scored token)."""
         import math
 
         import torch
@@ -262,8 +273,13 @@ class TransformersGenerator(Generator):
         tokens = [self._tokenizer.encode(c, add_special_tokens=False) for c in candidates]
         if not all(tokens):
             raise ValueError(f"a candidate encodes to no tokens: {list(candidates)}")
-        model = self._model
-        device = model.device
+        model, device = self._model, self._model.device
+        rows, width, longest = len(prompts), max(len(ids) for ids in prompts), max(len(ids) for ids in tokens)
+        input_ids = torch.full((rows, width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((rows, width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
         cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         try:
             cache = DynamicCache(config=model.config)
@@ -271,27 +287,45 @@ class TransformersGenerator(Generator):
             cache = DynamicCache()
         with torch.inference_mode():
             output = model(
-                input_ids=torch.tensor([prompt], device=device), use_cache=True, **{cache_name: cache}
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                position_ids=(attention.cumsum(-1) - 1).clamp(min=0).to(device),
+                use_cache=True,
+                **{cache_name: cache},
             )
-            first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
-            totals = [float(first[ids[0]]) for ids in tokens]
-            longest = max(len(ids) for ids in tokens)
+            first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+            totals = [[float(first[row, ids[0]]) for ids in tokens] for row in range(rows)]
             if longest > 1:
-                cache.batch_repeat_interleave(len(tokens))
-                rest = torch.full((len(tokens), longest - 1), self._pad_id, dtype=torch.long)
-                for row, ids in enumerate(tokens):
-                    rest[row, : len(ids) - 1] = torch.tensor(ids[:-1], dtype=torch.long)
-                attention = torch.ones((len(tokens), len(prompt) + longest - 1), dtype=torch.long)
+                count = len(tokens)
+                cache.batch_repeat_interleave(count)  # row * count + candidate
+                rest = torch.full((rows * count, longest - 1), self._pad_id, dtype=torch.long)
+                for candidate, ids in enumerate(tokens):
+                    rest[candidate::count, : len(ids) - 1] = torch.tensor(ids[:-1], dtype=torch.long)
+                lengths = attention.sum(-1).repeat_interleave(count)
+                positions = lengths[:, None] + torch.arange(longest - 1)[None, :]
+                full_attention = torch.cat(
+                    [
+                        attention.repeat_interleave(count, dim=0),
+                        torch.ones((rows * count, longest - 1), dtype=torch.long),
+                    ],
+                    dim=1,
+                )
                 output = model(
                     input_ids=rest.to(device),
-                    attention_mask=attention.to(device),
+                    attention_mask=full_attention.to(device),
+                    position_ids=positions.to(device),
                     use_cache=True,
                     **{cache_name: cache},
                 )
                 logprobs = torch.log_softmax(output.logits.float(), dim=-1)
-                for row, ids in enumerate(tokens):
-                    totals[row] += sum(float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids)))
-        return {candidate: math.exp(total) for candidate, total in zip(candidates, totals, strict=True)}
+                for row in range(rows):
+                    for candidate, ids in enumerate(tokens):
+                        line = logprobs[row * count + candidate]
+                        totals[row][candidate] += sum(float(line[j - 1, ids[j]]) for j in range(1, len(ids)))
+        return [
+            {candidate: math.exp(total) for candidate, total in zip(candidates, row_totals, strict=True)}
+            for row_totals in totals
+        ]
 
     def _finish(self, tokens: list[int]) -> tuple[str, int]:
         """Cut a decoded row at its first stop token; return its text and its count of generated tokens."""
