@@ -265,27 +265,46 @@ def make_reward_labels(ctx: StepContext, benchmark: str) -> StepResult:
         {"pseudo_labels": labels_version, "student_responses": student_version},
     )
     lineage.record(ctx, "reward_labels", benchmark, data_version)
-    by_source = {s: [r for r in labelled if r["source"] == s] for s in ("teacher", "student")}
-    source_stats = pair_source_stats(pairs)
     return StepResult.of(
         data_version,
-        RewardLabels(
-            pairs=len(pair_rows),
-            train_pairs=sum(1 for p in pair_rows if p["split"] == "train"),
-            heldout_pairs=sum(1 for p in pair_rows if p["split"] != "train"),
-            chosen_teacher_share=_round(source_stats.chosen_teacher_share),
-            details={
-                "labelled_responses": len(labelled),
-                "teacher_good_fraction": _fraction(by_source["teacher"]),
-                "student_good_fraction": _fraction(by_source["student"]),
-                "pair_policy": config.labeling.pair_policy,
-                "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
-                "same_source_pairs": source_stats.same_source_pairs,
-                "teacher_version": labels_version["teacher_version"],
-                **students.metadata,
-            },
-            **evaluation_only_fields(config.benchmark(benchmark), len(prompt_rows)),
+        _reward_labels_output(
+            ctx,
+            benchmark,
+            n_prompts=len(prompt_rows),
+            labelled=labelled,
+            pairs=pairs,
+            details={"teacher_version": labels_version["teacher_version"], **students.metadata},
         ),
+    )
+
+
+def _reward_labels_output(
+    ctx: StepContext,
+    benchmark: str,
+    *,
+    n_prompts: int,
+    labelled: Sequence[dict[str, Any]],
+    pairs: Sequence[RewardPair],
+    details: dict[str, Any],
+) -> RewardLabels:
+    """What reward_labels reports: pairs by split and source, and the share of good responses by source."""
+    by_source = {s: [r for r in labelled if r["source"] == s] for s in ("teacher", "student")}
+    source_stats = pair_source_stats(pairs)
+    return RewardLabels(
+        pairs=len(pairs),
+        train_pairs=sum(1 for p in pairs if p.split == "train"),
+        heldout_pairs=sum(1 for p in pairs if p.split != "train"),
+        chosen_teacher_share=_round(source_stats.chosen_teacher_share),
+        details={
+            "labelled_responses": len(labelled),
+            "teacher_good_fraction": _fraction(by_source["teacher"]),
+            "student_good_fraction": _fraction(by_source["student"]),
+            "pair_policy": ctx.config.labeling.pair_policy,
+            "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
+            "same_source_pairs": source_stats.same_source_pairs,
+            **details,
+        },
+        **evaluation_only_fields(ctx.config.benchmark(benchmark), n_prompts),
     )
 
 

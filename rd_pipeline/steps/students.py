@@ -75,29 +75,35 @@ def _run_training(
     return metrics
 
 
+def _sft_examples(ctx: StepContext, benchmark: str) -> list[dict[str, Any]]:
+    """The teacher's good responses to one benchmark's train prompts as SFT examples, each text once per prompt."""
+    prompts = {row["prompt_id"]: row["prompt"] for row in read_prompts(ctx, benchmark, "train")}
+    good = {
+        (r["prompt_id"], r["temperature"], r["sample_index"])
+        for r in ctx.store.read("pseudo_labels", benchmark)
+        if r["good"]
+    }
+    examples: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for row in ctx.store.read("teacher_responses", benchmark):
+        key = (row["prompt_id"], row["response"])
+        if (row["prompt_id"], row["temperature"], row["sample_index"]) in good and key not in seen:
+            seen.add(key)
+            examples.append(
+                {
+                    "prompt": [{"role": "user", "content": prompts[row["prompt_id"]]}],
+                    "completion": [{"role": "assistant", "content": row["response"]}],
+                }
+            )
+    return examples
+
+
 @committed("sft_student")
 def make_sft_student(ctx: StepContext) -> StepResult:
+    """Fine-tune the base student on the teacher's good responses of every benchmark."""
     config = ctx.config
     labels = upstream_partitions(ctx, "pseudo_labels")
-    examples: list[dict[str, Any]] = []
-    for benchmark in config.benchmark_names:
-        prompts = {row["prompt_id"]: row["prompt"] for row in read_prompts(ctx, benchmark, "train")}
-        good = {
-            (r["prompt_id"], r["temperature"], r["sample_index"])
-            for r in ctx.store.read("pseudo_labels", benchmark)
-            if r["good"]
-        }
-        seen: set[tuple[str, str]] = set()
-        for row in ctx.store.read("teacher_responses", benchmark):
-            key = (row["prompt_id"], row["response"])
-            if (row["prompt_id"], row["temperature"], row["sample_index"]) in good and key not in seen:
-                seen.add(key)
-                examples.append(
-                    {
-                        "prompt": [{"role": "user", "content": prompts[row["prompt_id"]]}],
-                        "completion": [{"role": "assistant", "content": row["response"]}],
-                    }
-                )
+    examples = [example for benchmark in config.benchmark_names for example in _sft_examples(ctx, benchmark)]
     if not examples:
         raise RuntimeError(
             "sft_student: no teacher response earned a good label; nothing to train on "
@@ -178,14 +184,11 @@ def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
     )
 
 
-@committed("reward_model")
-def make_reward_model(ctx: StepContext) -> StepResult:
-    config = ctx.config
-    labels = upstream_partitions(ctx, "reward_labels")
-    sft_path, sft = latest_checkpoint(ctx, "sft_student")
+def _training_pairs(ctx: StepContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every benchmark's reward pairs as conversations: (train pairs, held-out pairs)."""
     train_pairs: list[dict[str, Any]] = []
     heldout_pairs: list[dict[str, Any]] = []
-    for benchmark in config.benchmark_names:
+    for benchmark in ctx.config.benchmark_names:
         for row in ctx.store.read("reward_pairs", benchmark):
             pair = {
                 "prompt": [{"role": "user", "content": row["prompt"]}],
@@ -194,6 +197,16 @@ def make_reward_model(ctx: StepContext) -> StepResult:
                 "margin": row["margin"],
             }
             (train_pairs if row["split"] == "train" else heldout_pairs).append(pair)
+    return train_pairs, heldout_pairs
+
+
+@committed("reward_model")
+def make_reward_model(ctx: StepContext) -> StepResult:
+    """Train the reward model (from the SFT student) on every benchmark's reward pairs."""
+    config = ctx.config
+    labels = upstream_partitions(ctx, "reward_labels")
+    sft_path, sft = latest_checkpoint(ctx, "sft_student")
+    train_pairs, heldout_pairs = _training_pairs(ctx)
     if not train_pairs:
         raise RuntimeError(
             "reward_model: reward_labels produced no training pairs (every prompt's responses were "
