@@ -224,3 +224,4 @@ def test_a_text_both_sources_wrote_pairs_with_either_source():
     ]
     assert {p.chosen_source for p in pairs} == {"shared"}
     assert pair_source_stats(pairs).chosen_teacher_share == 0.0
+    assert pair_source_stats(pairs).shared_text_pairs == 3

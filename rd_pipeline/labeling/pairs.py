@@ -56,10 +56,11 @@ class PairSourceStats:
     chosen_teacher_share: float | None
     rejected_teacher_share: float | None
     same_source_pairs: int
+    shared_text_pairs: int = 0  # pairs with a side both teacher and student wrote
 
 
 def pair_source_stats(pairs: Sequence[RewardPair]) -> PairSourceStats:
-    """Shares of pairs whose chosen (rejected) response is the teacher's, and the same-source pair count."""
+    """Shares of pairs whose chosen (rejected) response is the teacher's; same-source and shared-text counts."""
     if not pairs:
         return PairSourceStats(0, None, None, 0)
     return PairSourceStats(
@@ -67,6 +68,7 @@ def pair_source_stats(pairs: Sequence[RewardPair]) -> PairSourceStats:
         chosen_teacher_share=sum(p.chosen_source == "teacher" for p in pairs) / len(pairs),
         rejected_teacher_share=sum(p.rejected_source == "teacher" for p in pairs) / len(pairs),
         same_source_pairs=sum(p.chosen_source == p.rejected_source for p in pairs),
+        shared_text_pairs=sum("shared" in (p.chosen_source, p.rejected_source) for p in pairs),
     )
 
 

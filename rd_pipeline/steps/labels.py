@@ -302,6 +302,7 @@ def _reward_labels_output(
             "pair_policy": ctx.config.labeling.pair_policy,
             "rejected_teacher_share": _round(source_stats.rejected_teacher_share),
             "same_source_pairs": source_stats.same_source_pairs,
+            "shared_text_pairs": source_stats.shared_text_pairs,
             **details,
         },
         **evaluation_only_fields(ctx.config.benchmark(benchmark), n_prompts),
