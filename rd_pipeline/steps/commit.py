@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from rd_pipeline.steps.checks import CheckOutcome, evaluate_checks
 from rd_pipeline.steps.context import StepContext, StepResult
+from rd_pipeline.steps.results import SampledResponses, StepOutput
 from rd_pipeline.store import StagedWrites
 
 StepFn = TypeVar("StepFn", bound=Callable[..., StepResult])
@@ -35,12 +36,12 @@ class CommitRefused(RuntimeError):
         super().__init__(f"{where}: {cause}; {kept}")
 
 
-def _cause(refused: list[CheckOutcome], metadata: dict[str, Any]) -> str:
+def _cause(refused: list[CheckOutcome], reported: StepOutput | dict[str, Any]) -> str:
     """What went wrong, in words; a budget stop is said as such rather than as an incomplete table."""
     causes = [outcome.summary() for outcome in refused]
-    if metadata.get("budget_exhausted"):
+    if isinstance(reported, SampledResponses) and reported.budget_exhausted:
         causes = [
-            f"stopped at the API budget limit with {metadata.get('rows', 0)} of "
+            f"stopped at the API budget limit with {reported.rows} of "
             f"{next((o.details.get('expected') for o in refused if o.name == 'complete'), '?')} samples "
             "(kept in the journal: the next run with a larger budget generates only the rest)"
         ] + [outcome.summary() for outcome in refused if outcome.name != "complete"]
@@ -64,7 +65,7 @@ def commit_step(
     refused = [outcome for outcome in result.checks if outcome.refuses_commit]
     if refused:
         raise CommitRefused(
-            asset, benchmark, result.checks, _cause(refused, result.metadata), _kept(ctx, asset, benchmark)
+            asset, benchmark, result.checks, _cause(refused, result.reported), _kept(ctx, asset, benchmark)
         )
     ctx.store.commit(staged)
 
