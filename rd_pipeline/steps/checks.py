@@ -1,6 +1,6 @@
-"""Asset checks as plain functions of a step's reported metadata and the config.
+"""Asset checks as plain functions of a step's typed result (``rd_pipeline.steps.results``) and the config.
 
-They run before a step's writes are committed (see ``rd_pipeline.steps.staging``): with ``checks.enforce`` on, a failed
+They run before a step's writes are committed (see ``rd_pipeline.steps.commit``): with ``checks.enforce`` on, a failed
 blocking check leaves the stored data as it was; checks listed in ``ALWAYS_BLOCKING`` refuse the commit even with
 ``enforce`` off, because what they catch (no prompts, a partition cut short) is never a usable table. The Dagster
 layer (``rd_pipeline.defs.checks``) turns the same checks into asset-check specs and results.
