@@ -223,8 +223,15 @@ class StagedWrites:
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
+    """Another connection holds the file: another process's lock, or (in this process) a connection opened in the
+    other mode, read-only or read-write, which DuckDB refuses to mix until it is closed."""
     text = str(error).lower()
-    return "lock" in text or "conflicting" in text or "being used by another process" in text
+    return (
+        "lock" in text
+        or "conflicting" in text
+        or "being used by another process" in text
+        or "different configuration" in text
+    )
 
 
 _CORRUPTION_MARKERS = ("not a valid duckdb database", "could not read enough bytes", "corrupt", "checksum")
@@ -261,7 +268,11 @@ class Store:
                 os.replace(staging, self.path)
 
     def _run(self, action, read_only: bool = False) -> Any:
-        """Run ``action(connection)`` with a fresh connection, retrying while another process holds the file."""
+        """Run ``action(connection)`` with a fresh connection, retrying while another process holds the file.
+
+        ``read_only`` opens a read-only connection: readers write nothing and share the file with other readers;
+        like a writer, a reader waits while another process holds it for writing.
+        """
         if not read_only and not self.path.exists():
             self._create_once()
         deadline = time.monotonic() + _LOCK_WAIT_S
@@ -270,7 +281,7 @@ class Store:
             try:
                 if read_only and not self.path.exists():
                     return action(None)
-                connection = duckdb.connect(str(self.path))
+                connection = duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as error:
                 if _is_corruption(error):
                     raise StoreCorruptError(self.path, _reason(error)) from error

@@ -109,3 +109,43 @@ def test_damaged_file_fails_naming_it_and_the_way_back(tmp_path: Path, damage: s
     with pytest.raises(StoreCorruptError):
         store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 1))
     assert path.read_bytes() == (b"\x00garbage" * 4096 if damage == "garbage" else data[: len(data) // 2])
+
+
+_HOLD_READ_ONLY = """
+import sys, duckdb
+connection = duckdb.connect(sys.argv[1], read_only=True)
+print(connection.execute('SELECT count(*) FROM teacher_responses').fetchone()[0], flush=True)
+sys.stdin.readline()
+connection.close()
+"""
+
+
+def test_reads_are_read_only_and_run_beside_another_process_reading(tmp_path: Path, monkeypatch):
+    """Reads open the file read-only: they write nothing, and another process reading it does not block them
+    (a read-write connection would wait for that process's lock, then fail)."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    import rd_pipeline.store as store_module
+
+    store = Store(tmp_path / "rd.duckdb")
+    store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 3))
+    with pytest.raises(duckdb.Error, match="read-only"):
+        store._run(lambda connection: connection.execute("CREATE TABLE scratch (a INTEGER)"), read_only=True)
+
+    monkeypatch.setattr(store_module, "_LOCK_WAIT_S", 2.0)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_READ_ONLY, str(store.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "3"  # the other process holds its connection open
+        assert [row["response"] for row in store.read("teacher_responses", "gsm8k")] == ["x0", "x1", "x2"]
+        assert store.count("teacher_responses") == 3 and store.verify() == ["teacher_responses"]
+    finally:
+        reader.communicate("done\n", timeout=30)
+    assert reader.returncode == 0
