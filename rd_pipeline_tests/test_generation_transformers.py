@@ -103,7 +103,13 @@ def test_greedy_decodes_once_per_prompt_and_repeats_it(rd_home: Path) -> None:
 
 def test_order_and_stats_with_mixed_lengths_temperatures_and_small_batches(rd_home: Path) -> None:
     requests = [*_requests(n=3, temperature=0.8, count=5), *_requests(n=2, temperature=0.0, count=3)]
-    requests = [GenerationRequest(f"r{i}", r.messages, r.params) for i, r in enumerate(reversed(requests))]
+    # Distinct conversations: a conversation asked twice is decoded once (see the test below).
+    requests = [
+        GenerationRequest(
+            f"r{i}", ({"role": "user", "content": f"{i}. {r.messages[0]['content']}"},), r.params
+        )
+        for i, r in enumerate(reversed(requests))
+    ]
     calls: list[tuple[int, int]] = []
     generator = _generator(rd_home, batch_size=2)
     completions, stats = generator.generate(
@@ -227,3 +233,24 @@ def test_a_final_assistant_message_is_continued(model_home: Path) -> None:
     )
     assert tokenizer.decode(fresh).endswith("<|im_start|>assistant\n")
     assert tokenizer.decode(prefilled).endswith("<|im_start|>assistant\nRating: [[")
+
+
+def test_a_prompt_asked_twice_is_decoded_once_and_both_get_the_journaled_samples(rd_home: Path) -> None:
+    """Two requests with the same conversation and sampling share journal keys: the samples are decoded once,
+    as the API backend does, so a re-run returns exactly what the first run returned."""
+    original = _requests(n=2, count=1)[0]
+    twin = GenerationRequest("twin", original.messages, original.params)
+    generator = _generator(rd_home)
+    completions, stats = generator.generate([original, twin])
+    assert stats.samples_requested == stats.samples_generated == 4 and stats.backend_requests == 2
+    assert [(c.request_id, c.sample_index) for c in completions] == [
+        ("q0", 0),
+        ("q0", 1),
+        ("twin", 0),
+        ("twin", 1),
+    ]
+    assert [c.text for c in completions[:2]] == [c.text for c in completions[2:]]
+    replayed, replay_stats = generator.generate([original, twin])
+    assert replay_stats.samples_from_journal == 4 and [c.text for c in replayed] == [
+        c.text for c in completions
+    ]

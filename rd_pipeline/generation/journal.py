@@ -138,11 +138,12 @@ def sample_key(identity: dict[str, str], request: GenerationRequest, sample_inde
 
 @dataclass(frozen=True)
 class PendingSample:
-    """A sample the journal does not have yet."""
+    """A sample the journal does not have yet; ``position`` is its request's place in the call."""
 
     key: str
     request: GenerationRequest
     sample_index: int
+    position: int
 
 
 class Journal:
@@ -235,5 +236,5 @@ class Journal:
                     from_journal=True,
                 )
             else:
-                pending.append(PendingSample(key, request, index))
+                pending.append(PendingSample(key, request, index, position))
         return done, pending

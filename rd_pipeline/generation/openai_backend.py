@@ -21,11 +21,11 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import queue
 import threading
-import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,11 +44,11 @@ from rd_pipeline.generation.base import (
     Completion,
     GenerationRequest,
     GenerationStats,
-    Generator,
     ProgressCallback,
     ScoringRequest,
 )
-from rd_pipeline.generation.journal import Journal, PendingSample, SpendEntry, identity_version, sample_key
+from rd_pipeline.generation.journal import PendingSample, SpendEntry, identity_version
+from rd_pipeline.generation.journaled import Batches, FinishedBatch, JournaledGenerator, JournalRun
 from rd_pipeline.generation.observed import SourceUnavailable, observe
 from rd_pipeline.generation.rate_limit import RateLimiter
 
@@ -70,15 +70,14 @@ def estimate_input_tokens(request: GenerationRequest) -> int:
 
 @dataclass
 class _Unit:
-    """One HTTP request to make: some sample indices of one request, with the seed and n to send."""
+    """One HTTP request to make: some pending samples of one request, with the seed to send (n = their count)."""
 
-    position: int
     request: GenerationRequest
-    indices: list[int]
+    samples: list[PendingSample]
     seed: int
 
 
-class OpenAIGenerator(Generator):
+class OpenAIGenerator(JournaledGenerator):
     """Generates through an OpenAI-compatible endpoint, journaled under ``journal_dir``.
 
     ``backoff_base_s`` is the first retry delay (doubled per attempt, jittered); ``progress_interval_s``
@@ -105,7 +104,6 @@ class OpenAIGenerator(Generator):
         self.spend_label = ""  # recorded with each spend entry: which step and run spent it
         self.answers_by_endpoint: dict[str, int] = {}  # over this instance's lifetime, per replica
         self._identity: dict[str, str] | None = None
-        self._journal: Journal | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -150,16 +148,8 @@ class OpenAIGenerator(Generator):
             raise RuntimeError(f"{self!r}: call observe_identity() before reading its identity")
         return dict(self._identity)
 
-    @property
-    def journal(self) -> Journal:
-        if self._journal is None:
-            self._journal = Journal(self.journal_dir / f"{identity_version(self.observe_identity())}.sqlite")
-        return self._journal
-
-    def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+    def journal_path(self) -> Path:
+        return self.journal_dir / f"{identity_version(self.observe_identity())}.sqlite"
 
     @property
     def spend_endpoint(self) -> str:
@@ -190,17 +180,25 @@ class OpenAIGenerator(Generator):
         Raises ApiError when a request is refused or keeps failing; completed samples stay journaled.
         """
         with self._lock:
-            identity, journal = self.observe_identity(), self.journal
-            done, pending = journal.split(identity, requests)
-            run = _Run(self, identity, journal, requests, done, pending, progress)
+            return super().generate(requests, progress)
+
+    def decode(self, run: JournalRun) -> Batches:
+        """Send the pending samples concurrently from an event loop on a thread of its own, yielding each answered
+        request's samples as they arrive; raises ApiError, once the requests in flight have finished, when some
+        failed."""
+        sending = _Sending(self, run)
+        answered: queue.SimpleQueue[FinishedBatch | None] = queue.SimpleQueue()
+        sending.deliver = answered.put
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(asyncio.run, sending.execute())
+            future.add_done_callback(lambda _: answered.put(None))
             try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                asyncio.run(run.execute())
-            else:  # called from inside an event loop: run ours on a thread of its own
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                    pool.submit(asyncio.run, run.execute()).result()
-            return run.finish()
+                while (batch := answered.get()) is not None:
+                    yield batch
+            finally:
+                sending.stopping = True  # when the caller stops early: send nothing more
+                future.result()
+        sending.finish()
 
     def score_candidates(
         self, requests: Sequence[ScoringRequest]
@@ -238,63 +236,40 @@ def replicas_model_entry(api: ApiConfig, model: str) -> dict[str, Any] | None:
     return next(iter(entries.values()), None)
 
 
-class _Run:
-    """The state of one generate() call."""
+class _Sending:
+    """The requests of one generate() call: budget, rate limits, retries and top-ups; each answered request's
+    samples go to ``deliver``."""
 
-    def __init__(
-        self,
-        generator: OpenAIGenerator,
-        identity: dict[str, str],
-        journal: Journal,
-        requests: Sequence[GenerationRequest],
-        done: dict[tuple[int, int], Completion],
-        pending: list[PendingSample],
-        progress: ProgressCallback | None,
-    ) -> None:
+    def __init__(self, generator: OpenAIGenerator, run: JournalRun) -> None:
         self.gen = generator
         self.api = generator.api
-        self.identity = identity
-        self.journal = journal
-        self.requests = requests
-        self.results = dict(done)
-        self.progress = progress
-        self.aliases: dict[str, list[tuple[int, int]]] = {}
-        self.total = sum(r.params.n for r in requests)
-        self.stats = GenerationStats(samples_requested=self.total, samples_from_journal=len(done))
-        self.units = self._plan(pending)
+        self.run = run
+        self.deliver: Callable[[FinishedBatch], None] = lambda batch: None
+        self.units = self._plan(run.pending)
         self.stopping = False
         self.errors: list[ApiError] = []
         self.reserved_usd = 0.0
         self.not_sent = 0
         self.topups = 0
         self.estimated_usage = 0
-        self._last_progress = 0.0
+        self.failed_attempts = 0
 
-    def _plan(self, pending: list[PendingSample]) -> list[_Unit]:
-        """One unit per request with pending samples; a key that repeats an earlier one is sent only once."""
-        pending_keys = {p.key for p in pending}
+    @staticmethod
+    def _plan(pending: list[PendingSample]) -> list[_Unit]:
+        """One unit per request with pending samples: all of them in one request, with the request's own seed
+        when it asks for every index."""
+        by_position: dict[int, list[PendingSample]] = {}
+        for sample in pending:
+            by_position.setdefault(sample.position, []).append(sample)
         units = []
-        for position, request in enumerate(self.requests):
-            indices = []
-            for index in range(request.params.n):
-                key = sample_key(self.identity, request, index)
-                if key not in pending_keys:
-                    continue
-                if key in self.aliases:
-                    self.aliases[key].append((position, index))
-                    continue
-                self.aliases[key] = [(position, index)]
-                indices.append(index)
-            if indices:
-                whole = indices == list(range(request.params.n))
-                seed = request.params.seed if whole else derived_seed(request.params.seed, indices[0])
-                units.append(_Unit(position, request, indices, seed))
+        for samples in by_position.values():
+            request, first = samples[0].request, samples[0].sample_index
+            whole = [sample.sample_index for sample in samples] == list(range(request.params.n))
+            seed = request.params.seed if whole else derived_seed(request.params.seed, first)
+            units.append(_Unit(request, samples, seed))
         return units
 
     async def execute(self) -> None:
-        self._report(force=True)
-        if not self.units:
-            return
         self.limiter = RateLimiter(self.api.requests_per_minute, self.api.tokens_per_minute)
         async with ChatClient(self.api, self.gen.model_name, self.gen.backoff_base_s) as client:
             self.client = client
@@ -314,33 +289,33 @@ class _Run:
             "seed": unit.seed,
             **self.api.sampling_extras,
         }
-        if len(unit.indices) > 1:
-            payload["n"] = len(unit.indices)
+        if len(unit.samples) > 1:
+            payload["n"] = len(unit.samples)
         return payload
 
     async def _run_unit(self, unit: _Unit) -> None:
         result = await self._send(unit)
         if result is None:
             return
-        leftovers = unit.indices[len(result.texts) :]
+        leftovers = unit.samples[len(result.texts) :]
         if leftovers:
             self.topups += len(leftovers)
             base = unit.request.params.seed
             await asyncio.gather(
                 *(
-                    self._run_unit(_Unit(unit.position, unit.request, [i], derived_seed(base, i)))
-                    for i in leftovers
+                    self._run_unit(_Unit(unit.request, [sample], derived_seed(base, sample.sample_index)))
+                    for sample in leftovers
                 )
             )
 
     async def _send(self, unit: _Unit) -> ChatResult | None:
         async with self.client.slot() as slot:
             if self.stopping:
-                self.not_sent += len(unit.indices)
+                self.not_sent += len(unit.samples)
                 return None
             params = unit.request.params
             input_estimate = estimate_input_tokens(unit.request)
-            output_estimate = params.max_new_tokens * len(unit.indices)
+            output_estimate = params.max_new_tokens * len(unit.samples)
             cost_estimate = self.gen.cost_of(input_estimate, output_estimate)
             budget = self.api.max_budget_usd
             spent = self.gen.spent_before_usd + self.gen.spent_usd
@@ -367,7 +342,7 @@ class _Run:
         return result
 
     def _stop_for_budget(self, unit: _Unit) -> None:
-        if not self.stats.budget_exhausted:
+        if not self.run.stats.budget_exhausted:
             log.warning(
                 "budget of $%.4f for %s at %s would be exceeded (spent $%.4f in earlier runs and $%.4f in this"
                 " one, in flight up to $%.4f): sending no more requests. Completed samples are kept in the"
@@ -380,12 +355,12 @@ class _Run:
                 self.gen.spent_usd,
                 self.reserved_usd,
             )
-        self.stats.budget_exhausted = True
+        self.run.stats.budget_exhausted = True
         self.stopping = True
-        self.not_sent += len(unit.indices)
+        self.not_sent += len(unit.samples)
 
     def _account(self, unit: _Unit, result: ChatResult, input_estimate: int) -> None:
-        texts = result.texts[: len(unit.indices)]
+        """Settle the rate limits and the spend of an answered request and deliver its samples."""
         if result.prompt_tokens is None or result.completion_tokens is None:
             self.estimated_usage += 1
         prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else input_estimate
@@ -394,66 +369,47 @@ class _Run:
             if result.completion_tokens is not None
             else sum(len(t.encode()) // 3 + 1 for t in result.texts)
         )
-        self.stats.backend_requests += 1
-        self.stats.input_tokens += prompt_tokens
-        self.stats.output_tokens += completion_tokens
         cost = self.gen.cost_of(prompt_tokens, completion_tokens)
-        self.stats.cost_usd += cost
         self.gen.spent_usd += cost
-        estimate = estimate_input_tokens(unit.request) + unit.request.params.max_new_tokens * len(
-            unit.indices
-        )
+        estimate = input_estimate + unit.request.params.max_new_tokens * len(unit.samples)
         self.limiter.settle(estimate, prompt_tokens + completion_tokens)
 
         share, extra = divmod(completion_tokens, max(1, len(result.texts)))
         request = unit.request
-        entries = []
-        for offset, (index, text) in enumerate(zip(unit.indices, texts, strict=False)):
-            completion = Completion(
-                request.request_id,
-                index,
-                request.params.temperature,
-                text,
-                prompt_tokens,
-                share + (1 if offset < extra else 0),
+        entries = [
+            (
+                sample.key,
+                Completion(
+                    request.request_id,
+                    sample.sample_index,
+                    request.params.temperature,
+                    text,
+                    prompt_tokens,
+                    share + (1 if offset < extra else 0),
+                ),
             )
-            key = sample_key(self.identity, request, index)
-            entries.append((key, completion))
-            for position, alias_index in self.aliases[key]:
-                alias = self.requests[position]
-                self.results[(position, alias_index)] = replace(
-                    completion, request_id=alias.request_id, sample_index=alias_index
-                )
-        self.journal.record(entries, self.gen.spend_entry(prompt_tokens, completion_tokens, cost))
-        self.stats.samples_generated += sum(len(self.aliases[key]) for key, _ in entries)
-        self._report()
+            for offset, (sample, text) in enumerate(zip(unit.samples, result.texts, strict=False))
+        ]
+        spend = self.gen.spend_entry(prompt_tokens, completion_tokens, cost)
+        self.deliver(FinishedBatch(entries, 1, prompt_tokens, completion_tokens, cost, spend))
 
-    def _report(self, force: bool = False) -> None:
-        if self.progress is None:
-            return
-        now = time.monotonic()
-        if force or now - self._last_progress >= self.gen.progress_interval_s:
-            self._last_progress = now
-            self.progress(len(self.results), self.total, self.stats)
-
-    def finish(self) -> tuple[list[Completion], GenerationStats]:
-        self.stats.extra.update(
+    def finish(self) -> None:
+        """Count what happened into the run's stats; raise ApiError when requests failed."""
+        stats = self.run.stats
+        stats.extra.update(
             {
-                "failed_attempts": float(getattr(self, "failed_attempts", 0)),
+                "failed_attempts": float(self.failed_attempts),
                 "topup_samples": float(self.topups),
                 "samples_not_sent": float(self.not_sent),
                 "requests_with_estimated_usage": float(self.estimated_usage),
             }
         )
-        self._report(force=True)
         if self.errors:
-            missing = self.total - len(self.results)
+            missing = self.run.total - len(self.run.results)
             raise ApiError(
-                f"{len(self.errors)} request(s) failed and {missing} of {self.total} samples are missing "
+                f"{len(self.errors)} request(s) failed and {missing} of {self.run.total} samples are missing "
                 "(completed samples are journaled; a rerun sends only the missing ones). "
                 f"First error: {self.errors[0]}",
                 status=self.errors[0].status,
                 retryable=self.errors[0].retryable,
             )
-        ordered = sorted(self.results.items())
-        return [completion for _, completion in ordered], self.stats

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from rd_pipeline.generation.base import Completion, GenerationRequest
 from rd_pipeline.generation.journal import PendingSample
+from rd_pipeline.generation.journaled import FinishedBatch
 
 
 @dataclass(frozen=True)
@@ -40,28 +41,16 @@ class SampleJob:
         return (params.temperature, params.top_p, params.max_new_tokens, self.sequences)
 
 
-def plan_jobs(
-    requests: Sequence[GenerationRequest],
-    done: dict[tuple[int, int], Completion],
-    pending: Sequence[PendingSample],
-    max_sequences: int,
-) -> list[SampleJob]:
+def plan_jobs(pending: Sequence[PendingSample], max_sequences: int) -> list[SampleJob]:
     """Group pending samples by request; split sampled groups into jobs of at most ``max_sequences``."""
     if max_sequences < 1:
         raise ValueError(f"max_sequences must be at least 1, got {max_sequences}")
     by_position: dict[int, list[PendingSample]] = {}
-    remaining = iter(pending)
-    for position, request in enumerate(requests):
-        for index in range(request.params.n):
-            if (position, index) in done:
-                continue
-            sample = next(remaining)
-            if sample.sample_index != index or sample.request != request:
-                raise ValueError("pending samples are not in request order")
-            by_position.setdefault(position, []).append(sample)
+    for sample in pending:
+        by_position.setdefault(sample.position, []).append(sample)
     jobs: list[SampleJob] = []
     for position, samples in by_position.items():
-        request = requests[position]
+        request = samples[0].request
         step = len(samples) if request.params.temperature == 0 else max_sequences
         for start in range(0, len(samples), step):
             jobs.append(SampleJob(position, request, tuple(samples[start : start + step])))
@@ -121,10 +110,15 @@ def job_completions(
     return entries
 
 
-def in_request_order(
-    requests: Sequence[GenerationRequest], completions: dict[tuple[int, int], Completion]
-) -> list[Completion]:
-    """Every sample of every request, in request order then sample index."""
-    return [
-        completions[(position, index)] for position, r in enumerate(requests) for index in range(r.params.n)
-    ]
+def finished_jobs(
+    jobs: Sequence[SampleJob], outputs: Sequence[Sequence[tuple[str, int]]], input_tokens: Sequence[int]
+) -> FinishedBatch:
+    """The journal entries and counts of decoded jobs: per job its ``(text, output_tokens)`` sequences and its
+    prompt length."""
+    batch = FinishedBatch([])
+    for job, job_outputs, prompt_tokens in zip(jobs, outputs, input_tokens, strict=True):
+        batch.entries += job_completions(job, job_outputs, prompt_tokens)
+        batch.backend_requests += job.sequences
+        batch.input_tokens += prompt_tokens
+        batch.output_tokens += sum(tokens for _, tokens in job_outputs)
+    return batch

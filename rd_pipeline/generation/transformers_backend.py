@@ -12,29 +12,21 @@ import copy
 import gc
 import inspect
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import (
     CandidateProbabilities,
-    Completion,
     GenerationRequest,
     GenerationStats,
-    Generator,
-    ProgressCallback,
     ScoringRequest,
     local_model_identity,
 )
 from rd_pipeline.generation.candidates import Scored, journaled_scores
 from rd_pipeline.generation.journal import Journal
-from rd_pipeline.generation.sample_jobs import (
-    SampleJob,
-    batch_seed,
-    in_request_order,
-    job_completions,
-    make_batches,
-    plan_jobs,
-)
+from rd_pipeline.generation.journaled import Batches, JournaledGenerator, JournalRun
+from rd_pipeline.generation.sample_jobs import SampleJob, batch_seed, finished_jobs, make_batches, plan_jobs
 from rd_pipeline.models import ResolvedModel
 
 # Chat end markers of common templates; any that the tokenizer knows also stops generation.
@@ -74,13 +66,13 @@ def stop_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
     return sorted(set(ids))
 
 
-class TransformersGenerator(Generator):
+class TransformersGenerator(JournaledGenerator):
     """A causal LM run in this process through ``model.generate``."""
 
     def __init__(self, resolved: ResolvedModel, model: ModelConfig, journal: Journal) -> None:
         self.resolved = resolved
         self.config = model
-        self._journal: Journal | None = journal
+        self._journal = journal
         self._journal_path = journal.path
         self._identity = transformers_identity(resolved, model)
         self._model: Any = None
@@ -93,11 +85,8 @@ class TransformersGenerator(Generator):
     def identity(self) -> dict[str, str]:
         return dict(self._identity)
 
-    @property
-    def journal(self) -> Journal:
-        if self._journal is None:
-            self._journal = Journal(self._journal_path)
-        return self._journal
+    def journal_path(self) -> Path:
+        return self._journal_path
 
     def _ensure_loaded(self) -> None:
         if self._model is not None:
@@ -117,39 +106,16 @@ class TransformersGenerator(Generator):
         self._pad_id = int(pad) if pad is not None else self._stop_ids[0]
         self.loads += 1
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
-    ) -> tuple[list[Completion], GenerationStats]:
-        requests = list(requests)
-        done, pending = self.journal.split(self._identity, requests)
-        total = len(done) + len(pending)
-        stats = GenerationStats(samples_requested=total, samples_from_journal=len(done))
-        results = dict(done)
-        if not pending:
-            if progress is not None:
-                progress(total, total, stats)
-            return in_request_order(requests, results), stats
-
+    def decode(self, run: JournalRun) -> Batches:
+        """Decode the pending samples in batches of similar prompt length, loading the model first."""
         self._ensure_loaded()
-        jobs = plan_jobs(requests, done, pending, self.config.batch_size)
+        jobs = plan_jobs(run.pending, self.config.batch_size)
         prompts = {job.position: chat_prompt_ids(self._tokenizer, job.request) for job in jobs}
-        lengths = {position: len(ids) for position, ids in prompts.items()}
-        for batch in make_batches(jobs, lengths, self.config.batch_size):
+        for batch in make_batches(
+            jobs, {position: len(ids) for position, ids in prompts.items()}, self.config.batch_size
+        ):
             outputs = self._decode_batch(batch, prompts)
-            entries = []
-            for job, job_outputs in zip(batch, outputs, strict=True):
-                job_entries = job_completions(job, job_outputs, lengths[job.position])
-                entries += job_entries
-                for _, completion in job_entries:
-                    results[(job.position, completion.sample_index)] = completion
-                stats.input_tokens += lengths[job.position]
-                stats.output_tokens += sum(tokens for _, tokens in job_outputs)
-                stats.backend_requests += job.sequences
-            self.journal.record(entries)
-            stats.samples_generated += len(entries)
-            if progress is not None:
-                progress(len(done) + stats.samples_generated, total, stats)
-        return in_request_order(requests, results), stats
+            yield finished_jobs(batch, outputs, [len(prompts[job.position]) for job in batch])
 
     def _decode_batch(
         self, batch: list[SampleJob], prompts: dict[int, list[int]]
@@ -348,6 +314,4 @@ class TransformersGenerator(Generator):
                     torch.cuda.empty_cache()
             except ImportError:
                 pass
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        super().close()

@@ -19,18 +19,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import (
     CandidateProbabilities,
-    Completion,
     GenerationRequest,
     GenerationStats,
-    Generator,
-    ProgressCallback,
     SamplingParams,
     ScoringRequest,
     local_model_identity,
@@ -43,13 +40,8 @@ from rd_pipeline.generation.candidates import (
     probabilities_from_top_logprobs,
 )
 from rd_pipeline.generation.journal import Journal
-from rd_pipeline.generation.sample_jobs import (
-    SampleJob,
-    batch_seed,
-    in_request_order,
-    job_completions,
-    plan_jobs,
-)
+from rd_pipeline.generation.journaled import Batches, JournaledGenerator, JournalRun
+from rd_pipeline.generation.sample_jobs import SampleJob, batch_seed, finished_jobs, plan_jobs
 from rd_pipeline.generation.vllm_worker import EngineJob, EngineResult, EngineSpec
 from rd_pipeline.models import ResolvedModel
 
@@ -189,19 +181,13 @@ class EngineProcess:
         self.connection.close()
 
 
-@dataclass
-class _Chunk:
-    engine: EngineProcess
-    jobs: list[SampleJob]
-
-
-class VllmGenerator(Generator):
+class VllmGenerator(JournaledGenerator):
     """A model served by offline vLLM engines in child processes."""
 
     def __init__(self, resolved: ResolvedModel, model: ModelConfig, journal: Journal) -> None:
         self.resolved = resolved
         self.config = model
-        self._journal: Journal | None = journal
+        self._journal = journal
         self._journal_path = journal.path
         self._identity = vllm_identity(resolved, model)
         self._engines: list[EngineProcess] = []
@@ -213,11 +199,8 @@ class VllmGenerator(Generator):
     def identity(self) -> dict[str, str]:
         return dict(self._identity)
 
-    @property
-    def journal(self) -> Journal:
-        if self._journal is None:
-            self._journal = Journal(self._journal_path)
-        return self._journal
+    def journal_path(self) -> Path:
+        return self._journal_path
 
     @property
     def engine_pids(self) -> list[int]:
@@ -252,44 +235,23 @@ class VllmGenerator(Generator):
             self._stop_engines()
             raise
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
-    ) -> tuple[list[Completion], GenerationStats]:
-        requests = list(requests)
-        done, pending = self.journal.split(self._identity, requests)
-        total = len(done) + len(pending)
-        stats = GenerationStats(samples_requested=total, samples_from_journal=len(done))
-        results = dict(done)
-        if not pending:
-            if progress is not None:
-                progress(total, total, stats)
-            return in_request_order(requests, results), stats
-
+    def decode(self, run: JournalRun) -> Batches:
+        """One vLLM request per prompt for all its pending samples, sent in chunks spread over the engines;
+        each engine's finished chunk is a batch."""
         self._ensure_started()
-        jobs = plan_jobs(requests, done, pending, max_sequences=len(pending))
+        jobs = plan_jobs(run.pending, max_sequences=len(run.pending))
         engines = self._engines
         for start in range(0, len(jobs), _JOBS_PER_CHUNK * len(engines)):
             window = jobs[start : start + _JOBS_PER_CHUNK * len(engines)]
-            chunks = [_Chunk(engine, window[rank :: len(engines)]) for rank, engine in enumerate(engines)]
-            chunks = [chunk for chunk in chunks if chunk.jobs]
-            for chunk in chunks:
-                chunk.engine.send([self._engine_job(job) for job in chunk.jobs])
-            for chunk in chunks:
-                outputs: list[EngineResult] = chunk.engine.receive()
-                entries = []
-                for job, output in zip(chunk.jobs, outputs, strict=True):
-                    job_entries = job_completions(job, output.outputs, output.input_tokens)
-                    entries += job_entries
-                    for _, completion in job_entries:
-                        results[(job.position, completion.sample_index)] = completion
-                    stats.input_tokens += output.input_tokens
-                    stats.output_tokens += sum(tokens for _, tokens in output.outputs)
-                    stats.backend_requests += job.sequences
-                self.journal.record(entries)
-                stats.samples_generated += len(entries)
-                if progress is not None:
-                    progress(len(done) + stats.samples_generated, total, stats)
-        return in_request_order(requests, results), stats
+            chunks = [(engine, window[rank :: len(engines)]) for rank, engine in enumerate(engines)]
+            chunks = [(engine, chunk) for engine, chunk in chunks if chunk]
+            for engine, chunk in chunks:
+                engine.send([self._engine_job(job) for job in chunk])
+            for engine, chunk in chunks:
+                results: list[EngineResult] = engine.receive()
+                yield finished_jobs(
+                    chunk, [result.outputs for result in results], [result.input_tokens for result in results]
+                )
 
     def score_candidates(
         self, requests: Sequence[ScoringRequest]
@@ -338,6 +300,4 @@ class VllmGenerator(Generator):
     def close(self) -> None:
         """Stop the engine processes (their memory goes back) and close the journal (reopened if needed)."""
         self._stop_engines()
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        super().close()
