@@ -463,6 +463,34 @@ class RlConfig(TrainerConfig):
     beta: float = Field(
         default=0.05, ge=0, description="KL coefficient against the reference (the SFT student); 0 = no KL"
     )
+    use_vllm: bool = Field(
+        default=False,
+        description="sample the RL completions with vLLM (TRL's use_vllm; needs vLLM on a GPU) instead of "
+        "transformers' generate",
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        default="colocate",
+        description="colocate: a vLLM engine inside each training process; server: a `trl vllm-serve` server "
+        "at vllm_server_base_url, weights synced to it each step",
+    )
+    vllm_server_base_url: str | None = Field(
+        default=None,
+        description="address of the `trl vllm-serve` server (vllm_mode server), e.g. http://host:8000",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.3, gt=0, le=1, description="share of each GPU's memory the colocated engine may take"
+    )
+    vllm_tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs one colocated engine spans (tensor parallelism)"
+    )
+
+    @model_validator(mode="after")
+    def _vllm_server_needs_address(self) -> RlConfig:
+        if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
+            raise ValueError(
+                "use_vllm with vllm_mode 'server' needs vllm_server_base_url (the trl vllm-serve address)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _whole_groups_per_batch(self) -> RlConfig:

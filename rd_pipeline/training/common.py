@@ -84,11 +84,28 @@ def common_trainer_args(
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
         "gradient_accumulation_steps": gradient_accumulation_steps,
-        "activation_checkpointing": gradient_checkpointing,
-        "activation_checkpointing_kwargs": {"use_reentrant": False} if gradient_checkpointing else None,
+        **checkpointing_args(gradient_checkpointing),
         "ddp_find_unused_parameters": False,
         **precision.trainer_kwargs(),
     }
+
+
+def checkpointing_args(enabled: bool, known_fields: set[str] | None = None) -> dict[str, Any]:
+    """Activation (gradient) checkpointing under the name the installed transformers uses.
+
+    Newer releases call it ``activation_checkpointing`` and keep ``gradient_checkpointing`` as a deprecated alias;
+    older ones know only ``gradient_checkpointing``. ``known_fields`` defaults to ``TrainingArguments``' fields.
+    """
+    if known_fields is None:
+        from transformers import TrainingArguments
+
+        known_fields = set(TrainingArguments.__dataclass_fields__)
+    name = (
+        "activation_checkpointing" if "activation_checkpointing" in known_fields else "gradient_checkpointing"
+    )
+    if not enabled:
+        return {name: False}
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 def batch_metrics(trainer) -> dict[str, Any]:
@@ -99,7 +116,9 @@ def batch_metrics(trainer) -> dict[str, Any]:
         * args.gradient_accumulation_steps
         * args.world_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "gradient_checkpointing": bool(args.activation_checkpointing),
+        "gradient_checkpointing": bool(
+            getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", None)
+        ),
     }
 
 

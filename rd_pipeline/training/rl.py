@@ -25,6 +25,20 @@ def _trainer_classes(algorithm: str):
     raise ValueError(f"rl.algorithm must be 'grpo' or 'rloo', got {algorithm!r}")
 
 
+def vllm_generation_args(cfg: RlConfig) -> dict[str, Any]:
+    """TRL's settings for sampling the RL completions with vLLM (colocated with training, or a `trl vllm-serve`
+    server); plain ``generate`` when ``cfg.use_vllm`` is off."""
+    if not cfg.use_vllm:
+        return {"use_vllm": False}
+    args: dict[str, Any] = {"use_vllm": True, "vllm_mode": cfg.vllm_mode}
+    if cfg.vllm_mode == "server":
+        args["vllm_server_base_url"] = cfg.vllm_server_base_url
+    else:
+        args["vllm_gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
+        args["vllm_tensor_parallel_size"] = cfg.vllm_tensor_parallel_size
+    return args
+
+
 def _trainer_builder(stage: Stage, reward_model: str, prompts: Sequence[dict], cfg: RlConfig):
     """A function of the scratch output_dir that builds the GRPO or RLOO trainer with the reward model as
     its only reward function."""
@@ -43,6 +57,7 @@ def _trainer_builder(stage: Stage, reward_model: str, prompts: Sequence[dict], c
             temperature=cfg.temperature,
             beta=cfg.beta,
             log_completions=False,
+            **vllm_generation_args(cfg),
         )
         return trainer_class(
             model=stage.load_model(AutoModelForCausalLM),
