@@ -1,9 +1,10 @@
 """Asset checks, evaluated from what each step reports and attached to its materialization.
 
-The checks themselves are plain functions in ``rd_pipeline.steps.checks`` (add new ones to ``CHECKS`` there); they
-run before a step's writes are committed, so a failed blocking check leaves the stored data unchanged and fails the
-step, which stops downstream steps: bad labels never reach SFT, and a reward model no better than chance never drives
-RL.
+The checks themselves are plain functions declared next to each asset's step, in its ``rd_pipeline.steps``
+module, and registered in ``rd_pipeline.steps.checks.CHECKS`` (add a new one to its asset's ``<ASSET>_CHECKS``
+there); they run before a step's writes are committed, so a failed blocking check leaves the stored data unchanged
+and fails the step, which stops downstream steps: bad labels never reach SFT, and a reward model no better than
+chance never drives RL.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ __all__ = ["CHECKS", "check_results", "check_specs", "outcome_evaluations", "out
 
 def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
-        for name, blocking, description, _ in CHECKS.get(asset, [])
+        dg.AssetCheckSpec(check.name, asset=asset, blocking=check.blocking, description=check.description)
+        for check in CHECKS.get(asset, ())
     ]
 
 

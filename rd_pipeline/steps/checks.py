@@ -1,27 +1,30 @@
-"""Asset checks as plain functions of a step's typed result (``rd_pipeline.steps.results``) and the config.
+"""Asset checks: how they are declared, the one registry of them, and their evaluation on a step's typed result.
 
-They run before a step's writes are committed (see ``rd_pipeline.steps.commit``): with ``checks.enforce`` on, a failed
-blocking check leaves the stored data as it was; checks listed in ``ALWAYS_BLOCKING`` refuse the commit even with
-``enforce`` off, because what they catch (no prompts, a partition cut short) is never a usable table. The Dagster
-layer (``rd_pipeline.defs.checks``) turns the same checks into asset-check specs and results.
+Each asset's checks are plain functions of its step's typed result (``rd_pipeline.steps.results``) and the config,
+declared as ``AssetCheck`` values next to the step in its own module and passed to its ``@committed(asset,
+checks=...)`` (``rd_pipeline.steps.commit``), which registers them here. They run before a step's writes are
+committed: with ``checks.enforce`` on, a failed blocking check leaves the stored data as it was; a check declared
+``always_blocking`` refuses the commit even with ``enforce`` off, because what it catches (no prompts, a partition
+cut short) is never a usable table. ``CHECKS`` imports the step modules on first use, so it is complete whoever
+reads it first; the Dagster layer (``rd_pipeline.defs.checks``) turns the same checks into asset-check specs and
+results. This module keeps only what several assets share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rd_pipeline.config import MODEL_ROLES, BenchmarkConfig, PipelineConfig, SamplingConfig
+from rd_pipeline.config import BenchmarkConfig, PipelineConfig, SamplingConfig
 from rd_pipeline.steps.results import (
     OUTPUT_TYPES,
     BenchmarkPrompts,
-    EvalScores,
     PartitionOutput,
     PseudoLabels,
     SampledResponses,
     StepOutput,
-    TrainedModel,
     evaluation_only_fields,
 )
 
@@ -29,6 +32,26 @@ CheckDetails = tuple[bool, dict[str, Any]]
 CheckFn = Callable[
     [Any, PipelineConfig], CheckDetails
 ]  # (the asset's typed result, config) -> (passed, details)
+
+# The step modules that declare asset checks, in the order of the asset graph (the order of ``CHECKS``).
+CHECKED_STEP_MODULES = (
+    "rd_pipeline.steps.prompts",
+    "rd_pipeline.steps.teacher",
+    "rd_pipeline.steps.labels",
+    "rd_pipeline.steps.students",
+    "rd_pipeline.steps.evaluation",
+)
+
+
+@dataclass(frozen=True)
+class AssetCheck:
+    """One check of an asset, declared next to the asset's step."""
+
+    name: str
+    blocking: bool
+    description: str
+    evaluate: CheckFn
+    always_blocking: bool = False  # refuses the commit even with checks.enforce off
 
 
 def evaluation_only_metadata(benchmark: BenchmarkConfig, train_prompts: int) -> dict[str, Any]:
@@ -44,21 +67,15 @@ def evaluation_only_benchmarks(config: PipelineConfig) -> list[str]:
     return [benchmark.name for benchmark in config.benchmarks if not benchmark.train_size]
 
 
-def _not_empty(result: SampledResponses | PseudoLabels | BenchmarkPrompts, _: PipelineConfig) -> CheckDetails:
+def not_empty(result: SampledResponses | PseudoLabels | BenchmarkPrompts, _: PipelineConfig) -> CheckDetails:
+    """The partition has rows, or is an evaluation-only partition that is empty by configuration."""
     if isinstance(result, PartitionOutput) and result.evaluation_only:
         return True, {"rows": result.rows, "evaluation_only": True}
     return result.rows > 0, {"rows": result.rows}
 
 
-def _complete_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
-    return _samples_match(result, config.sampling)
-
-
-def _complete_student_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
-    return _samples_match(result, config.student_sampling_settings())
-
-
-def _samples_match(result: SampledResponses, sampling: SamplingConfig) -> CheckDetails:
+def samples_match(result: SampledResponses, sampling: SamplingConfig) -> CheckDetails:
+    """Every prompt has ``sampling.n`` samples at each of its temperatures."""
     expected = result.prompts * sampling.n * len(sampling.temperatures)
     return result.rows == expected, {
         "rows": result.rows,
@@ -67,123 +84,42 @@ def _samples_match(result: SampledResponses, sampling: SamplingConfig) -> CheckD
     }
 
 
-def _label_coverage(result: PseudoLabels, config: PipelineConfig) -> CheckDetails:
-    share = result.mean_vote_share
-    minima = config.checks
-    passed = result.coverage >= minima.min_label_coverage and (
-        share is None or share >= minima.min_mean_vote_share
-    )
-    details = {
-        "coverage": result.coverage,
-        "min_coverage": minima.min_label_coverage,
-        "mean_vote_share": share,
-        "min_mean_vote_share": minima.min_mean_vote_share,
-    }
-    if result.evaluation_only:
-        return True, details | {"evaluation_only": True}
-    return passed, details
+_DECLARED: dict[str, tuple[str, tuple[AssetCheck, ...]]] = {}  # asset -> (declaring module, its checks)
 
 
-def _gold_label_accuracy(result: PseudoLabels, config: PipelineConfig) -> CheckDetails:
-    accuracy = result.gold_label_accuracy
-    threshold = config.checks.min_gold_label_accuracy
-    passed = accuracy is None or accuracy >= threshold  # open-ended benchmarks have no gold to compare with
-    return passed, {
-        "gold_label_accuracy": accuracy,
-        "min_gold_label_accuracy": threshold,
-        "labelled_prompts": result.n_labelled,
-    }
+def declare_checks(asset: str, checks: Iterable[AssetCheck], module: str) -> None:
+    """Register ``asset``'s checks, declared in step module ``module`` (one of ``CHECKED_STEP_MODULES``)."""
+    if module not in CHECKED_STEP_MODULES:
+        raise ValueError(
+            f"checks of {asset} are declared in {module}, which is not in CHECKED_STEP_MODULES "
+            "(rd_pipeline/steps/checks.py): add it there so the registry loads it"
+        )
+    declared = _DECLARED.get(asset)
+    if declared is not None and declared[0] != module:
+        raise ValueError(f"checks of {asset} are declared in both {declared[0]} and {module}")
+    _DECLARED[asset] = (module, tuple(checks))
 
 
-def _reward_model_accuracy(result: TrainedModel, config: PipelineConfig) -> CheckDetails:
-    accuracy = result.heldout_accuracy
-    threshold = config.checks.min_reward_model_accuracy
-    passed = accuracy is not None and accuracy == accuracy and accuracy > threshold
-    return passed, {
-        "heldout_accuracy": accuracy,
-        "must_exceed": threshold,
-        "heldout_pairs": result.heldout_pairs,
-    }
+class CheckRegistry(Mapping[str, tuple[AssetCheck, ...]]):
+    """asset -> its checks in declaration order, for every asset with checks; loads the step modules on first use."""
+
+    def _checks(self) -> dict[str, tuple[AssetCheck, ...]]:
+        for module in CHECKED_STEP_MODULES:
+            importlib.import_module(module)
+        by_module = sorted(_DECLARED.items(), key=lambda item: CHECKED_STEP_MODULES.index(item[1][0]))
+        return {asset: checks for asset, (_, checks) in by_module}
+
+    def __getitem__(self, asset: str) -> tuple[AssetCheck, ...]:
+        return self._checks()[asset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._checks())
+
+    def __len__(self) -> int:
+        return len(self._checks())
 
 
-def _no_eval_overlap(result: BenchmarkPrompts, _: PipelineConfig) -> CheckDetails:
-    overlaps = result.train_eval_overlaps
-    found = {name: count for name, count in (overlaps or {}).items() if count}
-    return overlaps is not None and not found, {
-        "overlapping_train_prompts": sum(found.values()) if overlaps is not None else None,
-        "overlaps": ", ".join(f"{name}: {count}" for name, count in sorted(found.items())) or "none",
-        "dropped_from_train": result.train_dropped_as_eval,
-    }
-
-
-def _eval_complete(result: EvalScores, _: PipelineConfig) -> CheckDetails:
-    missing = [role for role in MODEL_ROLES if role not in result.scored_roles()]
-    return not missing and result.eval_prompts > 0, {"missing_roles": ", ".join(missing) or "none"}
-
-
-# asset -> [(check name, blocking, description, function)]
-CHECKS: dict[str, list[tuple[str, bool, str, CheckFn]]] = {
-    "benchmark_prompts": [
-        ("not_empty", True, "the partition has prompts", _not_empty),
-        (
-            "no_eval_overlap",
-            True,
-            "no train prompt (or GSM-Plus seed question) is an eval question of a configured benchmark or a "
-            "GSM8K test question",
-            _no_eval_overlap,
-        ),
-    ],
-    "teacher_responses": [
-        ("not_empty", True, "the teacher answered", _not_empty),
-        (
-            "complete",
-            True,
-            "every prompt has n samples at each temperature (not cut short by the budget)",
-            _complete_samples,
-        ),
-    ],
-    "pseudo_labels": [
-        ("not_empty", True, "responses were labelled", _not_empty),
-        (
-            "label_coverage",
-            True,
-            "label coverage and mean vote share reach the configured minima",
-            _label_coverage,
-        ),
-        (
-            "gold_label_accuracy",
-            True,
-            "where gold answers exist, labels agree with them at least checks.min_gold_label_accuracy",
-            _gold_label_accuracy,
-        ),
-    ],
-    "student_responses": [
-        ("not_empty", True, "the student answered", _not_empty),
-        (
-            "complete",
-            True,
-            "every prompt has student_sampling.n samples at each of its temperatures",
-            _complete_student_samples,
-        ),
-    ],
-    "reward_model": [
-        (
-            "heldout_accuracy",
-            True,
-            "held-out pairwise accuracy is above the configured minimum",
-            _reward_model_accuracy,
-        ),
-    ],
-    "eval_scores": [("complete", False, "every model was scored", _eval_complete)],
-}
-
-
-# (asset, check) pairs that refuse the commit whatever ``checks.enforce`` says.
-ALWAYS_BLOCKING: set[tuple[str, str]] = {
-    ("benchmark_prompts", "not_empty"),
-    ("teacher_responses", "complete"),
-    ("student_responses", "complete"),
-}
+CHECKS = CheckRegistry()
 
 
 @dataclass(frozen=True)
@@ -208,15 +144,23 @@ def evaluate_checks(
 ) -> list[CheckOutcome]:
     """Every check of ``asset`` on a step's typed result (or on reported metadata, read back into that type), in
     declaration order."""
-    checks = CHECKS.get(asset, [])
+    checks = CHECKS.get(asset, ())
     if not checks:
         return []
     result = reported if isinstance(reported, StepOutput) else OUTPUT_TYPES[asset].from_metadata(reported)
     outcomes = []
-    for name, blocking, description, check in checks:
-        passed, details = check(result, config)
-        enforced = blocking and (config.checks.enforce or (asset, name) in ALWAYS_BLOCKING)
+    for check in checks:
+        passed, details = check.evaluate(result, config)
+        enforced = check.blocking and (config.checks.enforce or check.always_blocking)
         outcomes.append(
-            CheckOutcome(asset, name, bool(passed), blocking, enforced and not passed, description, details)
+            CheckOutcome(
+                asset,
+                check.name,
+                bool(passed),
+                check.blocking,
+                enforced and not passed,
+                check.description,
+                details,
+            )
         )
     return outcomes

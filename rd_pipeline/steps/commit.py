@@ -1,20 +1,20 @@
 """One place where a step's table writes reach the store: staged, checked, then committed in one transaction.
 
-A step decorated with ``@committed("asset")`` stages its writes (``ctx.stage``, ``ctx.record_version``); when it
-returns, the asset's checks run on what it reports, and only if no blocking check fails are the staged rows and the
-version record committed together (``Store.commit``). Otherwise ``CommitRefused`` is raised and the store keeps the
-previous version untouched. Generated samples are in the journal already, so a refused partition (for example one
-cut short by the API budget) is resumed by the next run without repeating a request. The Dagster layer and a plain
-call of the step go through the same path.
+A step decorated with ``@committed("asset", checks=...)`` stages its writes (``ctx.stage``,
+``ctx.record_version``); when it returns, the asset's checks (declared with the step) run on what it reports, and only
+if no blocking check fails are the staged rows and the version record committed together (``Store.commit``).
+Otherwise ``CommitRefused`` is raised and the store keeps the previous version untouched. Generated samples are in the
+journal already, so a refused partition (for example one cut short by the API budget) is resumed by the next run
+without repeating a request. The Dagster layer and a plain call of the step go through the same path.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from rd_pipeline.steps.checks import CheckOutcome, evaluate_checks
+from rd_pipeline.steps.checks import AssetCheck, CheckOutcome, declare_checks, evaluate_checks
 from rd_pipeline.steps.context import StepContext, StepResult
 from rd_pipeline.steps.results import SampledResponses, StepOutput
 from rd_pipeline.store import StagedWrites
@@ -70,10 +70,14 @@ def commit_step(
     ctx.store.commit(staged)
 
 
-def committed(asset: str) -> Callable[[StepFn], StepFn]:
-    """Make a step stage its writes and commit them only when ``asset``'s blocking checks pass."""
+def committed(asset: str, checks: Sequence[AssetCheck] = ()) -> Callable[[StepFn], StepFn]:
+    """Make a step stage its writes and commit them only when ``asset``'s blocking checks pass; ``checks`` are the
+    asset's checks, declared next to the step and registered in ``rd_pipeline.steps.checks.CHECKS``."""
 
     def decorate(make: StepFn) -> StepFn:
+        if checks:
+            declare_checks(asset, checks, make.__module__)
+
         @functools.wraps(make)
         def run(ctx: StepContext, *partition: str) -> StepResult:
             staged = StagedWrites()

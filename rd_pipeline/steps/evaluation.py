@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
-from rd_pipeline.config import ModelConfig, PipelineConfig
+from rd_pipeline.config import MODEL_ROLES, ModelConfig, PipelineConfig
 from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, render_report, win_rate
 from rd_pipeline.evaluation.metrics import Estimate
 from rd_pipeline.generation import make_generator
@@ -18,6 +18,7 @@ from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.labeling.judge import JUDGE_VERSION, PairwiseJudgment, judge_pairwise, judge_summary
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint
+from rd_pipeline.steps.checks import AssetCheck, CheckDetails
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
@@ -61,7 +62,15 @@ def _score_row(benchmark: str, model: EvaluatedModel, metric: str, estimate: Est
     }
 
 
-@committed("eval_scores")
+def _eval_complete(result: EvalScores, _: PipelineConfig) -> CheckDetails:
+    missing = [role for role in MODEL_ROLES if role not in result.scored_roles()]
+    return not missing and result.eval_prompts > 0, {"missing_roles": ", ".join(missing) or "none"}
+
+
+EVAL_SCORES_CHECKS = (AssetCheck("complete", False, "every model was scored", _eval_complete),)
+
+
+@committed("eval_scores", checks=EVAL_SCORES_CHECKS)
 def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     """Generate each model's answers to the eval prompts, score them, and score them with the reward model."""
     prompts = read_prompts(ctx, benchmark, "eval")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rd_pipeline.benchmarks import extract_item_answer, get_benchmark
+from rd_pipeline.config import PipelineConfig
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
 from rd_pipeline.labeling.good import is_good_response
@@ -20,6 +21,7 @@ from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_sum
 from rd_pipeline.labeling.pairs import LabelledResponse, RewardPair, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
+from rd_pipeline.steps.checks import AssetCheck, CheckDetails, not_empty
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
@@ -69,7 +71,52 @@ def judge_scores(
     return [j.score for j in judgments], stats, identity, {k: v for k, v in verdicts.items() if v == v}
 
 
-@committed("pseudo_labels")
+def _label_coverage(result: PseudoLabels, config: PipelineConfig) -> CheckDetails:
+    share = result.mean_vote_share
+    minima = config.checks
+    passed = result.coverage >= minima.min_label_coverage and (
+        share is None or share >= minima.min_mean_vote_share
+    )
+    details = {
+        "coverage": result.coverage,
+        "min_coverage": minima.min_label_coverage,
+        "mean_vote_share": share,
+        "min_mean_vote_share": minima.min_mean_vote_share,
+    }
+    if result.evaluation_only:
+        return True, details | {"evaluation_only": True}
+    return passed, details
+
+
+def _gold_label_accuracy(result: PseudoLabels, config: PipelineConfig) -> CheckDetails:
+    accuracy = result.gold_label_accuracy
+    threshold = config.checks.min_gold_label_accuracy
+    passed = accuracy is None or accuracy >= threshold  # open-ended benchmarks have no gold to compare with
+    return passed, {
+        "gold_label_accuracy": accuracy,
+        "min_gold_label_accuracy": threshold,
+        "labelled_prompts": result.n_labelled,
+    }
+
+
+PSEUDO_LABELS_CHECKS = (
+    AssetCheck("not_empty", True, "responses were labelled", not_empty),
+    AssetCheck(
+        "label_coverage",
+        True,
+        "label coverage and mean vote share reach the configured minima",
+        _label_coverage,
+    ),
+    AssetCheck(
+        "gold_label_accuracy",
+        True,
+        "where gold answers exist, labels agree with them at least checks.min_gold_label_accuracy",
+        _gold_label_accuracy,
+    ),
+)
+
+
+@committed("pseudo_labels", checks=PSEUDO_LABELS_CHECKS)
 def make_pseudo_labels(ctx: StepContext, benchmark: str) -> StepResult:
     """Label the teacher's responses: by majority vote on verifiable benchmarks, by the judge on open-ended ones."""
     prompt_rows = {row["prompt_id"]: row for row in read_prompts(ctx, benchmark, "train")}

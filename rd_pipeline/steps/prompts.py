@@ -7,6 +7,8 @@ from collections import Counter
 from typing import Any
 
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, select_prompts
+from rd_pipeline.config import PipelineConfig
+from rd_pipeline.steps.checks import AssetCheck, CheckDetails, not_empty
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash
 from rd_pipeline.steps.results import BenchmarkPrompts
@@ -52,7 +54,29 @@ def read_prompts(ctx: StepContext, benchmark: str, split: str) -> list[dict[str,
     return rows
 
 
-@committed("benchmark_prompts")
+def _no_eval_overlap(result: BenchmarkPrompts, _: PipelineConfig) -> CheckDetails:
+    overlaps = result.train_eval_overlaps
+    found = {name: count for name, count in (overlaps or {}).items() if count}
+    return overlaps is not None and not found, {
+        "overlapping_train_prompts": sum(found.values()) if overlaps is not None else None,
+        "overlaps": ", ".join(f"{name}: {count}" for name, count in sorted(found.items())) or "none",
+        "dropped_from_train": result.train_dropped_as_eval,
+    }
+
+
+BENCHMARK_PROMPTS_CHECKS = (
+    AssetCheck("not_empty", True, "the partition has prompts", not_empty, always_blocking=True),
+    AssetCheck(
+        "no_eval_overlap",
+        True,
+        "no train prompt (or GSM-Plus seed question) is an eval question of a configured benchmark or a "
+        "GSM8K test question",
+        _no_eval_overlap,
+    ),
+)
+
+
+@committed("benchmark_prompts", checks=BENCHMARK_PROMPTS_CHECKS)
 def make_benchmark_prompts(ctx: StepContext, benchmark: str) -> StepResult:
     cfg = ctx.config.benchmark(benchmark)
     selection = select_prompts(ctx.config, benchmark)

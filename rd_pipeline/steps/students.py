@@ -8,10 +8,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rd_pipeline.config import LaunchConfig
+from rd_pipeline.config import LaunchConfig, PipelineConfig
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
-from rd_pipeline.steps.checks import evaluation_only_benchmarks
+from rd_pipeline.steps.checks import (
+    AssetCheck,
+    CheckDetails,
+    evaluation_only_benchmarks,
+    not_empty,
+    samples_match,
+)
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
 from rd_pipeline.steps.prompts import read_prompts
@@ -148,7 +154,23 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     )
 
 
-@committed("student_responses")
+def _complete_student_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
+    return samples_match(result, config.student_sampling_settings())
+
+
+STUDENT_RESPONSES_CHECKS = (
+    AssetCheck("not_empty", True, "the student answered", not_empty),
+    AssetCheck(
+        "complete",
+        True,
+        "every prompt has student_sampling.n samples at each of its temperatures",
+        _complete_student_samples,
+        always_blocking=True,
+    ),
+)
+
+
+@committed("student_responses", checks=STUDENT_RESPONSES_CHECKS)
 def make_student_responses(ctx: StepContext, benchmark: str) -> StepResult:
     prompts = read_prompts(ctx, benchmark, "train")
     path, sft = latest_checkpoint(ctx, "sft_student")
@@ -200,7 +222,28 @@ def _training_pairs(ctx: StepContext) -> tuple[list[dict[str, Any]], list[dict[s
     return train_pairs, heldout_pairs
 
 
-@committed("reward_model")
+def _reward_model_accuracy(result: TrainedModel, config: PipelineConfig) -> CheckDetails:
+    accuracy = result.heldout_accuracy
+    threshold = config.checks.min_reward_model_accuracy
+    passed = accuracy is not None and accuracy == accuracy and accuracy > threshold
+    return passed, {
+        "heldout_accuracy": accuracy,
+        "must_exceed": threshold,
+        "heldout_pairs": result.heldout_pairs,
+    }
+
+
+REWARD_MODEL_CHECKS = (
+    AssetCheck(
+        "heldout_accuracy",
+        True,
+        "held-out pairwise accuracy is above the configured minimum",
+        _reward_model_accuracy,
+    ),
+)
+
+
+@committed("reward_model", checks=REWARD_MODEL_CHECKS)
 def make_reward_model(ctx: StepContext) -> StepResult:
     """Train the reward model (from the SFT student) on every benchmark's reward pairs."""
     config = ctx.config

@@ -14,6 +14,7 @@ from rd_pipeline.generation.base import (
     Generator,
     SamplingParams,
 )
+from rd_pipeline.steps.checks import AssetCheck, CheckDetails, not_empty, samples_match
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
@@ -135,7 +136,23 @@ def response_rows(
     ]
 
 
-@committed("teacher_responses")
+def _complete_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
+    return samples_match(result, config.sampling)
+
+
+TEACHER_RESPONSES_CHECKS = (
+    AssetCheck("not_empty", True, "the teacher answered", not_empty),
+    AssetCheck(
+        "complete",
+        True,
+        "every prompt has n samples at each temperature (not cut short by the budget)",
+        _complete_samples,
+        always_blocking=True,
+    ),
+)
+
+
+@committed("teacher_responses", checks=TEACHER_RESPONSES_CHECKS)
 def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
     prompts = read_prompts(ctx, benchmark, "train")
     prompts_version = ctx.upstream_version("benchmark_prompts", benchmark)
