@@ -168,6 +168,41 @@ def _tokenizer_corpus() -> list[str]:
     return lines
 
 
+def build_tiny_llama(
+    tokenizer,
+    *,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    max_positions: int = 2048,
+    seed: int = 0,
+):
+    """A small randomly initialised Llama for ``tokenizer`` (tied embeddings, its eos and pad tokens), seeded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def ensure_tiny_random(target: Path) -> Path:
     """Build (once) a tiny random Llama checkpoint with a trained byte-level BPE tokenizer and a chat template."""
     if (target / "config.json").is_file():
@@ -175,9 +210,8 @@ def ensure_tiny_random(target: Path) -> Path:
     with _build_lock(target):
         if (target / "config.json").is_file():
             return target
-        import torch
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+        from transformers import PreTrainedTokenizerFast
 
         special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         bpe = Tokenizer(models.BPE())
@@ -191,23 +225,7 @@ def ensure_tiny_random(target: Path) -> Path:
             tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
         )
         tokenizer.chat_template = CHAT_TEMPLATE
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            tie_word_embeddings=True,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=None,
-        )
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model = build_tiny_llama(tokenizer)
         staging = target.with_name(target.name + ".partial")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

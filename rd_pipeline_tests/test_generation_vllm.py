@@ -22,7 +22,7 @@ from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.transformers_backend import TransformersGenerator
 from rd_pipeline.generation.vllm_backend import VllmGenerator, vllm_identity, worker_environments
 from rd_pipeline.generation.vllm_worker import EngineSettingsError, EngineSpec, engine_arguments
-from rd_pipeline.models import TINY_RANDOM, ResolvedModel, ensure_tiny_random, resolve_model
+from rd_pipeline.models import TINY_RANDOM, ResolvedModel, build_tiny_llama, ensure_tiny_random, resolve_model
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(
@@ -155,27 +155,15 @@ def test_journaled_samples_need_no_engine_and_close_closes_the_journal(tmp_path:
 @pytest.fixture(scope="module")
 def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with 64-wide attention heads (vLLM's CPU kernels do not take the 16 of tiny-random)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     base = tmp_path_factory.mktemp("vllm_model")
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_random(base / "tiny-random"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
+    model = build_tiny_llama(
+        tokenizer, hidden_size=128, intermediate_size=256, num_heads=2, num_kv_heads=1, max_positions=512
     )
-    torch.manual_seed(0)
     target = base / "llama-h64"
-    LlamaForCausalLM(config).save_pretrained(target)
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 

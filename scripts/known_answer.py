@@ -39,7 +39,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here 
 
 from rd_pipeline.benchmarks import get_benchmark, is_item_correct  # noqa: E402
 from rd_pipeline.benchmarks.math_prompt import math_prompt  # noqa: E402
-from rd_pipeline.models import CHAT_TEMPLATE  # noqa: E402
+from rd_pipeline.models import CHAT_TEMPLATE, build_tiny_llama  # noqa: E402
 
 NUMBERS = range(10, 100)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -127,27 +127,8 @@ def build_tokenizer(problems: list[Problem]):
 
 
 def build_model(tokenizer, seed: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+    """The task's small Llama: 2 layers, 64 wide, 4 attention heads, positions for short problems."""
+    return build_tiny_llama(tokenizer, num_kv_heads=4, max_positions=128, seed=seed)
 
 
 def prompt_text(tokenizer, problem: Problem) -> str:
