@@ -110,6 +110,8 @@ class CheckRegistry(Mapping[str, tuple[AssetCheck, ...]]):
         return {asset: checks for asset, (_, checks) in by_module}
 
     def __getitem__(self, asset: str) -> tuple[AssetCheck, ...]:
+        if asset in _DECLARED:  # its step module is loaded already: no need to load the others
+            return _DECLARED[asset][1]
         return self._checks()[asset]
 
     def __iter__(self) -> Iterator[str]:
