@@ -92,6 +92,30 @@ def test_transformers_scores_are_exact_and_journaled(rd_home: Path) -> None:
     again.close()
 
 
+def test_scoring_keeps_memory_to_the_last_position_and_the_multi_token_candidates(rd_home: Path) -> None:
+    """The prefill keeps only the last position's logits (not prompt length x vocabulary per row), and the
+    candidates' remaining tokens run on one shared KV cache of the prompts, never a copy per candidate."""
+    generator = _tiny(rd_home)
+    generator._ensure_loaded()
+    tokenizer = generator._tokenizer
+    multi_token = [c for c in POINTWISE_CANDIDATES if len(tokenizer.encode(c, add_special_tokens=False)) > 1]
+    assert multi_token
+    shapes: list[tuple[int, ...]] = []
+    hook = generator._model.register_forward_hook(
+        lambda _m, _i, output: shapes.append(tuple(output.logits.shape))
+    )
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+    try:
+        got = generator._continuation_probabilities(prompts, POINTWISE_CANDIDATES)
+    finally:
+        hook.remove()
+    generator.close()
+    assert shapes[0][:2] == (len(prompts), 1)
+    assert len(shapes) == 1 + len(multi_token)
+    assert all(shape[0] == len(prompts) for shape in shapes[1:])
+    assert all(set(row) == set(POINTWISE_CANDIDATES) and 0 < sum(row.values()) < 1 for row in got)
+
+
 def test_a_tiny_random_judge_rates_every_response_and_prefers_in_every_pair(rd_home: Path) -> None:
     generator = _tiny(rd_home)
     judgments, _ = judge_pointwise(generator, ITEMS, max_new_tokens=8)

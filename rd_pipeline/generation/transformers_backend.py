@@ -228,9 +228,9 @@ class TransformersGenerator(JournaledGenerator):
     def _continuation_probabilities(
         self, prompts: list[list[int]], candidates: Sequence[str]
     ) -> list[dict[str, float]]:
-        """P(candidate | prompt) for each prompt and candidate: one prefill of the (left-padded) prompts, each
-        one's KV cache copied to one row per candidate, then the candidates' tokens (right-padded, so padding
-        never precedes a scored token)."""
+        """P(candidate | prompt) for each prompt and candidate: one prefill of the (left-padded) prompts that keeps
+        only the last position's logits, then each candidate longer than one token continues every prompt on the
+        prompts' shared KV cache, which is cut back to the prompts before the next candidate."""
         import math
 
         import torch
@@ -240,13 +240,15 @@ class TransformersGenerator(JournaledGenerator):
         if not all(tokens):
             raise ValueError(f"a candidate encodes to no tokens: {list(candidates)}")
         model, device = self._model, self._model.device
-        rows, width, longest = len(prompts), max(len(ids) for ids in prompts), max(len(ids) for ids in tokens)
+        rows, width = len(prompts), max(len(ids) for ids in prompts)
         input_ids = torch.full((rows, width), self._pad_id, dtype=torch.long)
         attention = torch.zeros((rows, width), dtype=torch.long)
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
-        cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        parameters = inspect.signature(model.forward).parameters
+        cache_name = "cache" if "cache" in parameters else "past_key_values"
+        last_only = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
         try:
             cache = DynamicCache(config=model.config)
         except TypeError:
@@ -257,37 +259,32 @@ class TransformersGenerator(JournaledGenerator):
                 attention_mask=attention.to(device),
                 position_ids=(attention.cumsum(-1) - 1).clamp(min=0).to(device),
                 use_cache=True,
+                **last_only,
                 **{cache_name: cache},
             )
             first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+            del output
             totals = [[float(first[row, ids[0]]) for ids in tokens] for row in range(rows)]
-            if longest > 1:
-                count = len(tokens)
-                cache.batch_repeat_interleave(count)  # row * count + candidate
-                rest = torch.full((rows * count, longest - 1), self._pad_id, dtype=torch.long)
-                for candidate, ids in enumerate(tokens):
-                    rest[candidate::count, : len(ids) - 1] = torch.tensor(ids[:-1], dtype=torch.long)
-                lengths = attention.sum(-1).repeat_interleave(count)
-                positions = lengths[:, None] + torch.arange(longest - 1)[None, :]
-                full_attention = torch.cat(
-                    [
-                        attention.repeat_interleave(count, dim=0),
-                        torch.ones((rows * count, longest - 1), dtype=torch.long),
-                    ],
-                    dim=1,
-                )
+            lengths = attention.sum(-1)
+            for candidate, ids in enumerate(tokens):
+                if len(ids) == 1:
+                    continue
+                # The candidate's remaining tokens after every prompt, on the prompts' own cache, which is then
+                # cut back to the prompts: one cache for all candidates instead of a copy per candidate.
+                rest = torch.tensor(ids[:-1], dtype=torch.long).repeat(rows, 1)
                 output = model(
                     input_ids=rest.to(device),
-                    attention_mask=full_attention.to(device),
-                    position_ids=positions.to(device),
+                    attention_mask=torch.cat([attention, torch.ones_like(rest)], dim=1).to(device),
+                    position_ids=(lengths[:, None] + torch.arange(len(ids) - 1)[None, :]).to(device),
                     use_cache=True,
                     **{cache_name: cache},
                 )
                 logprobs = torch.log_softmax(output.logits.float(), dim=-1)
                 for row in range(rows):
-                    for candidate, ids in enumerate(tokens):
-                        line = logprobs[row * count + candidate]
-                        totals[row][candidate] += sum(float(line[j - 1, ids[j]]) for j in range(1, len(ids)))
+                    totals[row][candidate] += sum(
+                        float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids))
+                    )
+                cache.crop(-(len(ids) - 1))  # negative: tokens to remove (every transformers release)
         return [
             {candidate: math.exp(total) for candidate, total in zip(candidates, row_totals, strict=True)}
             for row_totals in totals
