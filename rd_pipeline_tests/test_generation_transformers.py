@@ -254,3 +254,14 @@ def test_a_prompt_asked_twice_is_decoded_once_and_both_get_the_journaled_samples
     assert replay_stats.samples_from_journal == 4 and [c.text for c in replayed] == [
         c.text for c in completions
     ]
+
+
+def test_the_end_of_a_generation_is_reported_once(rd_home: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    generator = _generator(rd_home, batch_size=2)
+    generator.generate(_requests(n=2, count=3), progress=lambda done, total, _: calls.append((done, total)))
+    assert calls[0] == (0, 6)
+    assert calls[-1] == (6, 6)
+    assert calls.count((6, 6)) == 1  # one final line in the run log, not two
+    generator.generate(_requests(n=2, count=3), progress=lambda done, total, _: calls.append((done, total)))
+    assert calls[-1] == (6, 6) and calls.count((6, 6)) == 2  # all from the journal: reported once

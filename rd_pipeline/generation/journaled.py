@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections.abc
 import time
 from abc import abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 from rd_pipeline.generation.base import (
@@ -68,6 +68,7 @@ class JournalRun:
         self._progress = progress
         self._progress_interval_s = progress_interval_s
         self._last_report = float("-inf")
+        self._last_reported: tuple[object, ...] | None = None  # (done, stats) of the last report
 
     def record(self, batch: FinishedBatch) -> None:
         """Journal a finished batch (one transaction), give each sample to every request that asked for it."""
@@ -85,10 +86,14 @@ class JournalRun:
         self.report()
 
     def report(self, force: bool = False) -> None:
-        """Call the progress callback, at most once per ``progress_interval_s`` unless forced."""
+        """Call the progress callback, at most once per ``progress_interval_s`` unless forced, and never twice
+        for the same state (the last batch and the end of the run report the same numbers once)."""
         now = time.monotonic()
-        if self._progress is not None and (force or now - self._last_report >= self._progress_interval_s):
-            self._last_report = now
+        state = (len(self.results), astuple(self.stats))
+        if self._progress is None or state == self._last_reported:
+            return
+        if force or now - self._last_report >= self._progress_interval_s:
+            self._last_report, self._last_reported = now, state
             self._progress(len(self.results), self.total, self.stats)
 
     def completions(self) -> list[Completion]:
