@@ -9,21 +9,27 @@ choices included); answers are counted per request key (a hash of the request bo
 nothing was asked twice.
 
 Run it alone: ``python -m rd_pipeline_tests.fault_server --port 0 --latency-ms 200 --fault-rate 0.3``; it
-prints ``listening on http://127.0.0.1:PORT/v1`` once ready.
+prints ``listening on http://127.0.0.1:PORT/v1`` once ready. ``server_process`` starts it that way (a server a test
+can kill), ``FaultServer`` in a thread of the caller.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 FAULTS = ("429", "500", "hang", "malformed", "fewer")
@@ -296,6 +302,33 @@ class FaultServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def server_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """This server in its own process on a free port, started with command-line ``args``: (process, base URL).
+    The process is killed when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rd_pipeline_tests.fault_server", "--port", "0", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the fault server did not start: {line!r}")
+        yield process, line.removeprefix("listening on ")
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def server_stats(base_url: str) -> dict[str, Any]:
+    """The counters of the server at ``base_url`` (``GET /stats``)."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats", timeout=10) as response:
+        return json.loads(response.read())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 
 from rd_pipeline.store import SCHEMAS, Store
 from rd_pipeline_tests.api_pipeline_config import API_MODEL, KEY_ENV, write_api_config
-from rd_pipeline_tests.fault_server import FaultServer, FaultSettings, fake_text
+from rd_pipeline_tests.fault_server import FaultServer, FaultSettings, fake_text, server_process, server_stats
 
 KEY = "sk-rdtest-SECRET-4242-9b1e77c3d05a"
 KEY_FRAGMENT = "SECRET-4242"
@@ -145,27 +144,6 @@ def table_values_holding(rd_home: Path, needle: str) -> list[str]:
     ]
 
 
-def server_stats(base_url: str) -> dict[str, Any]:
-    return httpx.get(base_url.removesuffix("/v1") + "/stats", timeout=10).json()
-
-
-@contextlib.contextmanager
-def fault_server_process(*args: str) -> Iterator[str]:
-    """`python -m rd_pipeline_tests.fault_server` on a free port; yields its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rd_pipeline_tests.fault_server", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("listening on "), f"fault server did not start: {line!r}"
-        yield line.split()[-1]
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-
-
 def server_expected_usage(
     rd_home: Path, benchmark: str, temperatures: list[float], n: int
 ) -> tuple[int, int]:
@@ -191,7 +169,7 @@ def test_kill_nine_halfway_then_rerun_completes_without_repeats(tmp_path: Path) 
     """SIGKILL the whole `rd` process group mid-generation; the rerun completes and re-asks only lost requests."""
     rd_home, temperatures, n, concurrency = tmp_path / "rd", [0.7, 1.0], 8, 4
     args = ("--latency-ms", "500", "--fault-rate", "0.1", "--hang-s", "3", "--seed", "3")
-    with fault_server_process(*args) as base_url:
+    with server_process(*args) as (_, base_url):
         config = write_api_config(
             tmp_path / "api.yaml",
             base_url,

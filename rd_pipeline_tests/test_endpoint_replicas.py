@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from rd_pipeline.config import ApiConfig, ConfigError, ModelConfig, parse_config
@@ -26,7 +21,7 @@ from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.endpoints import EndpointPool
 from rd_pipeline.generation.journal import identity_version
 from rd_pipeline.generation.openai_backend import OpenAIGenerator, derived_seed
-from rd_pipeline_tests.fault_server import FaultServer, FaultSettings, fake_text
+from rd_pipeline_tests.fault_server import FaultServer, FaultSettings, fake_text, server_process, server_stats
 
 
 def make_generator(journal_dir: Path, **api_fields: Any) -> OpenAIGenerator:
@@ -50,27 +45,6 @@ def make_requests(count: int, n: int, seed: int = 3) -> list[GenerationRequest]:
         )
         for i in range(count)
     ]
-
-
-def stats_of(base_url: str) -> dict[str, Any]:
-    return httpx.get(base_url.removesuffix("/v1") + "/stats", timeout=5).json()
-
-
-@contextmanager
-def server_process(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A fault server in its own process on a free port: (process, base URL)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rd_pipeline_tests.fault_server", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("listening on "), f"fault server did not start: {line!r}"
-        yield process, line.split()[-1]
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 # ------------------------------------------------------------------------------------------- the pool itself
@@ -170,7 +144,7 @@ def test_one_replica_killed_mid_run_every_sample_once(tmp_path: Path) -> None:
         worker = threading.Thread(target=generate)
         worker.start()
         deadline = time.monotonic() + 60
-        while stats_of(url_a)["answered_total"] < 5:
+        while server_stats(url_a)["answered_total"] < 5:
             assert time.monotonic() < deadline and worker.is_alive(), f"replica A never got going: {outcome}"
             time.sleep(0.01)
         doomed.kill()
@@ -178,7 +152,7 @@ def test_one_replica_killed_mid_run_every_sample_once(tmp_path: Path) -> None:
         worker.join(timeout=120)
         assert not worker.is_alive(), "generation hung after a replica died"
         assert "error" not in outcome, f"generation failed: {outcome.get('error')!r}"
-        survivor = stats_of(url_b)
+        survivor = server_stats(url_b)
 
     completions, stats = outcome["result"]
     assert len(completions) == count * n

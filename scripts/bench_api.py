@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,25 +25,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from rd_pipeline.config import ApiConfig, ModelConfig  # noqa: E402
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams  # noqa: E402
 from rd_pipeline.generation.openai_backend import OpenAIGenerator  # noqa: E402
-
-
-def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    command = [
-        sys.executable,
-        "-m",
-        "rd_pipeline_tests.fault_server",
-        "--port",
-        "0",
-        "--latency-ms",
-        str(latency_ms),
-    ]
-    server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line = server.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        server.kill()
-        raise RuntimeError(f"the test server did not start: {line!r}")
-    return server, line.removeprefix("listening on ")
+from rd_pipeline_tests.fault_server import server_process  # noqa: E402
 
 
 def measure(base_url: str, concurrency: int, rounds: int, latency_s: float) -> dict[str, float]:
@@ -52,7 +33,7 @@ def measure(base_url: str, concurrency: int, rounds: int, latency_s: float) -> d
     api = ApiConfig(base_url=base_url, model="fake-model", api_key_env=None, max_concurrency=concurrency)
     with tempfile.TemporaryDirectory() as journal_dir:
         generator = OpenAIGenerator(ModelConfig(ref="bench", backend="openai", api=api), Path(journal_dir))
-        generator.identity  # noqa: B018 - fetch GET /models before timing
+        generator.observe_identity()  # GET /models before timing
         params = SamplingParams(temperature=0.7, n=1, max_new_tokens=64, seed=concurrency)
         requests = [
             GenerationRequest(f"r{i}", ({"role": "user", "content": f"benchmark prompt {i}"},), params)
@@ -86,12 +67,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results" / "api.json")
     args = parser.parse_args()
 
-    server, base_url = start_server(args.latency_ms)
-    try:
+    with server_process("--latency-ms", str(args.latency_ms)) as (_, base_url):
         rows = [measure(base_url, c, args.rounds, args.latency_ms / 1000.0) for c in args.concurrency]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     print(f"openai backend vs a local server answering after {args.latency_ms:g} ms")
     print(f"{'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>8} {'ideal':>8} {'of ideal':>8}")

@@ -1,0 +1,42 @@
+"""The benchmark scripts that are quick at small sizes still run end to end (they are not part of the tests'
+behaviour checks, so nothing else would notice when an API change breaks them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_api_bench_runs_against_the_fault_server(tmp_path: Path) -> None:
+    output = tmp_path / "api.json"
+    command = [sys.executable, "scripts/bench_api.py", "--latency-ms", "20", "--concurrency", "1", "4"]
+    result = subprocess.run(
+        [*command, "--rounds", "2", "--output", str(output)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(output.read_text())["results"]
+    assert [(row["concurrency"], row["requests"]) for row in rows] == [(1, 2), (4, 8)]
+    assert all(0 < row["fraction_of_ideal"] <= 1.05 for row in rows)
+
+
+def test_duckdb_bench_runs_at_a_small_size(tmp_path: Path) -> None:
+    output = tmp_path / "duckdb.json"
+    command = [sys.executable, "scripts/bench_duckdb.py", "--rows", "2000", "--repeats", "1"]
+    result = subprocess.run(
+        [*command, "--append-chunk", "500", "--out", str(output)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads(output.read_text())
+    assert written["rows"] == 2000 and written["paths"]
