@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,7 @@ from rd_pipeline.store import Store
 
 GENERATING_ASSETS = ("teacher_responses", "student_responses", "eval_scores")
 MODEL_ASSETS = ("sft_student", "reward_model", "rl_student")
+WARNINGS_OF_FIRST_RUN: list[warnings.WarningMessage] = []
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,10 @@ def tiny_graph(tmp_path_factory: pytest.TempPathFactory):
     os.environ.pop("RD_CONFIG", None)
     config = load_preset("tiny")
     resource = PipelineResource(preset="tiny")
-    first = materialize_graph(config, resource, log_level="WARNING")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = materialize_graph(config, resource, log_level="WARNING")
+    WARNINGS_OF_FIRST_RUN[:] = caught
     yield config, resource, rd_home, first
     for key, value in saved.items():
         if value is None:
@@ -55,6 +60,16 @@ def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str | 
 def _dump(rows: list[dict]) -> str:
     """Rows as text, so that NaN values (undefined metrics) compare equal."""
     return json.dumps(rows, sort_keys=True, default=str)
+
+
+def test_no_dagster_preview_or_beta_notice_reaches_the_user(tiny_graph):
+    """Launching training through Pipes uses a Dagster API still marked preview; its notice says nothing to users."""
+    notices = [
+        str(w.message)
+        for w in WARNINGS_OF_FIRST_RUN
+        if issubclass(w.category, dg.PreviewWarning | dg.BetaWarning)
+    ]
+    assert notices == [], "\n".join(notices)
 
 
 def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):

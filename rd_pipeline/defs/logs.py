@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -108,8 +109,11 @@ def observe_logged(
 ) -> dg.ExecuteInProcessResult:
     """Dagster's in-process ``observe``, with ``rd_logger`` as the run's console logger when there is a
     ``log_file``; a failure raises the underlying error."""
+    with warnings.catch_warnings():  # include_sources is marked beta; the notice means nothing to rd's users
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)
+        selection = dg.AssetSelection.all(include_sources=True)
     definitions = dg.Definitions(
-        jobs=[dg.define_asset_job(OBSERVE_JOB_NAME, selection=dg.AssetSelection.all(include_sources=True))],
+        jobs=[dg.define_asset_job(OBSERVE_JOB_NAME, selection=selection)],
         assets=list(assets),
         resources=resources,
         loggers=_console(log_file),

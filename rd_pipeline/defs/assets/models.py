@@ -1,5 +1,6 @@
 """The trained models: SFT student, its samples, the reward model and the RL student."""
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +28,13 @@ def pipes_launcher(context: dg.AssetExecutionContext) -> Callable[[Any], dict[st
     from rd_pipeline.training.launch import launch_command
 
     def launch(job: Any) -> dict[str, Any]:
-        invocation = dg.PipesSubprocessClient().run(
-            command=launch_command(job), context=context, extras={"job_dir": str(job.job_dir)}
-        )
+        with (
+            warnings.catch_warnings()
+        ):  # Pipes' own use of a preview API; the notice means nothing to rd's users
+            warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+            invocation = dg.PipesSubprocessClient().run(
+                command=launch_command(job), context=context, extras={"job_dir": str(job.job_dir)}
+            )
         return invocation.get_materialize_result().metadata["metrics"].value
 
     return launch
