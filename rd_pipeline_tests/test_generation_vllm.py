@@ -22,7 +22,13 @@ from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.transformers_backend import TransformersGenerator
 from rd_pipeline.generation.vllm_backend import VllmGenerator, vllm_identity, worker_environments
 from rd_pipeline.generation.vllm_worker import EngineSettingsError, EngineSpec, engine_arguments
-from rd_pipeline.models import TINY_RANDOM, ResolvedModel, build_tiny_llama, ensure_tiny_random, resolve_model
+from rd_pipeline.models import (
+    TINY_RANDOM,
+    TINY_RANDOM_H64,
+    ResolvedModel,
+    ensure_tiny_random,
+    resolve_model,
+)
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(
@@ -154,18 +160,8 @@ def test_journaled_samples_need_no_engine_and_close_closes_the_journal(tmp_path:
 
 @pytest.fixture(scope="module")
 def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama with 64-wide attention heads (vLLM's CPU kernels do not take the 16 of tiny-random)."""
-    from transformers import AutoTokenizer
-
-    base = tmp_path_factory.mktemp("vllm_model")
-    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_random(base / "tiny-random"))
-    model = build_tiny_llama(
-        tokenizer, hidden_size=128, intermediate_size=256, num_heads=2, num_kv_heads=1, max_positions=512
-    )
-    target = base / "llama-h64"
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
+    """The built-in tiny-random-h64: 64-wide attention heads (vLLM's CPU kernels do not take tiny-random's 16)."""
+    return Path(resolve_model(TINY_RANDOM_H64, tmp_path_factory.mktemp("vllm_model")).location)
 
 
 def _vllm_generator(model_dir: Path, rd_home: Path, **settings: object) -> VllmGenerator:

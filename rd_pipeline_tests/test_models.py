@@ -1,4 +1,5 @@
-"""Model references: tiny-random is built once and deterministically; directories and hub ids resolve."""
+"""Model references: tiny-random (and tiny-random-h64) are built once and deterministically; directories and hub
+ids resolve."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import local_model_identity
 from rd_pipeline.generation.observed import IdentityUnobservable
-from rd_pipeline.models import ModelResolutionError, resolve_model
+from rd_pipeline.models import TINY_RANDOM, TINY_RANDOM_H64, ModelResolutionError, resolve_model
 
 
 def test_tiny_random_is_built_once_and_identically(tmp_path: Path):
@@ -29,6 +30,25 @@ def test_tiny_random_is_built_once_and_identically(tmp_path: Path):
         [{"role": "user", "content": "2 + 2?"}], tokenize=False, add_generation_prompt=True
     )
     assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_tiny_random_h64_has_64_wide_heads_and_the_tiny_random_tokenizer(tmp_path: Path):
+    """The second built-in tiny model: built locally, deterministic, heads vLLM's attention kernels accept."""
+    import json
+
+    h64 = resolve_model(TINY_RANDOM_H64, tmp_path / "a")
+    assert h64.kind == "tiny-random" and h64.ref == TINY_RANDOM_H64
+    assert Path(h64.location) == tmp_path / "a" / "models" / "base" / TINY_RANDOM_H64
+    assert resolve_model(TINY_RANDOM_H64, tmp_path / "b").fingerprint == h64.fingerprint
+    tiny = resolve_model(TINY_RANDOM, tmp_path / "a")
+    assert tiny.fingerprint != h64.fingerprint
+    config = json.loads((Path(h64.location) / "config.json").read_text())
+    assert config["hidden_size"] // config["num_attention_heads"] == 64
+    assert (config["num_attention_heads"], config["num_key_value_heads"]) == (2, 1)
+    tiny_config = json.loads((Path(tiny.location) / "config.json").read_text())
+    assert tiny_config["hidden_size"] // tiny_config["num_attention_heads"] == 16  # tiny-random is unchanged
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (Path(h64.location) / name).read_bytes() == (Path(tiny.location) / name).read_bytes()
 
 
 def test_local_directory_and_hub_id(tmp_path: Path):
