@@ -370,7 +370,8 @@ class LaunchConfig(_Strict):
     strategy: Literal["ddp", "fsdp2", "zero2", "zero3"] = Field(
         default="ddp",
         description="data parallel (ddp), fully sharded (fsdp2) or DeepSpeed ZeRO stage 2/3 (zero2, zero3); "
-        "fsdp2 and zero* need GPUs (and deepspeed installed for zero*)",
+        "fsdp2 needs GPUs (accelerate sets up FSDP only there; on a CPU training stops before step 1); "
+        "zero* need deepspeed installed and also run over gloo on a CPU",
     )
     accelerate_config_file: str | None = Field(
         default=None,

@@ -22,6 +22,7 @@ from rd_pipeline.training.launch import (
     prepare_job,
     run_training_job,
 )
+from rd_pipeline.training.worker import check_strategy
 
 
 def _examples(n: int) -> list[dict]:
@@ -186,6 +187,121 @@ def test_two_processes_match_one_process_for_sft_and_reward_model(tiny_base: str
     reward = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm2")
     assert reward.config.num_labels == 1
     assert results["rm", 2]["heldout_pairs"] == 4 and results["rm", 2]["heldout_accuracy"] is not None
+
+
+def test_check_strategy_names_a_strategy_accelerate_did_not_set_up() -> None:
+    check_strategy(LaunchConfig(num_processes=2), "MULTI_CPU")
+    check_strategy(LaunchConfig(), "NO")
+    check_strategy(LaunchConfig(num_processes=2, strategy="fsdp2"), "FSDP")
+    check_strategy(LaunchConfig(num_processes=2, strategy="zero3"), "DEEPSPEED")
+    with pytest.raises(RuntimeError, match="strategy fsdp2 needs .* FSDP, but .* MULTI_CPU.* only on GPUs"):
+        check_strategy(LaunchConfig(num_processes=2, strategy="fsdp2"), "MULTI_CPU")
+    with pytest.raises(RuntimeError, match="strategy zero2 needs .* DEEPSPEED, but .* MULTI_GPU"):
+        check_strategy(LaunchConfig(num_processes=2, strategy="zero2"), "MULTI_GPU")
+    own_file = LaunchConfig(num_processes=2, strategy="fsdp2", accelerate_config_file="/cfg.yaml")
+    check_strategy(own_file, "MULTI_CPU")  # a config file of one's own replaces the strategy
+
+
+def test_fsdp2_on_a_cpu_fails_instead_of_training_as_ddp(tiny_base: str, tmp_path: Path) -> None:
+    """accelerate sets up FSDP only on GPUs: on a CPU the fsdp2 config would train as plain DDP over gloo
+    (MULTI_CPU) while the lineage says fsdp2, so the workers stop before the first step."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU fallback")
+    cfg = SftConfig(
+        max_steps=1, batch_size=2, max_length=128, launch=LaunchConfig(num_processes=2, strategy="fsdp2")
+    )
+    job = _sft_job(tmp_path, tiny_base, cfg, "sft")
+    output: list[str] = []
+    with pytest.raises(RuntimeError, match="training sft failed"):
+        run_training_job(job, log=output.append)
+    assert "strategy fsdp2 needs accelerate's distributed type FSDP, but" in "\n".join(output)
+    assert not any("'loss'" in line for line in output)  # stopped before the first step
+    assert not (tmp_path / "sft").exists()
+
+
+def test_main_process_loads_whole_models_under_zero3(tiny_base: str, tmp_path: Path) -> None:
+    """The LoRA merge and held-out scoring load models on the main process alone: under ZeRO-3 transformers
+    would build them with deepspeed.zero.Init, a collective the other processes never join (a hang)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from rd_pipeline.training.common import BaseModelRef, TrainedRun, _merge_adapter
+    from rd_pipeline.training.reward import _heldout_metrics
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    adapter, reward = tmp_path / "adapter", tmp_path / "reward"
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    get_peft_model(model, PeftLoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    AutoModelForSequenceClassification.from_pretrained(tiny_base, num_labels=1).save_pretrained(reward)
+    tokenizer.save_pretrained(reward)
+    run = TrainedRun(history=[], batches={}, steps=0, epochs=None, examples_used=0, main_process=True)
+
+    # What a trainer in a zero3 group leaves registered with transformers.
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        base = BaseModelRef(tiny_base, None, AutoModelForCausalLM, {})
+        _merge_adapter(adapter, base, tokenizer, tmp_path / "merged")
+        assert _heldout_metrics(run, reward, _pairs(2))["heldout_pairs"] == 2
+        assert is_deepspeed_zero3_enabled()  # the trainer's setting is back for the rest of the run
+    finally:
+        unset_hf_deepspeed_config()
+        del zero3
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").config.num_hidden_layers == 2
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_and_zero3_on_the_cpu_match_ddp(tiny_base: str, tmp_path: Path) -> None:
+    """DeepSpeed ZeRO-2 and ZeRO-3 over 2 gloo processes on the CPU (per-process batch 2) against DDP at the same
+    global batch: the same losses, a checkpoint that loads, the launch recorded as DEEPSPEED. ZeRO-3 covers the
+    LoRA merge and the reward model's held-out scoring, which load whole models on the main process alone.
+    With LoRA the reference is 2 DDP processes: 1 process starts from other random LoRA weights."""
+    pytest.importorskip("deepspeed")
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    def job(kind: str, lora: bool, strategy: str, processes: int):
+        launch = LaunchConfig(num_processes=processes, strategy=strategy)
+        settings = dict(max_steps=4, batch_size=4 // processes, learning_rate=1e-3, max_length=128)
+        name = f"{kind}{'_lora' if lora else ''}_{strategy}_{processes}"
+        if kind == "rm":
+            return _rm_job(tmp_path, tiny_base, RewardModelConfig(**settings, launch=launch), name)
+        cfg = SftConfig(**settings, lora=LoraConfig(enabled=lora, r=2), launch=launch)
+        return _sft_job(tmp_path, tiny_base, cfg, name)
+
+    for kind, lora, strategy, reference_processes in (
+        ("sft", False, "zero2", 1),
+        ("sft", True, "zero3", 2),
+        ("rm", False, "zero3", 1),
+    ):
+        results, timings = {}, {}
+        for run, (strat, processes) in (("ddp", ("ddp", reference_processes)), ("zero", (strategy, 2))):
+            started = time.perf_counter()
+            prepared = job(kind, lora, strat, processes)
+            results[run] = run_training_job(prepared, log=lambda line: None)
+            timings[run] = time.perf_counter() - started
+        ddp, zero = results["ddp"], results["zero"]
+        assert zero["launch"]["strategy"] == strategy and zero["launch"]["num_processes"] == 2
+        assert (zero["launch"]["distributed_type"], zero["launch"]["backend"]) == ("DEEPSPEED", "gloo")
+        ddp_losses = [step["loss"] for step in ddp["per_step"]]
+        zero_losses = [step["loss"] for step in zero["per_step"]]
+        assert len(ddp_losses) == 4 and zero_losses == pytest.approx(ddp_losses, rel=1e-3, abs=1e-4)
+        checkpoint = prepared.out_dir
+        if kind == "rm":
+            assert AutoModelForSequenceClassification.from_pretrained(checkpoint).config.num_labels == 1
+            assert zero["heldout_accuracy"] == ddp["heldout_accuracy"] and zero["heldout_pairs"] == 4
+        else:
+            assert AutoModelForCausalLM.from_pretrained(checkpoint).config.num_hidden_layers == 2
+            assert not checkpoint.with_name(checkpoint.name + ".adapter").exists()
+        print(
+            f"{kind} lora={lora} {strategy}: ddp {reference_processes} process(es) {timings['ddp']:.1f}s, "
+            f"{strategy} 2 processes {timings['zero']:.1f}s, max loss difference "
+            f"{max(abs(a - b) for a, b in zip(ddp_losses, zero_losses, strict=True)):.2e}"
+        )
 
 
 def test_rd_accelerate_config_prints_a_ready_file() -> None:

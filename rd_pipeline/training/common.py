@@ -150,6 +150,24 @@ def load_model(
     return auto_class.from_pretrained(location, revision=revision, config=config, dtype=precision.dtype)
 
 
+@contextmanager
+def whole_model_loading() -> Iterator[None]:
+    """Load whole models in this process alone, also inside a DeepSpeed ZeRO-3 process group.
+
+    Under ZeRO-3 transformers builds every model in ``deepspeed.zero.Init``, which partitions each weight over
+    the group as it is created, a collective every process must join: a model loaded by the main process
+    alone (the LoRA merge, held-out scoring) would wait for the others forever. Elsewhere this does nothing.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
 def check_messages(value: object, kind: str, where: str, field: str, roles: Sequence[str]) -> None:
     """Raise a ValueError naming ``where`` and ``field`` unless ``value`` is a list of such messages."""
     if not isinstance(value, list) or not value:
@@ -262,9 +280,12 @@ def _merge_adapter(adapter_dir: Path, base: BaseModelRef, tokenizer, out_dir: Pa
     from peft import PeftModel
 
     full_precision = Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)
-    model = load_model(base.location, base.auto_class, full_precision, base.revision, **base.config_overrides)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with whole_model_loading():
+        model = load_model(
+            base.location, base.auto_class, full_precision, base.revision, **base.config_overrides
+        )
+        model.config.pad_token_id = tokenizer.pad_token_id
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
 
 

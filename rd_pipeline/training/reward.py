@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RewardModelConfig
-from rd_pipeline.training.common import Stage, TrainedRun, check_records, step_values
+from rd_pipeline.training.common import (
+    Stage,
+    TrainedRun,
+    check_records,
+    step_values,
+    whole_model_loading,
+)
 from rd_pipeline.training.scoring import RewardScorer
 
 PAIR_FIELDS = {"prompt": ("system", "user"), "chosen": ("assistant",), "rejected": ("assistant",)}
@@ -92,7 +98,7 @@ def _heldout_metrics(run: TrainedRun, out_dir: Path, heldout_pairs: Sequence[dic
     train_accuracy = step_values(run.history, "accuracy")
     heldout = {"accuracy": None, "mean_gap": None, "pairs": len(heldout_pairs)}
     if run.main_process:
-        with RewardScorer(str(out_dir)) as scorer:
+        with whole_model_loading(), RewardScorer(str(out_dir)) as scorer:
             heldout = pairwise_accuracy(scorer, heldout_pairs)
     return {
         "train_accuracy_last": train_accuracy[-1] if train_accuracy else None,

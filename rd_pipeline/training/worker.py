@@ -17,6 +17,8 @@ from rd_pipeline.config import LaunchConfig, RewardModelConfig, RlConfig, SftCon
 from rd_pipeline.training.launch import RESULT_FILE, read_job
 
 STEP_KEYS = ("loss", "reward", "kl", "accuracy", "grad_norm", "learning_rate")
+# What accelerate must have set up for each strategy; ddp runs as MULTI_GPU, MULTI_CPU or NO as it finds.
+STRATEGY_DISTRIBUTED_TYPES = {"fsdp2": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
 
 
 def _is_main_process() -> bool:
@@ -47,6 +49,35 @@ def _step_reporter(pipes: Any):
             pipes.log.info(f"step {state.global_step}/{state.max_steps}: {json.dumps(values)}")
 
     return StepReporter()
+
+
+def check_strategy(launch: LaunchConfig, distributed_type: str) -> None:
+    """Fail when accelerate did not set up the launch's strategy instead of training without it: accelerate
+    turns an FSDP config into plain DDP (MULTI_CPU) when the processes run on a CPU."""
+    expected = None if launch.accelerate_config_file else STRATEGY_DISTRIBUTED_TYPES.get(launch.strategy)
+    if expected is None or distributed_type == expected:
+        return
+    hint = (
+        " accelerate shards with FSDP only on GPUs; on a CPU use strategy ddp, zero2 or zero3."
+        if launch.strategy == "fsdp2" and distributed_type in ("MULTI_CPU", "NO")
+        else ""
+    )
+    raise RuntimeError(
+        f"strategy {launch.strategy} needs accelerate's distributed type {expected}, but the process group "
+        f"was set up as {distributed_type}.{hint}"
+    )
+
+
+def _strategy_check(launch: LaunchConfig):
+    """A trainer callback that checks the strategy once the trainer has prepared the model, before step 1."""
+    from accelerate.state import AcceleratorState
+    from transformers import TrainerCallback
+
+    class StrategyCheck(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            check_strategy(launch, str(AcceleratorState().distributed_type).split(".")[-1])
+
+    return StrategyCheck()
 
 
 def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
@@ -119,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     job = read_job(job_dir)
     launch = LaunchConfig.model_validate(job["launch"])
     with _pipes() as pipes:
-        metrics = _train(job, [_step_reporter(pipes)])
+        metrics = _train(job, [_strategy_check(launch), _step_reporter(pipes)])
         if _is_main_process():
             metrics["launch"] = launch_record(launch)
             staging = job_dir / (RESULT_FILE + ".partial")
