@@ -224,11 +224,12 @@ def test_fsdp2_on_a_cpu_fails_instead_of_training_as_ddp(tiny_base: str, tmp_pat
 def test_main_process_loads_whole_models_under_zero3(tiny_base: str, tmp_path: Path) -> None:
     """The LoRA merge and held-out scoring load models on the main process alone: under ZeRO-3 transformers
     would build them with deepspeed.zero.Init, a collective the other processes never join (a hang)."""
+    from accelerate.utils.deepspeed import HfDeepSpeedConfig
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
     from rd_pipeline.training.common import BaseModelRef, TrainedRun, _merge_adapter
     from rd_pipeline.training.reward import _heldout_metrics
@@ -241,8 +242,10 @@ def test_main_process_loads_whole_models_under_zero3(tiny_base: str, tmp_path: P
     tokenizer.save_pretrained(reward)
     run = TrainedRun(history=[], batches={}, steps=0, epochs=None, examples_used=0, main_process=True)
 
-    # What a trainer in a zero3 group leaves registered with transformers.
+    # What a trainer in a zero3 group leaves registered with transformers (accelerate's class: transformers'
+    # own needs deepspeed installed).
     zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    set_hf_deepspeed_config(zero3)
     try:
         assert is_deepspeed_zero3_enabled()
         base = BaseModelRef(tiny_base, None, AutoModelForCausalLM, {})
