@@ -146,26 +146,42 @@ def test_revision_reaches_from_pretrained_in_training(
 @pytest.mark.slow
 def test_two_processes_match_one_process_for_sft_and_reward_model(tiny_base: str, tmp_path: Path) -> None:
     """DDP over 2 gloo processes (per-process batch 2) against 1 process (batch 4): same global batches, so the
-    same losses; the checkpoint loads and the metrics record the launch."""
+    same losses and gradient norms, with full fine-tuning and with LoRA (adapters initialised alike whatever the
+    process count); the checkpoints load and the metrics record the launch. LoRA runs without dropout: its masks
+    are drawn per process for that process's batch, so with dropout the runs differ from step 1's gradient on."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    lora = LoraConfig(enabled=True, dropout=0.0)
     results, timings = {}, {}
     for processes in (1, 2):
         launch = LaunchConfig(num_processes=processes)
-        sft = SftConfig(
-            max_steps=4, batch_size=4 // processes, learning_rate=1e-3, max_length=128, launch=launch
-        )
-        rm = RewardModelConfig(
-            max_steps=4, batch_size=4 // processes, learning_rate=1e-3, max_length=128, launch=launch
-        )
+        shared = {"max_steps": 4, "batch_size": 4 // processes, "learning_rate": 1e-3, "max_length": 128}
         for kind, job in (
-            ("sft", _sft_job(tmp_path, tiny_base, sft, f"sft{processes}")),
-            ("rm", _rm_job(tmp_path, tiny_base, rm, f"rm{processes}")),
+            ("sft", _sft_job(tmp_path, tiny_base, SftConfig(**shared, launch=launch), f"sft{processes}")),
+            (
+                "rm",
+                _rm_job(tmp_path, tiny_base, RewardModelConfig(**shared, launch=launch), f"rm{processes}"),
+            ),
+            (
+                "sft_lora",
+                _sft_job(
+                    tmp_path, tiny_base, SftConfig(**shared, launch=launch, lora=lora), f"sft_lora{processes}"
+                ),
+            ),
+            (
+                "rm_lora",
+                _rm_job(
+                    tmp_path,
+                    tiny_base,
+                    RewardModelConfig(**shared, launch=launch, lora=lora),
+                    f"rm_lora{processes}",
+                ),
+            ),
         ):
             started = time.perf_counter()
             results[kind, processes] = run_training_job(job, log=lambda line: None)
             timings[kind, processes] = time.perf_counter() - started
-    for kind in ("sft", "rm"):
+    for kind in ("sft", "rm", "sft_lora", "rm_lora"):
         one, two = results[kind, 1], results[kind, 2]
         assert two["launch"] == {
             "num_processes": 2,
@@ -176,17 +192,24 @@ def test_two_processes_match_one_process_for_sft_and_reward_model(tiny_base: str
             "backend": "gloo",
         }
         assert one["launch"]["num_processes"] == 1 and one["steps"] == two["steps"] == 4
+        assert one["lora"] is two["lora"] is kind.endswith("_lora")
         one_losses = [step["loss"] for step in one["per_step"]]
         two_losses = [step["loss"] for step in two["per_step"]]
-        assert len(one_losses) == 4 and two_losses == pytest.approx(one_losses, rel=1e-3, abs=1e-4)
+        one_norms = [step["grad_norm"] for step in one["per_step"]]
+        two_norms = [step["grad_norm"] for step in two["per_step"]]
+        assert len(one_losses) == 4 and two_losses == pytest.approx(one_losses, rel=1e-4, abs=1e-5)
+        assert two_norms == pytest.approx(one_norms, rel=1e-4, abs=1e-5)
         print(
             f"{kind}: 1 process {timings[kind, 1]:.1f}s, 2 processes {timings[kind, 2]:.1f}s, "
-            f"max loss difference {max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)):.2e}"
+            f"max loss difference {max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)):.2e}, "
+            f"max grad norm difference {max(abs(a - b) for a, b in zip(one_norms, two_norms, strict=True)):.2e}"
         )
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "sft2").config.num_hidden_layers == 2
     reward = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm2")
     assert reward.config.num_labels == 1
     assert results["rm", 2]["heldout_pairs"] == 4 and results["rm", 2]["heldout_accuracy"] is not None
+    merged = {p: AutoModelForCausalLM.from_pretrained(tmp_path / f"sft_lora{p}").state_dict() for p in (1, 2)}
+    assert max((merged[1][k] - merged[2][k]).abs().max().item() for k in merged[1]) < 1e-5
 
 
 def test_check_strategy_names_a_strategy_accelerate_did_not_set_up() -> None:
