@@ -109,7 +109,12 @@ class LoraConfig(_Strict):
     enabled: bool = Field(default=False, description="train LoRA adapters; false: full fine-tuning")
     r: int = Field(default=16, ge=1, description="rank of the adapter matrices")
     alpha: int = Field(default=32, ge=1, description="scaling numerator: updates are scaled by alpha / r")
-    dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the adapter inputs")
+    dropout: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="dropout on the adapter inputs (SFT, RL; the reward trainer turns all dropout off)",
+    )
     target_modules: list[str] | str = Field(
         default="all-linear", description="module names that get adapters, or 'all-linear'"
     )
