@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,45 @@ def test_gradient_accumulation_and_checkpointing_reach_every_trainer(
         assert metrics["completions"] == 4
     assert metrics["steps"] == 1 and metrics["global_batch_size"] == 4
     assert metrics["gradient_accumulation_steps"] == 2 and metrics["gradient_checkpointing"] is True
+
+
+def test_a_fresh_reward_head_is_expected_but_other_missing_weights_are_named(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    """Loading a causal LM as a reward model adds a new score head: no loading report for that, but a checkpoint
+    that lacks one of its own weights is still reported, naming the weight."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification
+
+    from rd_pipeline.training.common import choose_precision, load_model
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    collect = Collect()
+    library = logging.getLogger("transformers")
+    library.addHandler(collect)
+    try:
+        precision = choose_precision("no")
+        model = load_model(tiny_base, AutoModelForSequenceClassification, precision, num_labels=1)
+        assert model.config.num_labels == 1
+        assert collect.messages == []
+
+        damaged = tmp_path / "damaged"
+        shutil.copytree(tiny_base, damaged)
+        weights = load_file(damaged / "model.safetensors")
+        lost = "model.layers.1.mlp.down_proj.weight"
+        del weights[lost]
+        save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+        load_model(str(damaged), AutoModelForSequenceClassification, precision, num_labels=1)
+    finally:
+        library.removeHandler(collect)
+    assert len(collect.messages) == 1
+    assert lost in collect.messages[0] and "score.weight" not in collect.messages[0]

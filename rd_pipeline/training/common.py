@@ -142,12 +142,45 @@ def load_model(
     dequantized weights, but the leftover entry would make the trainer refuse full fine-tuning.
     """
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
 
     config = AutoConfig.from_pretrained(location, revision=revision, **config_overrides)
     quantization = getattr(config, "quantization_config", None)
     if isinstance(quantization, dict) and quantization.get("quant_method") == "gguf":
         del config.quantization_config
-    return auto_class.from_pretrained(location, revision=revision, config=config, dtype=precision.dtype)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its loading report would list the new head; ours below lists the rest
+    try:
+        model, info = auto_class.from_pretrained(
+            location, revision=revision, config=config, dtype=precision.dtype, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    _report_missing_weights(model, info, location)
+    return model
+
+
+def _report_missing_weights(model, info: dict[str, Any], location: str) -> None:
+    """Warn about checkpoint weights the model lacks or did not use, apart from its task head: a causal LM loaded
+    as a reward model gets a new head (initialised, then trained) and leaves its language-model head unused."""
+    from transformers.utils import logging as hf_logging
+
+    prefix = f"{model.base_model_prefix}."
+
+    def own(keys: Any) -> list[str]:
+        return sorted(str(key) for key in keys or () if str(key).startswith(prefix))
+
+    missing, unexpected = own(info.get("missing_keys")), own(info.get("unexpected_keys"))
+    mismatched = sorted(str(entry[0]) for entry in info.get("mismatched_keys") or ())
+    problems = [
+        f"{label} {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
+        for label, keys in (("missing", missing), ("unused", unexpected), ("of another shape", mismatched))
+        if keys
+    ]
+    if problems:
+        hf_logging.get_logger("transformers").warning(
+            f"{location}: weights {'; '.join(problems)} (newly initialised where missing)"
+        )
 
 
 @contextmanager
