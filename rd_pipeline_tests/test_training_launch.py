@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -101,8 +102,28 @@ def test_launch_settings_are_checked_and_reach_the_command(tmp_path: Path) -> No
 
 def test_failed_training_names_the_job_and_shows_its_output(tmp_path: Path) -> None:
     job = _sft_job(tmp_path, str(tmp_path / "no-such-model"), SftConfig(max_steps=1), "sft")
-    with pytest.raises(RuntimeError, match=r"training sft failed \(exit code 1, job .*job_sft\)"):
+    with pytest.raises(RuntimeError, match=r"training sft failed \(exit code 1, job .*job_sft\)") as raised:
         run_training_job(job, log=lambda line: None)
+    # The worker's own error leads the message, however much the launcher printed after it.
+    assert "no-such-model" in str(raised.value).splitlines()[0]
+
+
+def test_failed_training_under_dagster_pipes_says_why(tmp_path: Path) -> None:
+    from rd_pipeline.defs.assets.models import pipes_launcher
+    from rd_pipeline.defs.logs import error_text
+
+    job = _sft_job(tmp_path, str(tmp_path / "no-such-model"), SftConfig(max_steps=1), "sft")
+
+    @dg.asset
+    def trained(context):  # unannotated: Dagster refuses a string annotation
+        return dg.MaterializeResult(metadata={"metrics": pipes_launcher(context)(job)})
+
+    result = dg.materialize([trained], raise_on_error=False)
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    # The step's own error (what the Dagster UI shows for the step), not only its external process's report.
+    message = error_text(failure.step_failure_data.error)
+    assert message.startswith("training sft failed (job ") and "no-such-model" in message
 
 
 def _make_hub_cache(cache: Path, base: str) -> None:

@@ -27,6 +27,7 @@ from rd_pipeline.config import LaunchConfig
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
+ERROR_FILE_PATTERN = "error-rank*.txt"  # a failed worker's error, one file per process rank
 ACCELERATE_CONFIG_FILE = "accelerate.yaml"
 WORKER_MODULE = "rd_pipeline.training.worker"
 JobKind = Literal["sft", "reward_model", "rl"]
@@ -198,6 +199,35 @@ def read_result(job: TrainingJob) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def record_worker_error(job_dir: Path, error: BaseException) -> None:
+    """Write a failed worker's error where the launcher finds it (its output may bury the line under the
+    launcher's own report)."""
+    rank = os.environ.get("RANK", "0")
+    message = " ".join(f"{type(error).__name__}: {error}".split())
+    (Path(job_dir) / ERROR_FILE_PATTERN.replace("*", rank)).write_text(message + "\n")
+
+
+def worker_error(job: TrainingJob) -> str | None:
+    """The error a failed worker recorded (rank 0's first, else the lowest rank's); None when none did."""
+    files = sorted(job.job_dir.glob(ERROR_FILE_PATTERN), key=lambda path: int(path.stem.rsplit("rank", 1)[1]))
+    return files[0].read_text().strip() if files else None
+
+
+def training_failure(
+    job: TrainingJob, exit_code: int | None = None, output: Sequence[str] = (), detail: str | None = None
+) -> RuntimeError:
+    """The error for a failed training job: its kind, exit code and job directory, then on the same line the
+    worker's own error and ``detail`` (what the launcher said), then the last lines of its output."""
+    cause = "; ".join(part for part in (worker_error(job), detail) if part)
+    code = f"exit code {exit_code}, " if exit_code is not None else ""
+    message = f"training {job.kind} failed ({code}job {job.job_dir})"
+    if cause:
+        message += f": {cause}"
+    if output:
+        message += "; last output:\n" + "\n".join(output)
+    return RuntimeError(message)
+
+
 def run_training_job(job: TrainingJob, log: LogFn = print) -> dict[str, Any]:
     """Launch ``job`` as a plain subprocess (no Dagster), pass its output to ``log``, return its metrics."""
     command = launch_command(job)
@@ -211,8 +241,5 @@ def run_training_job(job: TrainingJob, log: LogFn = print) -> dict[str, Any]:
             tail.append(line.rstrip())
             log(line.rstrip())
     if process.returncode != 0:
-        raise RuntimeError(
-            f"training {job.kind} failed (exit code {process.returncode}, job {job.job_dir}); last output:\n"
-            + "\n".join(tail)
-        )
+        raise training_failure(job, process.returncode, tail)
     return read_result(job)

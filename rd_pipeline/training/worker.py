@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import LaunchConfig, RewardModelConfig, RlConfig, SftConfig
-from rd_pipeline.training.launch import RESULT_FILE, read_job
+from rd_pipeline.training.launch import RESULT_FILE, read_job, record_worker_error
 
 STEP_KEYS = ("loss", "reward", "kl", "accuracy", "grad_norm", "learning_rate")
 # What accelerate must have set up for each strategy; ddp runs as MULTI_GPU, MULTI_CPU or NO as it finds.
@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     job = read_job(job_dir)
     launch = LaunchConfig.model_validate(job["launch"])
     with _pipes() as pipes:
-        metrics = _train(job, [_strategy_check(launch), _step_reporter(pipes)])
+        try:
+            metrics = _train(job, [_strategy_check(launch), _step_reporter(pipes)])
+        except Exception as error:
+            record_worker_error(job_dir, error)
+            raise
         if _is_main_process():
             metrics["launch"] = launch_record(launch)
             staging = job_dir / (RESULT_FILE + ".partial")

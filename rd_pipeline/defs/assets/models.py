@@ -24,17 +24,20 @@ MODEL_KINDS = {"pytorch", "huggingface"}
 
 def pipes_launcher(context: dg.AssetExecutionContext) -> Callable[[Any], dict[str, Any]]:
     """Launch a training job's ``accelerate launch`` group through Dagster Pipes: the main process streams its
-    logs and per-step metrics to this run and reports its metrics and checkpoint path as a materialization."""
-    from rd_pipeline.training.launch import launch_command
+    logs and per-step metrics to this run and reports its metrics and checkpoint path as a materialization.
+    A failed group raises the worker's own error. Dagster's notice that Pipes uses a preview API of its own is
+    left out of the run output."""
+    from rd_pipeline.training.launch import launch_command, training_failure
 
     def launch(job: Any) -> dict[str, Any]:
-        with (
-            warnings.catch_warnings()
-        ):  # Pipes' own use of a preview API; the notice means nothing to rd's users
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-            invocation = dg.PipesSubprocessClient().run(
-                command=launch_command(job), context=context, extras={"job_dir": str(job.job_dir)}
-            )
+            try:
+                invocation = dg.PipesSubprocessClient().run(
+                    command=launch_command(job), context=context, extras={"job_dir": str(job.job_dir)}
+                )
+            except Exception as error:  # the group failed: say why, in the worker's words where it left them
+                raise training_failure(job, detail=str(error)) from None
         return invocation.get_materialize_result().metadata["metrics"].value
 
     return launch
