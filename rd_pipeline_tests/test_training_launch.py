@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from rd_pipeline.config import LaunchConfig, LoraConfig, RewardModelConfig, SftConfig
+from rd_pipeline.config import LaunchConfig, LoraConfig, RewardModelConfig, RlConfig, SftConfig
 from rd_pipeline.models import resolve_model
 from rd_pipeline.training.launch import (
     accelerate_config,
@@ -63,6 +63,18 @@ def _rm_job(tmp: Path, base: str, cfg: RewardModelConfig, name: str):
     settings = {"base": base, "seed": 0, "config": cfg.model_dump(mode="json")}
     records = {"train_pairs": _pairs(16), "heldout_pairs": _pairs(4, start=50)}
     return prepare_job("reward_model", tmp / f"job_{name}", tmp / name, cfg.launch, settings, records)
+
+
+def _rl_job(tmp: Path, base: str, reward_model: Path, cfg: RlConfig, name: str):
+    """An RL job as ``make_rl_student`` prepares it: the policy to start from, the reward model, the prompts."""
+    settings = {
+        "base": base,
+        "reward_model": str(reward_model),
+        "seed": 0,
+        "config": cfg.model_dump(mode="json"),
+    }
+    prompts = [{"prompt": [{"role": "user", "content": f"What is {i} times 3 plus 7?"}]} for i in range(8)]
+    return prepare_job("rl", tmp / f"job_{name}", tmp / name, cfg.launch, settings, {"prompts": prompts})
 
 
 def test_accelerate_configs_per_strategy() -> None:
@@ -231,6 +243,73 @@ def test_two_processes_match_one_process_for_sft_and_reward_model(tiny_base: str
     assert results["rm", 2]["heldout_pairs"] == 4 and results["rm", 2]["heldout_accuracy"] is not None
     merged = {p: AutoModelForCausalLM.from_pretrained(tmp_path / f"sft_lora{p}").state_dict() for p in (1, 2)}
     assert max((merged[1][k] - merged[2][k]).abs().max().item() for k in merged[1]) < 1e-5
+
+
+@pytest.mark.slow
+def test_rl_runs_with_two_processes(tiny_base: str, tmp_path: Path) -> None:
+    """GRPO over 2 gloo processes (per-process batch 2: one group of 2 completions of one prompt each) against 1
+    process (batch 4: both groups), and RLOO with LoRA over 2 processes, against a reward model trained first: the
+    runs finish, the checkpoints load and changed, the launch is recorded, reward and KL are logged for every step.
+
+    TRL gives every process the same prompt order and splits each step's prompts between the processes, so both
+    GRPO runs see the same prompts per step (2 prompts, 4 completions; TRL's sampler, not checked here). Losses
+    and rewards are not compared: each process samples its completions with its own seed (TRL seeds generation
+    per process), so the completions, and with them rewards, advantages and losses, differ from 1 process from
+    the first step. What does not depend on the samples is compared: steps, global batch, completions scored,
+    and step 1's KL, 0 since the policy is still its reference."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    reward_cfg = RewardModelConfig(max_steps=2, batch_size=4, learning_rate=1e-3, max_length=128)
+    run_training_job(_rm_job(tmp_path, tiny_base, reward_cfg, "rm"), log=lambda line: None)
+    base = load_file(Path(tiny_base) / "model.safetensors")
+    results, timings = {}, {}
+    for name, algorithm, lora, processes in (
+        ("grpo1", "grpo", False, 1),
+        ("grpo2", "grpo", False, 2),
+        ("rloo_lora2", "rloo", True, 2),
+    ):
+        cfg = RlConfig(
+            algorithm=algorithm,
+            max_steps=2,
+            batch_size=4 // processes,
+            num_generations=2,
+            max_completion_length=8,
+            learning_rate=1e-3,
+            lora=LoraConfig(enabled=lora, r=4),
+            launch=LaunchConfig(num_processes=processes),
+        )
+        started = time.perf_counter()
+        results[name] = run_training_job(
+            _rl_job(tmp_path, tiny_base, tmp_path / "rm", cfg, name), log=lambda line: None
+        )
+        timings[name] = time.perf_counter() - started
+        metrics = results[name]
+        assert metrics["algorithm"] == algorithm and metrics["lora"] is lora
+        assert metrics["launch"]["num_processes"] == processes
+        assert (metrics["steps"], metrics["global_batch_size"], metrics["completions"]) == (2, 4, 8)
+        assert [step["step"] for step in metrics["per_step"]] == [1, 2]
+        for step in metrics["per_step"]:  # per_step keeps finite values only
+            assert {"loss", "reward", "kl"} <= set(step), step
+        assert metrics["kls"][0] == pytest.approx(0.0, abs=1e-6) and len(metrics["rewards"]) == 2
+        assert 0 < metrics["mean_completion_length"] <= 8
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / name)
+        assert model.config.num_hidden_layers == 2
+        trained = load_file(tmp_path / name / "model.safetensors")
+        assert not any("lora" in key for key in trained)
+        assert any(not torch.equal(base[key], trained[key]) for key in base if key in trained)
+    for name in ("grpo2", "rloo_lora2"):
+        assert results[name]["launch"] == {
+            "num_processes": 2,
+            "num_machines": 1,
+            "strategy": "ddp",
+            "accelerate_config_file": None,
+            "distributed_type": "MULTI_CPU",
+            "backend": "gloo",
+        }
+    assert results["grpo1"]["launch"]["distributed_type"] == "NO"
+    print(", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
 
 
 def test_check_strategy_names_a_strategy_accelerate_did_not_set_up() -> None:
