@@ -90,6 +90,8 @@ class ApiConfig(_Strict):
     def _one_way_to_name_endpoints(self) -> ApiConfig:
         if self.base_urls and "base_url" in self.model_fields_set:
             raise ValueError("give base_url (one endpoint) or base_urls (replicas), not both")
+        if "base_urls" in self.model_fields_set and not self.base_urls:
+            raise ValueError("base_urls is empty: list at least one replica, or give base_url")
         stripped = [url.rstrip("/") for url in self.base_urls]
         if len(set(stripped)) != len(stripped):
             raise ValueError(f"base_urls lists a URL twice: {self.base_urls}")

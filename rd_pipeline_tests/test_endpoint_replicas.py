@@ -102,6 +102,8 @@ def test_config_names_replicas_one_way() -> None:
                 "student": {"ref": "tiny-random"},
             }
         )
+    with pytest.raises(ConfigError, match=r"teacher.api: .*base_urls is empty"):
+        parse_config({"teacher": {**teacher, "api": {"base_urls": []}}, "student": {"ref": "tiny-random"}})
     with pytest.raises(ConfigError, match="lists a URL twice"):
         parse_config(
             {
