@@ -403,6 +403,11 @@ class LaunchConfig(_Strict):
         return self
 
 
+# Marks a setting that changes how a result is made but not the result (json_schema_extra of its Field):
+# data versions and section hashes leave it out (see ``versioned_dump``).
+UNVERSIONED: dict[str, Any] = {"versioned": False}
+
+
 class TrainerConfig(_Strict):
     """What every training stage sets: optimizer, batch, length of training, LoRA and the process group.
 
@@ -419,6 +424,14 @@ class TrainerConfig(_Strict):
     gradient_checkpointing: bool = Field(default=False, description="recompute activations to save memory")
     lora: LoraConfig = Field(default=LoraConfig(), description="LoRA adapters instead of full fine-tuning")
     launch: LaunchConfig = Field(default=LaunchConfig(), description="the process group training runs in")
+    save_every_steps: int = Field(
+        default=200,
+        ge=0,
+        description="save the trainer's state (weights, optimizer, scheduler, RNG, data position) every this "
+        "many optimizer steps, keeping the latest only, so a re-run after a crash resumes from it; 0 = never. "
+        "Not part of the data version",
+        json_schema_extra=UNVERSIONED,
+    )
 
 
 class EpochTrainerConfig(TrainerConfig):
@@ -625,13 +638,37 @@ class PipelineConfig(_Strict):
         return Path(self.paths.rd_home or os.environ.get("RD_HOME") or ".rd").resolve()
 
     def section_hash(self, *sections: str) -> str:
-        """A short stable hash of the named top-level sections, used in data versions."""
+        """A short stable hash of the named top-level sections (``UNVERSIONED`` fields left out), used in data
+        versions."""
         return short_hash({name: _dump(getattr(self, name)) for name in sections})
+
+
+def versioned_dump(model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump(mode="json")`` without the fields marked ``UNVERSIONED`` (at any depth): what data
+    versions hash, so such a setting can change without making results out of date."""
+    dump = model.model_dump(mode="json")
+    _drop_unversioned(model, dump)
+    return dump
+
+
+def _drop_unversioned(value: object, dump: object) -> None:
+    if isinstance(value, list) and isinstance(dump, list):
+        for item, item_dump in zip(value, dump, strict=True):
+            _drop_unversioned(item, item_dump)
+        return
+    if not (isinstance(value, BaseModel) and isinstance(dump, dict)):
+        return
+    for name, field in type(value).model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("versioned") is False:
+            dump.pop(name, None)
+        elif name in dump:
+            _drop_unversioned(getattr(value, name), dump[name])
 
 
 def _dump(value: object) -> object:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return versioned_dump(value)
     if isinstance(value, list):
         return [_dump(v) for v in value]
     return value

@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rd_pipeline.config import LaunchConfig, PipelineConfig
+from rd_pipeline.config import LaunchConfig, PipelineConfig, versioned_dump
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.checks import (
@@ -119,7 +119,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     version = content_hash(
         "sft",
         base.fingerprint,
-        config.sft.model_dump(mode="json"),
+        versioned_dump(config.sft),
         {name: record["data_version"] for name, record in labels.items()},
     )
     ctx.log(f"sft_student: {len(examples)} examples from {len(labels)} benchmarks")
@@ -258,7 +258,7 @@ def make_reward_model(ctx: StepContext) -> StepResult:
     version = content_hash(
         "rm",
         sft["data_version"],
-        config.reward_model.model_dump(mode="json"),
+        versioned_dump(config.reward_model),
         {name: record["data_version"] for name, record in labels.items()},
     )
     ctx.log(f"reward_model: {len(train_pairs)} train pairs, {len(heldout_pairs)} held out")
@@ -307,7 +307,7 @@ def make_rl_student(ctx: StepContext) -> StepResult:
         "rl",
         sft["data_version"],
         rm["data_version"],
-        config.rl.model_dump(mode="json"),
+        versioned_dump(config.rl),
         [p["prompt"][0]["content"] for p in prompts],
     )
     lineage = StepLineage.of(_teacher_versions([sft, rm]), {"sft_student": sft, "reward_model": rm})

@@ -1,11 +1,13 @@
-"""What every trainer wrapper shares: device and precision, LoRA settings, input checks, metrics, saving."""
+"""What every trainer wrapper shares: device and precision, LoRA settings, input checks, metrics, saving and
+resuming."""
 
 from __future__ import annotations
 
 import gc
+import json
 import math
+import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +17,8 @@ from typing import Any
 
 import torch
 
-from rd_pipeline.config import EpochTrainerConfig, LoraConfig, TrainerConfig
+from rd_pipeline.config import EpochTrainerConfig, LoraConfig, TrainerConfig, versioned_dump
+from rd_pipeline.hashing import short_hash
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,21 @@ def common_trainer_args(
     precision: Precision,
     gradient_accumulation_steps: int = 1,
     gradient_checkpointing: bool = False,
+    save_every_steps: int = 0,
 ) -> dict[str, Any]:
-    """Arguments every TRL config shares: seeded, logged each step, no checkpoints, no external reporting."""
+    """Arguments every TRL config shares: seeded, logged each step, no external reporting, and the trainer's
+    state saved every ``save_every_steps`` optimizer steps in ``output_dir`` (the latest only; 0: never)."""
+    saving: dict[str, Any] = (
+        {"save_strategy": "steps", "save_steps": save_every_steps, "save_total_limit": 1}
+        if save_every_steps > 0
+        else {"save_strategy": "no"}
+    )
     return {
         "output_dir": output_dir,
         "seed": seed,
         "data_seed": seed,
         "logging_steps": 1,
-        "save_strategy": "no",
+        **saving,
         "report_to": "none",
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
@@ -270,11 +280,52 @@ def per_step_metrics(log_history: Sequence[dict], keys: Sequence[str]) -> list[d
     return rows
 
 
-@contextmanager
-def scratch_dir() -> Iterator[str]:
-    """A throwaway directory for the trainer's output_dir; the final checkpoint is saved elsewhere."""
-    with tempfile.TemporaryDirectory(prefix="rd-train-") as path:
-        yield path
+RESUME_KEY_FILE = "resume-key.json"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+
+def trainer_state_dir(out_dir: Path) -> Path:
+    """The trainer's output_dir, where it saves its state while training ``out_dir``: next to it, named after
+    it without a staging ``.partial`` suffix (``models/sft_student/<version>.trainer``). It outlives a crash, so
+    a re-run of the same version resumes from it, and is deleted once the final checkpoint is saved."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name.removesuffix(".partial") + ".trainer")
+
+
+def saved_state(trainer_dir: Path) -> tuple[Path, int] | None:
+    """The latest complete trainer state in ``trainer_dir`` and its step: the ``checkpoint-N`` with the highest
+    N that holds ``trainer_state.json``, which the trainer writes after the weights, optimizer and RNG state."""
+    steps = [
+        (int(match.group(1)), path)
+        for path in Path(trainer_dir).glob("checkpoint-*")
+        if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and (path / "trainer_state.json").is_file()
+    ]
+    if not steps:
+        return None
+    step, path = max(steps)
+    return path, step
+
+
+def prepare_trainer_dir(trainer_dir: Path, resume_key: str) -> None:
+    """Keep ``trainer_dir``'s saved state only when it was saved by a run with this ``resume_key`` (the same
+    base, settings, seed and data); otherwise, or when it has none, start it empty. Also drops checkpoints a
+    crash left half-written (newer than the latest complete one). Run on the main process only."""
+    trainer_dir = Path(trainer_dir)
+    key_file = trainer_dir / RESUME_KEY_FILE
+    try:
+        kept = json.loads(key_file.read_text()).get("resume_key") == resume_key
+    except (OSError, ValueError, AttributeError):
+        kept = False
+    if not kept:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+    trainer_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(json.dumps({"resume_key": resume_key}))
+    latest = saved_state(trainer_dir)
+    latest_step = latest[1] if latest else -1
+    for path in trainer_dir.glob("checkpoint-*"):
+        match = _CHECKPOINT_NAME.fullmatch(path.name)
+        if match and int(match.group(1)) > latest_step:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -332,6 +383,7 @@ class TrainedRun:
     epochs: float | None
     examples_used: int
     main_process: bool
+    resumed_from_step: int = 0
 
 
 def train_and_save(
@@ -341,24 +393,39 @@ def train_and_save(
     out_dir: Path,
     lora: bool,
     check_trainer: Callable[[Any], None] | None = None,
+    resume_key: str = "",
 ) -> TrainedRun:
-    """The run every stage shares: build the trainer on a scratch output_dir, check it, train, save the
-    checkpoint through the trainer (see ``save_trained``), then free the trainer and its memory."""
-    with scratch_dir() as scratch:
-        trainer = build_trainer(scratch)
-        if check_trainer is not None:
-            check_trainer(trainer)
-        trainer.train()
-        run = TrainedRun(
-            history=list(trainer.state.log_history),
-            batches=batch_metrics(trainer),
-            steps=trainer.state.global_step,
-            epochs=trainer.state.epoch,
-            examples_used=len(trainer.train_dataset),
-            main_process=trainer.accelerator.is_main_process,
-        )
-        save_trained(trainer, tokenizer, base, out_dir, lora)
-        del trainer
+    """The run every stage shares: build the trainer on its state directory (``trainer_state_dir``), check
+    it, train (resuming from the state saved there by an interrupted run with the same ``resume_key``), save
+    the checkpoint through the trainer (see ``save_trained``), delete the saved state, then free the trainer
+    and its memory. The trainer also saves its state after the last step, so a crash while the checkpoint is
+    saved or merged loses no step."""
+    trainer_dir = trainer_state_dir(out_dir)
+    trainer = build_trainer(str(trainer_dir))
+    if check_trainer is not None:
+        check_trainer(trainer)
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        prepare_trainer_dir(trainer_dir, resume_key)
+    accelerator.wait_for_everyone()
+    saved = saved_state(trainer_dir)
+    if saved is not None and accelerator.is_main_process:
+        print(f"resuming training from {saved[0]} (step {saved[1]})", flush=True)
+    trainer.train(resume_from_checkpoint=str(saved[0]) if saved else None)
+    run = TrainedRun(
+        history=list(trainer.state.log_history),
+        batches=batch_metrics(trainer),
+        steps=trainer.state.global_step,
+        epochs=trainer.state.epoch,
+        examples_used=len(trainer.train_dataset),
+        main_process=accelerator.is_main_process,
+        resumed_from_step=saved[1] if saved else 0,
+    )
+    save_trained(trainer, tokenizer, base, out_dir, lora)
+    if accelerator.is_main_process:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    del trainer
     release_memory()
     return run
 
@@ -366,7 +433,8 @@ def train_and_save(
 @dataclass(frozen=True)
 class Stage:
     """A training stage under way: its settings, the checkpoint it starts from, seed, callbacks, precision,
-    tokenizer and start time. SFT, reward model and RL each build their own trainer; the rest is here."""
+    tokenizer, start time and resume key. SFT, reward model and RL each build their own trainer; the rest is
+    here."""
 
     cfg: TrainerConfig
     base: str
@@ -376,6 +444,7 @@ class Stage:
     precision: Precision
     tokenizer: Any
     started: float
+    resume_key: str = ""
 
     @classmethod
     def start(
@@ -385,12 +454,24 @@ class Stage:
         seed: int = 0,
         revision: str | None = None,
         callbacks: Sequence[Any] = (),
+        inputs: Any = None,
     ) -> Stage:
-        """Start the clock, choose the precision and load ``base``'s tokenizer."""
+        """Start the clock, choose the precision and load ``base``'s tokenizer. ``inputs`` (JSON) is what
+        the stage trains on; with the settings, base and seed it makes the resume key, so saved trainer state
+        is resumed only by a run of the same training."""
         started = time.perf_counter()
         precision = choose_precision(cfg.launch.mixed_precision)
         tokenizer = load_tokenizer(base, revision)
-        return cls(cfg, base, revision, seed, tuple(callbacks), precision, tokenizer, started)
+        resume_key = short_hash(
+            {
+                "config": versioned_dump(cfg),
+                "base": base,
+                "revision": revision,
+                "seed": seed,
+                "inputs": inputs,
+            }
+        )
+        return cls(cfg, base, revision, seed, tuple(callbacks), precision, tokenizer, started, resume_key)
 
     def trainer_args(self, output_dir: str) -> dict[str, Any]:
         """The TRL config arguments of the stage's settings: shared ones, optimizer, batch and length."""
@@ -402,6 +483,7 @@ class Stage:
                 self.precision,
                 cfg.gradient_accumulation_steps,
                 cfg.gradient_checkpointing,
+                cfg.save_every_steps,
             ),
             "max_steps": cfg.max_steps,
             "learning_rate": cfg.learning_rate,
@@ -435,20 +517,34 @@ class Stage:
         ``auto_class`` copy of the base checkpoint (with ``config_overrides``)."""
         base_ref = BaseModelRef(self.base, self.revision, auto_class, config_overrides)
         return train_and_save(
-            build_trainer, self.tokenizer, base_ref, out_dir, self.cfg.lora.enabled, check_trainer
+            build_trainer,
+            self.tokenizer,
+            base_ref,
+            out_dir,
+            self.cfg.lora.enabled,
+            check_trainer,
+            self.resume_key,
         )
 
     def metrics(self, run: TrainedRun, examples: int, step_keys: Sequence[str]) -> dict[str, Any]:
         """The metrics every stage reports: losses, batch, per-step values, steps, examples, LoRA,
-        precision and the wall time since the stage started."""
+        precision, the step training resumed from (0: it started afresh) and the wall time since the stage
+        started. A resumed run's history holds the steps before the resume too, so losses and per-step values
+        cover every step; train_loss is then the mean step loss (the trainer's own covers the steps since the
+        resume), while trainer_runtime_s and runtime_s count this run only."""
+        losses = loss_metrics(run.history)
+        if run.resumed_from_step:
+            step_losses = step_values(run.history, "loss")
+            losses["train_loss"] = sum(step_losses) / len(step_losses) if step_losses else None
         return {
-            **loss_metrics(run.history),
+            **losses,
             **run.batches,
             "per_step": per_step_metrics(run.history, step_keys),
             "steps": run.steps,
             "examples": examples,
             "lora": self.cfg.lora.enabled,
             "mixed_precision": self.precision.mixed_precision,
+            "resumed_from_step": run.resumed_from_step,
             "runtime_s": round(time.perf_counter() - self.started, 2),
         }
 

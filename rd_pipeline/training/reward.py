@@ -60,18 +60,18 @@ def _training_rows(pairs: Sequence[dict], margins: list[float] | None) -> list[d
 
 
 def _trainer_builder(stage: Stage, rows: list[dict]):
-    """A function of the scratch output_dir that builds the RewardTrainer on a freshly seeded score head."""
+    """A function of the trainer's output_dir that builds the RewardTrainer on a freshly seeded score head."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    def build(scratch: str) -> RewardTrainer:
+    def build(output_dir: str) -> RewardTrainer:
         set_seed(stage.seed)  # the score head is initialised randomly
         model = stage.load_model(AutoModelForSequenceClassification, num_labels=1)
         model.config.pad_token_id = stage.tokenizer.pad_token_id
         return RewardTrainer(
             model=model,
-            args=RewardConfig(**stage.trainer_args(scratch)),
+            args=RewardConfig(**stage.trainer_args(output_dir)),
             train_dataset=Dataset.from_list(rows),
             **stage.trainer_kwargs("SEQ_CLS"),
         )
@@ -132,8 +132,8 @@ def train_reward_model(
     if heldout_pairs:
         check_records(heldout_pairs, "held-out reward pair", PAIR_FIELDS)
     margins = _margins(train_pairs, "reward training pair")
-    stage = Stage.start(cfg, base, seed, revision, callbacks)
     rows = _training_rows(train_pairs, margins)
+    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=rows)
     run = stage.train(
         _trainer_builder(stage, rows),
         AutoModelForSequenceClassification,

@@ -40,7 +40,7 @@ def vllm_generation_args(cfg: RlConfig) -> dict[str, Any]:
 
 
 def _trainer_builder(stage: Stage, reward_model: str, prompts: Sequence[dict], cfg: RlConfig):
-    """A function of the scratch output_dir that builds the GRPO or RLOO trainer with the reward model as
+    """A function of the trainer's output_dir that builds the GRPO or RLOO trainer with the reward model as
     its only reward function."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -49,9 +49,9 @@ def _trainer_builder(stage: Stage, reward_model: str, prompts: Sequence[dict], c
     reward_tokenizer = load_tokenizer(reward_model)
     dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in prompts])
 
-    def build(scratch: str):
+    def build(output_dir: str):
         args = config_class(
-            **stage.trainer_args(scratch),
+            **stage.trainer_args(output_dir),
             num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature,
@@ -110,6 +110,7 @@ def train_rl(
     from transformers import AutoModelForCausalLM
 
     check_records(prompts, "RL prompt", PROMPT_FIELDS)
-    stage = Stage.start(cfg, policy, seed, callbacks=callbacks)
+    inputs = {"reward_model": reward_model, "prompts": list(prompts)}
+    stage = Stage.start(cfg, policy, seed, callbacks=callbacks, inputs=inputs)
     run = stage.train(_trainer_builder(stage, reward_model, prompts, cfg), AutoModelForCausalLM, out_dir)
     return {**stage.metrics(run, len(prompts), RL_STEP_KEYS), **_reward_metrics(run, cfg)}

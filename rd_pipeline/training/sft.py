@@ -33,11 +33,11 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     check_records(examples, "SFT example", SFT_FIELDS)
-    stage = Stage.start(cfg, base, seed, revision, callbacks)
+    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=list(examples))
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
 
-    def build_trainer(scratch: str) -> SFTTrainer:
-        args = SFTConfig(**stage.trainer_args(scratch), completion_only_loss=True, packing=False)
+    def build_trainer(output_dir: str) -> SFTTrainer:
+        args = SFTConfig(**stage.trainer_args(output_dir), completion_only_loss=True, packing=False)
         return SFTTrainer(
             model=stage.load_model(AutoModelForCausalLM),
             args=args,

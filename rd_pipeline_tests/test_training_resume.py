@@ -1,0 +1,198 @@
+"""Resumable training: the trainer saves its state every ``save_every_steps`` steps next to the checkpoint it
+is training, a re-run of the same training resumes from it, and the setting leaves data versions alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from rd_pipeline.config import RewardModelConfig, SftConfig, load_preset, versioned_dump
+from rd_pipeline.models import resolve_model
+from rd_pipeline.training import train_reward_model, train_sft
+from rd_pipeline.training.common import (
+    RESUME_KEY_FILE,
+    Precision,
+    common_trainer_args,
+    prepare_trainer_dir,
+    saved_state,
+    trainer_state_dir,
+)
+
+CPU = Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)
+
+
+def _sft_examples(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+            "completion": [{"role": "assistant", "content": f"{i} + {i} = {2 * i}. The answer is {2 * i}."}],
+        }
+        for i in range(n)
+    ]
+
+
+def _pairs(n: int) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} times 3 plus 7?"}],
+            "chosen": [{"role": "assistant", "content": f"{3 * i} plus 7 is {3 * i + 7}."}],
+            "rejected": [{"role": "assistant", "content": f"about {3 * i + 12}"}],
+        }
+        for i in range(n)
+    ]
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(directory / "model.safetensors"), "pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def _assert_same_steps(resumed: list[dict], uninterrupted: list[dict]) -> None:
+    assert [row["step"] for row in resumed] == [row["step"] for row in uninterrupted]
+    for mine, theirs in zip(resumed, uninterrupted, strict=True):
+        assert mine == pytest.approx(theirs, rel=1e-4), mine["step"]
+
+
+def _max_difference(a: Path, b: Path) -> float:
+    first, second = _weights(a), _weights(b)
+    assert first.keys() == second.keys()
+    return max((first[key] - second[key]).abs().max().item() for key in first)
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def _interrupt_before_step(step: int):
+    """A callback that fails as step ``step`` begins, the way a killed run stops: after the state saved at the
+    step before it, with nothing else written."""
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == step - 1:
+                raise Interrupted(f"interrupted before step {step}")
+
+    return Interrupt()
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
+
+
+# Section hashes and SFT config hashes of the presets before save_every_steps existed.
+HASHES_BEFORE = {
+    "tiny": {"sft": "9f18cd3f70a09bdd", "reward_model": "6ca2fb1411606ae5", "rl": "576c4967b56de05d"},
+    "smol": {"sft": "3ae93a2c55770c4b", "reward_model": "34d7fdc621af675c", "rl": "4be55e3bee05bf13"},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(HASHES_BEFORE))
+def test_presets_hash_as_before_save_every_steps_existed(preset: str) -> None:
+    config = load_preset(preset)
+    assert {section: config.section_hash(section) for section in HASHES_BEFORE[preset]} == HASHES_BEFORE[
+        preset
+    ]
+
+
+def test_save_every_steps_leaves_versions_unchanged_other_settings_do_not() -> None:
+    config = load_preset("tiny")
+    for section in ("sft", "reward_model", "rl"):
+        changed = config.model_copy(
+            update={section: getattr(config, section).model_copy(update={"save_every_steps": 7})}
+        )
+        assert getattr(changed, section).save_every_steps == 7
+        assert changed.section_hash(section) == config.section_hash(section)
+        assert versioned_dump(getattr(changed, section)) == versioned_dump(getattr(config, section))
+        assert "save_every_steps" in getattr(changed, section).model_dump()  # the worker still gets it
+    other = config.model_copy(update={"sft": config.sft.model_copy(update={"learning_rate": 3e-5})})
+    assert other.section_hash("sft") != config.section_hash("sft")
+
+
+def test_trainer_saves_its_state_every_save_every_steps_keeping_the_latest() -> None:
+    saving = common_trainer_args("out", 0, CPU, save_every_steps=200)
+    assert (saving["save_strategy"], saving["save_steps"], saving["save_total_limit"]) == ("steps", 200, 1)
+    assert common_trainer_args("out", 0, CPU, save_every_steps=0)["save_strategy"] == "no"
+    assert SftConfig().save_every_steps == 200
+
+
+def test_trainer_state_dir_sits_next_to_the_staged_checkpoint(tmp_path: Path) -> None:
+    assert trainer_state_dir(tmp_path / "abc.partial") == tmp_path / "abc.trainer"
+    assert trainer_state_dir(tmp_path / "sft") == tmp_path / "sft.trainer"
+
+
+def test_only_complete_state_of_the_same_training_is_kept(tmp_path: Path) -> None:
+    trainer_dir = tmp_path / "v.trainer"
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (trainer_dir / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (trainer_dir / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (trainer_dir / RESUME_KEY_FILE).write_text(json.dumps({"resume_key": "same"}))
+
+    prepare_trainer_dir(trainer_dir, "same")
+    assert saved_state(trainer_dir) == (trainer_dir / "checkpoint-4", 4)
+    assert not (trainer_dir / "checkpoint-6").exists()  # half-written by a crash
+
+    prepare_trainer_dir(trainer_dir, "another")
+    assert saved_state(trainer_dir) is None
+    assert json.loads((trainer_dir / RESUME_KEY_FILE).read_text()) == {"resume_key": "another"}
+
+
+def test_interrupted_sft_resumes_where_it_stopped_and_ends_like_an_uninterrupted_run(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    examples = _sft_examples(12)
+    cfg = SftConfig(max_steps=6, batch_size=2, learning_rate=1e-3, max_length=128, save_every_steps=2)
+    uninterrupted = train_sft(
+        tiny_base, examples, cfg.model_copy(update={"save_every_steps": 0}), tmp_path / "a"
+    )
+    assert uninterrupted["resumed_from_step"] == 0
+
+    out = tmp_path / "b.partial"
+    with pytest.raises(Interrupted):
+        train_sft(tiny_base, examples, cfg, out, callbacks=[_interrupt_before_step(5)])
+    trainer_dir = tmp_path / "b.trainer"
+    assert sorted(p.name for p in trainer_dir.glob("checkpoint-*")) == ["checkpoint-4"]
+
+    resumed = train_sft(tiny_base, examples, cfg, out)
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["steps"] == 6
+    assert [row["step"] for row in resumed["per_step"]] == [1, 2, 3, 4, 5, 6]
+    assert not trainer_dir.exists()
+    _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
+    assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-4)
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+
+
+def test_saved_state_of_other_training_is_not_resumed(tiny_base: str, tmp_path: Path) -> None:
+    examples = _sft_examples(8)
+    cfg = SftConfig(max_steps=4, batch_size=2, learning_rate=1e-3, max_length=128, save_every_steps=2)
+    out = tmp_path / "v.partial"
+    with pytest.raises(Interrupted):
+        train_sft(tiny_base, examples, cfg, out, callbacks=[_interrupt_before_step(3)])
+    assert saved_state(tmp_path / "v.trainer") is not None
+
+    other = train_sft(tiny_base, examples, cfg.model_copy(update={"learning_rate": 2e-3}), out)
+    assert other["resumed_from_step"] == 0 and other["steps"] == 4
+    assert not (tmp_path / "v.trainer").exists()
+
+
+def test_interrupted_reward_model_resumes(tiny_base: str, tmp_path: Path) -> None:
+    cfg = RewardModelConfig(max_steps=4, batch_size=4, learning_rate=3e-3, max_length=128, save_every_steps=2)
+    pairs = _pairs(12)
+    uninterrupted = train_reward_model(tiny_base, pairs, [], cfg, tmp_path / "a")
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_reward_model(tiny_base, pairs, [], cfg, out, callbacks=[_interrupt_before_step(3)])
+    resumed = train_reward_model(tiny_base, pairs, [], cfg, out)
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+    assert [row["step"] for row in resumed["per_step"]] == [1, 2, 3, 4]
+    _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+    assert not (tmp_path / "b.trainer").exists()
