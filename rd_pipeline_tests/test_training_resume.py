@@ -4,13 +4,17 @@ is training, a re-run of the same training resumes from it, and the setting leav
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from rd_pipeline.config import RewardModelConfig, SftConfig, load_preset, versioned_dump
+from rd_pipeline.config import LaunchConfig, RewardModelConfig, SftConfig, load_preset, versioned_dump
 from rd_pipeline.models import resolve_model
 from rd_pipeline.training import train_reward_model, train_sft
 from rd_pipeline.training.common import (
@@ -21,6 +25,7 @@ from rd_pipeline.training.common import (
     saved_state,
     trainer_state_dir,
 )
+from rd_pipeline.training.launch import launch_command, prepare_job, run_training_job
 
 CPU = Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)
 
@@ -196,3 +201,56 @@ def test_interrupted_reward_model_resumes(tiny_base: str, tmp_path: Path) -> Non
     _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
     assert _max_difference(out, tmp_path / "a") < 1e-5
     assert not (tmp_path / "b.trainer").exists()
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the launcher and its worker processes, as pre-emption would: the workers run in sessions of
+    their own, so killing the launcher alone would leave them training."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.slow
+def test_killed_two_process_sft_job_resumes_and_matches_an_uninterrupted_run(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    """A 2-process DDP group is killed (SIGKILL, launcher and workers) once it has saved its state; the same job
+    run again resumes from that step and ends with the weights and per-step losses of an uninterrupted run."""
+    launch = LaunchConfig(num_processes=2)
+    cfg = SftConfig(
+        max_steps=60, batch_size=2, learning_rate=1e-3, max_length=128, save_every_steps=5, launch=launch
+    )
+    examples = {"examples": _sft_examples(64)}
+
+    def job(name: str, config: SftConfig):
+        settings = {"base": tiny_base, "revision": None, "seed": 0, "config": config.model_dump(mode="json")}
+        return prepare_job(
+            "sft", tmp_path / f"job_{name}", tmp_path / f"{name}.partial", launch, settings, examples
+        )
+
+    killed = job("v", cfg)
+    trainer_dir = tmp_path / "v.trainer"
+    process = subprocess.Popen(
+        launch_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        while process.poll() is None and saved_state(trainer_dir) is None:
+            time.sleep(0.005)
+        assert process.poll() is None, "the job finished before it could be killed"
+    finally:
+        _kill_group(process)
+    saved = saved_state(trainer_dir)
+    assert saved is not None and 0 < saved[1] < 60
+
+    resumed = run_training_job(job("v", cfg), log=lambda line: None)
+    uninterrupted = run_training_job(
+        job("u", cfg.model_copy(update={"save_every_steps": 0})), log=lambda line: None
+    )
+    assert resumed["resumed_from_step"] == saved[1] and resumed["steps"] == 60
+    assert uninterrupted["resumed_from_step"] == 0
+    _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
+    assert _max_difference(tmp_path / "v.partial", tmp_path / "u.partial") < 1e-5
+    assert not trainer_dir.exists()
