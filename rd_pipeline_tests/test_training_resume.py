@@ -14,9 +14,17 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from rd_pipeline.config import LaunchConfig, RewardModelConfig, SftConfig, load_preset, versioned_dump
+from rd_pipeline.config import (
+    LaunchConfig,
+    LoraConfig,
+    RewardModelConfig,
+    RlConfig,
+    SftConfig,
+    load_preset,
+    versioned_dump,
+)
 from rd_pipeline.models import resolve_model
-from rd_pipeline.training import train_reward_model, train_sft
+from rd_pipeline.training import train_reward_model, train_rl, train_sft
 from rd_pipeline.training.common import (
     RESUME_KEY_FILE,
     Precision,
@@ -198,6 +206,38 @@ def test_interrupted_reward_model_resumes(tiny_base: str, tmp_path: Path) -> Non
     resumed = train_reward_model(tiny_base, pairs, [], cfg, out)
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
     assert [row["step"] for row in resumed["per_step"]] == [1, 2, 3, 4]
+    _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+    assert not (tmp_path / "b.trainer").exists()
+
+
+@pytest.mark.parametrize(("algorithm", "lora"), [("grpo", False), ("rloo", True)])
+def test_interrupted_rl_resumes_with_the_same_samples_and_rewards(
+    algorithm: str, lora: bool, tiny_base: str, tmp_path: Path
+) -> None:
+    """RL resumes with the sampling RNG where it stopped (the same completions and rewards as an uninterrupted
+    run), also with LoRA, whose saved state holds the adapter only."""
+    reward_model = tmp_path / "rm"
+    train_reward_model(tiny_base, _pairs(8), [], RewardModelConfig(max_steps=2, max_length=128), reward_model)
+    cfg = RlConfig(
+        algorithm=algorithm,
+        max_steps=4,
+        batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        learning_rate=1e-3,
+        save_every_steps=2,
+        lora=LoraConfig(enabled=lora, r=4, dropout=0.0),
+    )
+    prompts = [{"prompt": [{"role": "user", "content": f"What is {i} times 3 plus 7?"}]} for i in range(8)]
+    uninterrupted = train_rl(tiny_base, str(reward_model), prompts, cfg, tmp_path / "a")
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_rl(tiny_base, str(reward_model), prompts, cfg, out, callbacks=[_interrupt_before_step(3)])
+    resumed = train_rl(tiny_base, str(reward_model), prompts, cfg, out)
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+    assert resumed["rewards"] == pytest.approx(uninterrupted["rewards"], rel=1e-5)
     _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
     assert _max_difference(out, tmp_path / "a") < 1e-5
     assert not (tmp_path / "b.trainer").exists()
