@@ -34,6 +34,7 @@ from rd_pipeline.training.common import (
     trainer_state_dir,
 )
 from rd_pipeline.training.launch import launch_command, prepare_job, run_training_job
+from rd_pipeline.training.worker import _step_reporter
 
 CPU = Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)
 
@@ -154,6 +155,25 @@ def test_only_complete_state_of_the_same_training_is_kept(tmp_path: Path) -> Non
     prepare_trainer_dir(trainer_dir, "another")
     assert saved_state(trainer_dir) is None
     assert json.loads((trainer_dir / RESUME_KEY_FILE).read_text()) == {"resume_key": "another"}
+
+
+def test_a_resumed_run_says_so_in_the_dagster_log() -> None:
+    from transformers import TrainerControl, TrainerState
+
+    lines: list[str] = []
+
+    class Log:
+        def info(self, line: str) -> None:
+            lines.append(line)
+
+    class Pipes:
+        log = Log()
+
+    reporter = _step_reporter(Pipes())
+    for step in (0, 4):
+        state = TrainerState(global_step=step, max_steps=6, is_world_process_zero=True)
+        reporter.on_train_begin(None, state, TrainerControl())
+    assert len(lines) == 1 and lines[0].startswith("resuming from step 4/6")
 
 
 def test_interrupted_sft_resumes_where_it_stopped_and_ends_like_an_uninterrupted_run(

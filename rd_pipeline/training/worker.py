@@ -38,10 +38,18 @@ def _pipes() -> Iterator[Any]:
 
 
 def _step_reporter(pipes: Any):
-    """A trainer callback that sends each logged step's metrics to the Dagster log."""
+    """A trainer callback that sends each logged step's metrics to the Dagster log, and the step training
+    resumed from when it resumed from saved trainer state."""
     from transformers import TrainerCallback
 
     class StepReporter(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if pipes is not None and state.is_world_process_zero and state.global_step > 0:
+                pipes.log.info(
+                    f"resuming from step {state.global_step}/{state.max_steps} (trainer state saved by an "
+                    "interrupted run of the same training)"
+                )
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if pipes is None or not state.is_world_process_zero or not logs or "train_loss" in logs:
                 return
