@@ -202,6 +202,38 @@ def test_interrupted_sft_resumes_where_it_stopped_and_ends_like_an_uninterrupted
     assert _max_difference(out, tmp_path / "a") < 1e-5
 
 
+@pytest.mark.parametrize(
+    ("settings", "stop_before", "resumed_from"),
+    [
+        ({"epochs": 2, "save_every_steps": 4}, 10, 8),  # 12 steps over 2 epochs, resumed in the second
+        ({"max_steps": 6, "gradient_accumulation_steps": 2, "save_every_steps": 2}, 4, 2),
+    ],
+)
+def test_sft_resumes_mid_epoch_and_with_gradient_accumulation(
+    settings: dict, stop_before: int, resumed_from: int, tiny_base: str, tmp_path: Path
+) -> None:
+    examples = _sft_examples(12)
+    cfg = SftConfig(batch_size=2, learning_rate=1e-3, max_length=128, **settings)
+    uninterrupted = train_sft(tiny_base, examples, cfg, tmp_path / "a")
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_sft(tiny_base, examples, cfg, out, callbacks=[_interrupt_before_step(stop_before)])
+    resumed = train_sft(tiny_base, examples, cfg, out)
+    assert resumed["resumed_from_step"] == resumed_from
+    assert resumed["steps"] == uninterrupted["steps"] and resumed["epochs"] == uninterrupted["epochs"]
+    _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
+    assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-6)
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+
+
+def test_a_failure_before_any_saved_state_leaves_no_trainer_dir(tiny_base: str, tmp_path: Path) -> None:
+    cfg = RewardModelConfig(max_steps=2, max_length=16, save_every_steps=1)
+    with pytest.raises(ValueError, match="longer than reward_model.max_length"):
+        train_reward_model(tiny_base, _pairs(4), [], cfg, tmp_path / "rm.partial")
+    assert not (tmp_path / "rm.trainer").exists()
+
+
 def test_saved_state_of_other_training_is_not_resumed(tiny_base: str, tmp_path: Path) -> None:
     examples = _sft_examples(8)
     cfg = SftConfig(max_steps=4, batch_size=2, learning_rate=1e-3, max_length=128, save_every_steps=2)

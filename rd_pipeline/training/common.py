@@ -328,6 +328,15 @@ def prepare_trainer_dir(trainer_dir: Path, resume_key: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _drop_if_nothing_saved(trainer_dir: Path) -> None:
+    """After a failure, remove the trainer's state directory if it holds no state to resume from (the trainer
+    creates it when it is built, before a check of its data can fail). Main process only."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process and saved_state(trainer_dir) is None:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class BaseModelRef:
     """The checkpoint training started from: where, which revision, which auto class and config overrides."""
@@ -401,17 +410,21 @@ def train_and_save(
     and its memory. The trainer also saves its state after the last step, so a crash while the checkpoint is
     saved or merged loses no step."""
     trainer_dir = trainer_state_dir(out_dir)
-    trainer = build_trainer(str(trainer_dir))
-    if check_trainer is not None:
-        check_trainer(trainer)
-    accelerator = trainer.accelerator
-    if accelerator.is_main_process:
-        prepare_trainer_dir(trainer_dir, resume_key)
-    accelerator.wait_for_everyone()
-    saved = saved_state(trainer_dir)
-    if saved is not None and accelerator.is_main_process:
-        print(f"resuming training from {saved[0]} (step {saved[1]})", flush=True)
-    trainer.train(resume_from_checkpoint=str(saved[0]) if saved else None)
+    try:
+        trainer = build_trainer(str(trainer_dir))
+        if check_trainer is not None:
+            check_trainer(trainer)
+        accelerator = trainer.accelerator
+        if accelerator.is_main_process:
+            prepare_trainer_dir(trainer_dir, resume_key)
+        accelerator.wait_for_everyone()
+        saved = saved_state(trainer_dir)
+        if saved is not None and accelerator.is_main_process:
+            print(f"resuming training from {saved[0]} (step {saved[1]})", flush=True)
+        trainer.train(resume_from_checkpoint=str(saved[0]) if saved else None)
+    except BaseException:
+        _drop_if_nothing_saved(trainer_dir)
+        raise
     run = TrainedRun(
         history=list(trainer.state.log_history),
         batches=batch_metrics(trainer),
