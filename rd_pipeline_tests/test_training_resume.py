@@ -24,6 +24,8 @@ from rd_pipeline.config import (
     versioned_dump,
 )
 from rd_pipeline.models import resolve_model
+from rd_pipeline.steps.checkpoints import LINEAGE_FILE, checkpoint_dir, train_once
+from rd_pipeline.steps.context import StepContext
 from rd_pipeline.training import train_reward_model, train_rl, train_sft
 from rd_pipeline.training.common import (
     RESUME_KEY_FILE,
@@ -232,6 +234,32 @@ def test_a_failure_before_any_saved_state_leaves_no_trainer_dir(tiny_base: str, 
     with pytest.raises(ValueError, match="longer than reward_model.max_length"):
         train_reward_model(tiny_base, _pairs(4), [], cfg, tmp_path / "rm.partial")
     assert not (tmp_path / "rm.trainer").exists()
+
+
+def test_a_step_trained_again_after_a_crash_resumes_and_records_it_in_the_lineage(
+    tiny_base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint steps train into ``<version>.partial``; the trainer's state sits in ``<version>.trainer``,
+    which survives the crash (the staging directory does not) and is gone once the checkpoint is complete."""
+    monkeypatch.setenv("RD_HOME", str(tmp_path))
+    ctx = StepContext(load_preset("tiny"), log=lambda line: None)
+    cfg = SftConfig(max_steps=6, batch_size=2, learning_rate=1e-3, max_length=128, save_every_steps=2)
+    examples = _sft_examples(12)
+    versions = checkpoint_dir(ctx, "sft_student", "v1").parent
+
+    def crash(out: Path) -> dict:
+        return train_sft(tiny_base, examples, cfg, out, callbacks=[_interrupt_before_step(6)])
+
+    with pytest.raises(Interrupted):
+        train_once(ctx, "sft_student", "v1", crash, {})
+    assert saved_state(versions / "v1.trainer") == (versions / "v1.trainer" / "checkpoint-4", 4)
+
+    path, metrics, trained = train_once(
+        ctx, "sft_student", "v1", lambda out: train_sft(tiny_base, examples, cfg, out), {}
+    )
+    assert trained and metrics["resumed_from_step"] == 4 and metrics["steps"] == 6
+    assert json.loads((path / LINEAGE_FILE).read_text())["metrics"]["resumed_from_step"] == 4
+    assert sorted(p.name for p in versions.iterdir()) == ["v1"]
 
 
 def test_saved_state_of_other_training_is_not_resumed(tiny_base: str, tmp_path: Path) -> None:
