@@ -229,6 +229,47 @@ def test_sft_resumes_mid_epoch_and_with_gradient_accumulation(
     assert _max_difference(out, tmp_path / "a") < 1e-5
 
 
+def _fail_at_the_end():
+    """A callback that fails once training is over, after the trainer saved its state after the last step and
+    before the checkpoint is saved."""
+    from transformers import TrainerCallback
+
+    class FailAtTheEnd(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            raise Interrupted("after the last step")
+
+    return FailAtTheEnd()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_crash_after_the_last_step_saves_the_checkpoint_from_the_state_without_training(
+    lora: bool, tiny_base: str, tmp_path: Path
+) -> None:
+    """Resuming at the last step would train one step past the end (the trainer checks for the end only after a
+    step), so the re-run saves the checkpoint from the state instead, merging a LoRA adapter as usual."""
+    examples = _sft_examples(12)
+    cfg = SftConfig(
+        max_steps=5,
+        batch_size=2,
+        learning_rate=1e-3,
+        max_length=128,
+        save_every_steps=2,
+        lora=LoraConfig(enabled=lora, r=4, dropout=0.0),
+    )
+    uninterrupted = train_sft(tiny_base, examples, cfg, tmp_path / "a")
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_sft(tiny_base, examples, cfg, out, callbacks=[_fail_at_the_end()])
+    assert saved_state(tmp_path / "b.trainer") == (tmp_path / "b.trainer" / "checkpoint-5", 5)
+    resumed = train_sft(tiny_base, examples, cfg, out)
+    assert resumed["resumed_from_step"] == 5 and resumed["steps"] == 5
+    _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert not (tmp_path / "b.trainer").exists()
+
+
 def test_a_failure_before_any_saved_state_leaves_no_trainer_dir(tiny_base: str, tmp_path: Path) -> None:
     cfg = RewardModelConfig(max_steps=2, max_length=16, save_every_steps=1)
     with pytest.raises(ValueError, match="longer than reward_model.max_length"):

@@ -328,6 +328,34 @@ def prepare_trainer_dir(trainer_dir: Path, resume_key: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _finished(checkpoint: Path) -> bool:
+    """Whether the trainer state in ``checkpoint`` was saved after the last step."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
+# What a trainer state's checkpoint holds of the model itself: what ``trainer.save_model`` wrote into it.
+MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
+
+
+def save_from_state(checkpoint: Path, accelerator, tokenizer, base: BaseModelRef, out_dir: Path, lora: bool):
+    """Save the checkpoint from trainer state saved after the last step, as ``save_trained`` would from the
+    trainer: its weights (``trainer.save_model``'s files) or its LoRA adapter merged into the base model, and
+    the tokenizer. Every process calls this; the main process writes."""
+    out_dir = Path(out_dir)
+    if accelerator.is_main_process:
+        if lora:
+            _merge_adapter(Path(checkpoint), base, tokenizer, out_dir)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for pattern in MODEL_FILE_PATTERNS:
+                for file in Path(checkpoint).glob(pattern):
+                    shutil.copy2(file, out_dir / file.name)
+        tokenizer.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
 def _drop_if_nothing_saved(trainer_dir: Path) -> None:
     """After a failure, remove the trainer's state directory if it holds no state to resume from (the trainer
     creates it when it is built, before a check of its data can fail). Main process only."""
@@ -408,7 +436,7 @@ def train_and_save(
     it, train (resuming from the state saved there by an interrupted run with the same ``resume_key``), save
     the checkpoint through the trainer (see ``save_trained``), delete the saved state, then free the trainer
     and its memory. The trainer also saves its state after the last step, so a crash while the checkpoint is
-    saved or merged loses no step."""
+    saved or merged loses no step: the re-run saves the checkpoint from that state (``save_from_state``)."""
     trainer_dir = trainer_state_dir(out_dir)
     try:
         trainer = build_trainer(str(trainer_dir))
@@ -419,22 +447,36 @@ def train_and_save(
             prepare_trainer_dir(trainer_dir, resume_key)
         accelerator.wait_for_everyone()
         saved = saved_state(trainer_dir)
+        finished = saved is not None and _finished(saved[0])
         if saved is not None and accelerator.is_main_process:
-            print(f"resuming training from {saved[0]} (step {saved[1]})", flush=True)
-        trainer.train(resume_from_checkpoint=str(saved[0]) if saved else None)
+            done = ", where training had finished" if finished else ""
+            print(f"resuming training from {saved[0]} (step {saved[1]}{done})", flush=True)
+        if not finished:
+            trainer.train(resume_from_checkpoint=str(saved[0]) if saved else None)
     except BaseException:
         _drop_if_nothing_saved(trainer_dir)
         raise
+    if finished:
+        # Only the final checkpoint was missing: resuming would run a step past the end, so it is saved from
+        # the state instead.
+        from transformers import TrainerState
+
+        state = TrainerState.load_from_json(str(saved[0] / "trainer_state.json"))
+    else:
+        state = trainer.state
     run = TrainedRun(
-        history=list(trainer.state.log_history),
+        history=list(state.log_history),
         batches=batch_metrics(trainer),
-        steps=trainer.state.global_step,
-        epochs=trainer.state.epoch,
+        steps=state.global_step,
+        epochs=state.epoch,
         examples_used=len(trainer.train_dataset),
         main_process=accelerator.is_main_process,
         resumed_from_step=saved[1] if saved else 0,
     )
-    save_trained(trainer, tokenizer, base, out_dir, lora)
+    if finished:
+        save_from_state(saved[0], accelerator, tokenizer, base, out_dir, lora)
+    else:
+        save_trained(trainer, tokenizer, base, out_dir, lora)
     if accelerator.is_main_process:
         shutil.rmtree(trainer_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
