@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from rd_pipeline.config import LaunchConfig
+from rd_pipeline.training.guard import guarded
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
@@ -164,7 +165,9 @@ def prepare_job(
 
 
 def launch_command(job: TrainingJob) -> list[str]:
-    """The ``accelerate launch`` command line that runs the worker on ``job`` in every process of the group."""
+    """The ``accelerate launch`` command line that runs the worker on ``job`` in every process of the group,
+    started through ``rd_pipeline.training.guard`` so that the launcher gets SIGTERM when the process that runs
+    this command (this one) dies, even by SIGKILL, instead of training on as an orphan."""
     launch = job.launch
     port = launch.main_process_port or _free_port()
     command = [
@@ -178,7 +181,7 @@ def launch_command(job: TrainingJob) -> list[str]:
     command += ["--machine_rank", str(launch.machine_rank), "--main_process_port", str(port)]
     if launch.main_process_ip:
         command += ["--main_process_ip", launch.main_process_ip]
-    return command + ["-m", WORKER_MODULE, str(job.job_dir)]
+    return guarded(command + ["-m", WORKER_MODULE, str(job.job_dir)], parent=os.getpid())
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import LaunchConfig, RewardModelConfig, RlConfig, SftConfig
+from rd_pipeline.training.guard import die_with_parent
 from rd_pipeline.training.launch import RESULT_FILE, read_job, record_worker_error
 
 STEP_KEYS = ("loss", "reward", "kl", "accuracy", "grad_norm", "learning_rate")
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m rd_pipeline.training.worker JOB_DIR", file=sys.stderr)
         return 2
+    die_with_parent()  # end with the launcher: torch starts workers in sessions of their own
     job_dir = Path(argv[0])
     job = read_job(job_dir)
     launch = LaunchConfig.model_validate(job["launch"])
