@@ -365,8 +365,8 @@ def test_interrupted_rl_resumes_with_the_same_samples_and_rewards(
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the launcher and its worker processes, as pre-emption would: the workers run in sessions of
-    their own, so killing the launcher alone would leave them training."""
+    """SIGKILL the launcher and its worker processes at once, as pre-emption of the whole machine would (killing
+    the launcher alone also ends them, through their parent-death signal, but only after it is delivered)."""
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     for pid in children:
         os.kill(int(pid), signal.SIGKILL)
