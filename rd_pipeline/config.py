@@ -39,11 +39,14 @@ class _Strict(BaseModel):
 SAMPLING_FIELDS_SENT = frozenset({"model", "messages", "n", "seed", "temperature", "top_p", "max_tokens"})
 
 
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
 class ApiConfig(_Strict):
     """An OpenAI-compatible endpoint. The key is read from the environment variable named here, never stored."""
 
     base_url: str = Field(
-        default="http://127.0.0.1:8000/v1", description="the endpoint, when the model has one replica"
+        default=DEFAULT_BASE_URL, description="the endpoint, when the model has one replica"
     )
     base_urls: list[str] = Field(
         default_factory=list,
@@ -88,10 +91,9 @@ class ApiConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_way_to_name_endpoints(self) -> ApiConfig:
-        if self.base_urls and "base_url" in self.model_fields_set:
+        # A dumped config holds base_url at its default beside base_urls; only another base_url conflicts.
+        if self.base_urls and "base_url" in self.model_fields_set and self.base_url != DEFAULT_BASE_URL:
             raise ValueError("give base_url (one endpoint) or base_urls (replicas), not both")
-        if "base_urls" in self.model_fields_set and not self.base_urls:
-            raise ValueError("base_urls is empty: list at least one replica, or give base_url")
         stripped = [url.rstrip("/") for url in self.base_urls]
         if len(set(stripped)) != len(stripped):
             raise ValueError(f"base_urls lists a URL twice: {self.base_urls}")

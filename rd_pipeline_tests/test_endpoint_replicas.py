@@ -102,8 +102,16 @@ def test_config_names_replicas_one_way() -> None:
                 "student": {"ref": "tiny-random"},
             }
         )
-    with pytest.raises(ConfigError, match=r"teacher.api: .*base_urls is empty"):
-        parse_config({"teacher": {**teacher, "api": {"base_urls": []}}, "student": {"ref": "tiny-random"}})
+    # A dumped config (base_urls: [] beside the default base_url) loads again as it was.
+    dumped = parse_config(
+        {"teacher": {**teacher, "api": {"base_url": "http://c/v1"}}, "student": {"ref": "s"}}
+    )
+    assert parse_config(dumped.model_dump(mode="json")).teacher.api.endpoint_urls() == ["http://c/v1"]
+    replicas = parse_config(
+        {"teacher": {**teacher, "api": {"base_urls": ["http://a/v1", "http://b/v1"]}}, "student": {"ref": "s"}}
+    )
+    again = parse_config(replicas.model_dump(mode="json"))
+    assert again.teacher.api.endpoint_urls() == ["http://a/v1", "http://b/v1"]
     with pytest.raises(ConfigError, match="lists a URL twice"):
         parse_config(
             {
