@@ -108,7 +108,10 @@ def test_config_names_replicas_one_way() -> None:
     )
     assert parse_config(dumped.model_dump(mode="json")).teacher.api.endpoint_urls() == ["http://c/v1"]
     replicas = parse_config(
-        {"teacher": {**teacher, "api": {"base_urls": ["http://a/v1", "http://b/v1"]}}, "student": {"ref": "s"}}
+        {
+            "teacher": {**teacher, "api": {"base_urls": ["http://a/v1", "http://b/v1"]}},
+            "student": {"ref": "s"},
+        }
     )
     again = parse_config(replicas.model_dump(mode="json"))
     assert again.teacher.api.endpoint_urls() == ["http://a/v1", "http://b/v1"]

@@ -15,9 +15,9 @@ import pytest
 
 from rd_pipeline.config import LaunchConfig, SftConfig
 from rd_pipeline.models import resolve_model
-from rd_pipeline.training.common import saved_state, trainer_state_dir
 from rd_pipeline.training.guard import GUARD_MODULE, guarded, set_parent_death_signal
 from rd_pipeline.training.launch import TrainingJob, launch_command, prepare_job
+from rd_pipeline.training.resume import saved_state, trainer_state_dir
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 

@@ -4,9 +4,7 @@ resuming."""
 from __future__ import annotations
 
 import gc
-import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +17,13 @@ import torch
 
 from rd_pipeline.config import EpochTrainerConfig, LoraConfig, TrainerConfig, versioned_dump
 from rd_pipeline.hashing import short_hash
+from rd_pipeline.training.resume import (
+    drop_if_nothing_saved,
+    finished_state,
+    prepare_trainer_dir,
+    saved_state,
+    trainer_state_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -280,60 +285,6 @@ def per_step_metrics(log_history: Sequence[dict], keys: Sequence[str]) -> list[d
     return rows
 
 
-RESUME_KEY_FILE = "resume-key.json"
-_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
-
-
-def trainer_state_dir(out_dir: Path) -> Path:
-    """The trainer's output_dir, where it saves its state while training ``out_dir``: next to it, named after
-    it without a staging ``.partial`` suffix (``models/sft_student/<version>.trainer``). It outlives a crash, so
-    a re-run of the same version resumes from it, and is deleted once the final checkpoint is saved."""
-    out_dir = Path(out_dir)
-    return out_dir.with_name(out_dir.name.removesuffix(".partial") + ".trainer")
-
-
-def saved_state(trainer_dir: Path) -> tuple[Path, int] | None:
-    """The latest complete trainer state in ``trainer_dir`` and its step: the ``checkpoint-N`` with the highest
-    N that holds ``trainer_state.json``, which the trainer writes after the weights, optimizer and RNG state."""
-    steps = [
-        (int(match.group(1)), path)
-        for path in Path(trainer_dir).glob("checkpoint-*")
-        if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and (path / "trainer_state.json").is_file()
-    ]
-    if not steps:
-        return None
-    step, path = max(steps)
-    return path, step
-
-
-def prepare_trainer_dir(trainer_dir: Path, resume_key: str) -> None:
-    """Keep ``trainer_dir``'s saved state only when it was saved by a run with this ``resume_key`` (the same
-    base, settings, seed and data); otherwise, or when it has none, start it empty. Also drops checkpoints a
-    crash left half-written (newer than the latest complete one). Run on the main process only."""
-    trainer_dir = Path(trainer_dir)
-    key_file = trainer_dir / RESUME_KEY_FILE
-    try:
-        kept = json.loads(key_file.read_text()).get("resume_key") == resume_key
-    except (OSError, ValueError, AttributeError):
-        kept = False
-    if not kept:
-        shutil.rmtree(trainer_dir, ignore_errors=True)
-    trainer_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(json.dumps({"resume_key": resume_key}))
-    latest = saved_state(trainer_dir)
-    latest_step = latest[1] if latest else -1
-    for path in trainer_dir.glob("checkpoint-*"):
-        match = _CHECKPOINT_NAME.fullmatch(path.name)
-        if match and int(match.group(1)) > latest_step:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _finished(checkpoint: Path) -> bool:
-    """Whether the trainer state in ``checkpoint`` was saved after the last step."""
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
-
-
 # What a trainer state's checkpoint holds of the model itself: what ``trainer.save_model`` wrote into it.
 MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
 
@@ -354,15 +305,6 @@ def save_from_state(checkpoint: Path, accelerator, tokenizer, base: BaseModelRef
         tokenizer.save_pretrained(out_dir)
     accelerator.wait_for_everyone()
     return out_dir
-
-
-def _drop_if_nothing_saved(trainer_dir: Path) -> None:
-    """After a failure, remove the trainer's state directory if it holds no state to resume from (the trainer
-    creates it when it is built, before a check of its data can fail). Main process only."""
-    from accelerate import PartialState
-
-    if PartialState().is_main_process and saved_state(trainer_dir) is None:
-        shutil.rmtree(trainer_dir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -447,14 +389,14 @@ def train_and_save(
             prepare_trainer_dir(trainer_dir, resume_key)
         accelerator.wait_for_everyone()
         saved = saved_state(trainer_dir)
-        finished = saved is not None and _finished(saved[0])
+        finished = saved is not None and finished_state(saved[0])
         if saved is not None and accelerator.is_main_process:
             done = ", where training had finished" if finished else ""
             print(f"resuming training from {saved[0]} (step {saved[1]}{done})", flush=True)
         if not finished:
             trainer.train(resume_from_checkpoint=str(saved[0]) if saved else None)
     except BaseException:
-        _drop_if_nothing_saved(trainer_dir)
+        drop_if_nothing_saved(trainer_dir)
         raise
     if finished:
         # Only the final checkpoint was missing: resuming would run a step past the end, so it is saved from
