@@ -25,6 +25,16 @@ from rd_pipeline.training.launch import (
 )
 from rd_pipeline.training.worker import check_strategy
 
+# The launch record of a 2-process DDP group on this CPU.
+TWO_GLOO_PROCESSES = {
+    "num_processes": 2,
+    "num_machines": 1,
+    "strategy": "ddp",
+    "accelerate_config_file": None,
+    "distributed_type": "MULTI_CPU",
+    "backend": "gloo",
+}
+
 
 def _examples(n: int) -> list[dict]:
     return [
@@ -217,14 +227,7 @@ def test_two_processes_match_one_process_for_sft_and_reward_model(tiny_base: str
             timings[kind, processes] = time.perf_counter() - started
     for kind in ("sft", "rm", "sft_lora", "rm_lora"):
         one, two = results[kind, 1], results[kind, 2]
-        assert two["launch"] == {
-            "num_processes": 2,
-            "num_machines": 1,
-            "strategy": "ddp",
-            "accelerate_config_file": None,
-            "distributed_type": "MULTI_CPU",
-            "backend": "gloo",
-        }
+        assert two["launch"] == TWO_GLOO_PROCESSES
         assert one["launch"]["num_processes"] == 1 and one["steps"] == two["steps"] == 4
         assert one["lora"] is two["lora"] is kind.endswith("_lora")
         one_losses = [step["loss"] for step in one["per_step"]]
@@ -301,14 +304,7 @@ def test_rl_runs_with_two_processes(tiny_base: str, tmp_path: Path) -> None:
         assert not any("lora" in key for key in trained)
         assert any(not torch.equal(base[key], trained[key]) for key in base if key in trained)
     for name in ("grpo2", "rloo_lora2"):
-        assert results[name]["launch"] == {
-            "num_processes": 2,
-            "num_machines": 1,
-            "strategy": "ddp",
-            "accelerate_config_file": None,
-            "distributed_type": "MULTI_CPU",
-            "backend": "gloo",
-        }
+        assert results[name]["launch"] == TWO_GLOO_PROCESSES
     assert results["grpo1"]["launch"]["distributed_type"] == "NO"
     print(", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
 
