@@ -45,9 +45,8 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) -> 
     expected = os.getppid() if parent is None else parent
     if not set_parent_death_signal(signum):
         return
-    if (
-        os.getppid() != expected
-    ):  # reparented (to init or a subreaper): the parent died before the signal was set
+    # Reparented (to init or a subreaper): the parent died before the signal was set.
+    if os.getppid() != expected:
         print(f"{sys.argv[0]}: parent process {expected} is gone; ending", file=sys.stderr, flush=True)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
