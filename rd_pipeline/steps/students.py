@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rd_pipeline.config import LaunchConfig, PipelineConfig, versioned_dump
+from rd_pipeline.config import PipelineConfig, versioned_dump
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.checks import (
@@ -59,26 +59,40 @@ def _skipped_benchmarks(ctx: StepContext) -> dict[str, Any]:
     return {"evaluation_only_benchmarks": ", ".join(names)} if names else {}
 
 
-def _run_training(
+def _train_checkpoint(
     ctx: StepContext,
     kind: JobKind,
     asset: str,
     version: str,
-    out_dir: Path,
-    launch: LaunchConfig,
     settings: dict[str, Any],
     records: dict[str, list[dict[str, Any]]],
-) -> dict[str, Any]:
-    """Train in its own process group (``accelerate launch``) through the context's launcher: Dagster Pipes
-    under Dagster, a plain subprocess otherwise. TRL and torch load only in that process group."""
+    lineage: StepLineage,
+    started_from: str,
+) -> tuple[Path, dict[str, Any], bool]:
+    """Train ``asset`` at ``version`` unless its checkpoint exists (see ``train_once``), then record its lineage.
+    Returns (path, metrics, trained_now).
+
+    Training runs in its own process group (``accelerate launch``) through the context's launcher: Dagster Pipes
+    under Dagster, a plain subprocess otherwise; TRL and torch load only there. ``kind`` names the config section
+    (``sft``, ``reward_model``, ``rl``) whose settings and launch the job gets; ``started_from`` is what the
+    lineage names as the starting model."""
     from rd_pipeline.training.launch import prepare_job, run_training_job
 
-    job_dir = ctx.rd_home / "jobs" / asset / version
-    job = prepare_job(kind, job_dir, out_dir, launch, {"seed": ctx.config.sampling.seed, **settings}, records)
-    launcher = ctx.launch_training or partial(run_training_job, log=ctx.log)
-    metrics = launcher(job)
-    shutil.rmtree(job_dir, ignore_errors=True)  # kept after a failure, for inspection
-    return metrics
+    section = getattr(ctx.config, kind)
+    job_settings = {"seed": ctx.config.sampling.seed, **settings, "config": section.model_dump(mode="json")}
+
+    def train(out_dir: Path) -> dict[str, Any]:
+        job_dir = ctx.rd_home / "jobs" / asset / version
+        job = prepare_job(kind, job_dir, out_dir, section.launch, job_settings, records)
+        launcher = ctx.launch_training or partial(run_training_job, log=ctx.log)
+        metrics = launcher(job)
+        shutil.rmtree(job_dir, ignore_errors=True)  # kept after a failure, for inspection
+        return metrics
+
+    checkpoint = lineage.checkpoint(started_from, ctx.config.section_hash(kind))
+    path, metrics, trained = train_once(ctx, asset, version, train, checkpoint)
+    lineage.record(ctx, asset, "", version)
+    return path, metrics, trained
 
 
 def _sft_examples(ctx: StepContext, benchmark: str) -> list[dict[str, Any]]:
@@ -124,23 +138,16 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     )
     ctx.log(f"sft_student: {len(examples)} examples from {len(labels)} benchmarks")
     lineage = _partitions_lineage("pseudo_labels", labels)
-    path, metrics, trained = train_once(
+    path, metrics, trained = _train_checkpoint(
         ctx,
+        "sft",
         "sft_student",
         version,
-        lambda out: _run_training(
-            ctx,
-            "sft",
-            "sft_student",
-            version,
-            out,
-            config.sft.launch,
-            {"base": base.location, "revision": base.revision, "config": config.sft.model_dump(mode="json")},
-            {"examples": examples},
-        ),
-        lineage.checkpoint(config.student.ref, config.section_hash("sft")),
+        {"base": base.location, "revision": base.revision},
+        {"examples": examples},
+        lineage,
+        config.student.ref,
     )
-    lineage.record(ctx, "sft_student", "", version)
     return StepResult.of(
         version,
         TrainedModel(
@@ -263,23 +270,16 @@ def make_reward_model(ctx: StepContext) -> StepResult:
     )
     ctx.log(f"reward_model: {len(train_pairs)} train pairs, {len(heldout_pairs)} held out")
     lineage = _partitions_lineage("reward_labels", labels, sft_student=sft)
-    path, metrics, trained = train_once(
+    path, metrics, trained = _train_checkpoint(
         ctx,
         "reward_model",
+        "reward_model",
         version,
-        lambda out: _run_training(
-            ctx,
-            "reward_model",
-            "reward_model",
-            version,
-            out,
-            config.reward_model.launch,
-            {"base": str(sft_path), "config": config.reward_model.model_dump(mode="json")},
-            {"train_pairs": train_pairs, "heldout_pairs": heldout_pairs},
-        ),
-        lineage.checkpoint(f"sft_student@{sft['data_version']}", config.section_hash("reward_model")),
+        {"base": str(sft_path)},
+        {"train_pairs": train_pairs, "heldout_pairs": heldout_pairs},
+        lineage,
+        f"sft_student@{sft['data_version']}",
     )
-    lineage.record(ctx, "reward_model", "", version)
     return StepResult.of(
         version,
         TrainedModel(
@@ -314,27 +314,16 @@ def make_rl_student(ctx: StepContext) -> StepResult:
     ctx.log(
         f"rl_student: {config.rl.algorithm} on {len(prompts)} prompts against reward_model {rm['data_version']}"
     )
-    path, metrics, trained = train_once(
+    path, metrics, trained = _train_checkpoint(
         ctx,
+        "rl",
         "rl_student",
         version,
-        lambda out: _run_training(
-            ctx,
-            "rl",
-            "rl_student",
-            version,
-            out,
-            config.rl.launch,
-            {
-                "base": str(sft_path),
-                "reward_model": str(rm_path),
-                "config": config.rl.model_dump(mode="json"),
-            },
-            {"prompts": prompts},
-        ),
-        lineage.checkpoint(f"sft_student@{sft['data_version']}", config.section_hash("rl")),
+        {"base": str(sft_path), "reward_model": str(rm_path)},
+        {"prompts": prompts},
+        lineage,
+        f"sft_student@{sft['data_version']}",
     )
-    lineage.record(ctx, "rl_student", "", version)
     return StepResult.of(
         version,
         TrainedModel(
