@@ -169,13 +169,19 @@ def _tiny_config(path: Path, **sections: object) -> Path:
 def test_failed_step_ends_with_one_line_naming_asset_partition_cause_and_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    config = _tiny_config(tmp_path / "strict.yaml", checks={"enforce": True, "min_label_coverage": 1.0})
+    # Each prompt has 2 samples and needs 3 valid votes: no prompt can get a label, whatever the model samples, so
+    # label_coverage fails (coverage 0) on every machine, and gold_label_accuracy (nothing labelled) passes.
+    config = _tiny_config(
+        tmp_path / "strict.yaml",
+        labeling={"min_vote_share": 0.0, "min_valid_votes": 3},
+        checks={"enforce": True},
+    )
     select = "benchmark_prompts,teacher_responses,pseudo_labels"
     result = _rd("materialize", "--config", str(config), "--select", select, rd_home=tmp_path / "rd")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "Stack Trace" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("rd: pseudo_labels[gsm8k]: check label_coverage failed (coverage=")
+    assert last.startswith("rd: pseudo_labels[gsm8k]: check label_coverage failed (coverage=0.0,")
     assert "nothing was stored" in last
     log = Path(last.rsplit("(full log: ", 1)[1].rstrip(")"))
     assert log.parent == tmp_path / "rd" / "logs"

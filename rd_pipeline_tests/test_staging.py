@@ -17,10 +17,12 @@ import pytest
 import yaml
 
 from rd_pipeline.config import load_config
-from rd_pipeline.steps.commit import CommitRefused
+from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.commit import CommitRefused, failed_checks_text
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.labels import make_pseudo_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
+from rd_pipeline.steps.results import PseudoLabels
 from rd_pipeline.steps.teacher import make_teacher_responses
 from rd_pipeline.store import SCHEMAS, StagedWrites, Store
 
@@ -103,17 +105,18 @@ def test_failed_label_coverage_keeps_the_stored_labels_without_dagster(tmp_path:
     version = store.latest_version("pseudo_labels", "gsm8k")
     assert version["data_version"] == first.data_version and len(stored) == 6
 
-    # Other labeling settings (so the labels would differ) and a coverage no labelling of a random model reaches.
+    # Other labeling settings (so the labels would differ): 3 valid votes out of 2 samples label no prompt, so
+    # coverage is 0 whatever the model samples.
     strict = lenient.model_copy(
         update={
-            "labeling": lenient.labeling.model_copy(update={"min_vote_share": 0.9, "min_valid_votes": 2}),
-            "checks": lenient.checks.model_copy(update={"min_label_coverage": 1.0}),
+            "labeling": lenient.labeling.model_copy(update={"min_vote_share": 0.9, "min_valid_votes": 3}),
+            "checks": lenient.checks.model_copy(update={"min_label_coverage": 0.5}),
         }
     )
     with pytest.raises(CommitRefused) as refused:
         make_pseudo_labels(StepContext(strict), "gsm8k")
 
-    assert str(refused.value).startswith("pseudo_labels[gsm8k]: check label_coverage failed (coverage=")
+    assert str(refused.value).startswith("pseudo_labels[gsm8k]: check label_coverage failed (coverage=0.0,")
     assert f"stored data unchanged (still version {version['data_version']}" in str(refused.value)
     assert store.read("pseudo_labels", "gsm8k") == stored
     assert store.latest_version("pseudo_labels", "gsm8k") == version
@@ -142,3 +145,19 @@ def test_a_commit_that_fails_midway_writes_nothing(tmp_path: Path) -> None:
         store.commit(staged)
     assert [r["data_version"] for r in store.read("asset_versions")] == ["v1"]
     assert store.count("reward_pairs") == 0
+
+
+def test_every_failed_check_is_named_in_declaration_order(tmp_path: Path) -> None:
+    """Two blocking checks of pseudo_labels fail: the error names both, each with its details, in the order the
+    asset declares them, whichever order they come in."""
+    benchmark = {"name": "gsm8k", "source": "builtin", "train_size": 3, "eval_size": 1}
+    config = load_config(tiny_config(tmp_path / "c.yaml", tmp_path / "rd", benchmark))
+    labels = PseudoLabels(rows=6, coverage=0.0, mean_vote_share=1.0, n_labelled=3, gold_label_accuracy=0.0)
+    refused = [o for o in evaluate_checks("pseudo_labels", labels, config) if o.refuses_commit]
+    assert [outcome.name for outcome in refused] == ["label_coverage", "gold_label_accuracy"]
+
+    text = failed_checks_text(refused)
+
+    assert text.startswith("checks label_coverage, gold_label_accuracy failed: label_coverage (coverage=0.0,")
+    assert "; gold_label_accuracy (gold_label_accuracy=0.0," in text
+    assert failed_checks_text(refused[::-1]) == text

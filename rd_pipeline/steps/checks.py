@@ -136,9 +136,11 @@ class CheckOutcome:
     description: str
     details: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> str:
+    def summary(self, named: bool = True) -> str:
+        """``check NAME failed (details)``; with ``named`` off, ``NAME (details)``."""
         shown = ", ".join(f"{k}={v}" for k, v in self.details.items() if v is not None)
-        return f"check {self.name} failed ({shown})" if shown else f"check {self.name} failed"
+        head = f"check {self.name} failed" if named else self.name
+        return f"{head} ({shown})" if shown else head
 
 
 def evaluate_checks(

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from rd_pipeline.steps.checks import AssetCheck, CheckOutcome, declare_checks, evaluate_checks
+from rd_pipeline.steps.checks import CHECKS, AssetCheck, CheckOutcome, declare_checks, evaluate_checks
 from rd_pipeline.steps.context import StepContext, StepResult
 from rd_pipeline.steps.results import SampledResponses, StepOutput
 from rd_pipeline.store import StagedWrites
@@ -36,16 +36,28 @@ class CommitRefused(RuntimeError):
         super().__init__(f"{where}: {cause}; {kept}")
 
 
+def failed_checks_text(refused: Sequence[CheckOutcome]) -> str:
+    """Every failed check, each with its details, in the order the asset declares its checks (whichever failed
+    first): ``check a failed (x=1)`` for one, ``checks a, b failed: a (x=1); b (y=2)`` for several."""
+    declared = [check.name for check in CHECKS.get(refused[0].asset, ())] if refused else []
+    refused = sorted(refused, key=lambda o: declared.index(o.name) if o.name in declared else len(declared))
+    if len(refused) == 1:
+        return refused[0].summary()
+    names = ", ".join(outcome.name for outcome in refused)
+    return f"checks {names} failed: " + "; ".join(outcome.summary(named=False) for outcome in refused)
+
+
 def _cause(refused: list[CheckOutcome], reported: StepOutput | dict[str, Any]) -> str:
     """What went wrong, in words; a budget stop is said as such rather than as an incomplete table."""
-    causes = [outcome.summary() for outcome in refused]
     if isinstance(reported, SampledResponses) and reported.budget_exhausted:
-        causes = [
+        others = [outcome for outcome in refused if outcome.name != "complete"]
+        budget = (
             f"stopped at the API budget limit with {reported.rows} of "
             f"{next((o.details.get('expected') for o in refused if o.name == 'complete'), '?')} samples "
             "(kept in the journal: the next run with a larger budget generates only the rest)"
-        ] + [outcome.summary() for outcome in refused if outcome.name != "complete"]
-    return "; ".join(causes)
+        )
+        return "; ".join([budget] + ([failed_checks_text(others)] if others else []))
+    return failed_checks_text(refused)
 
 
 def _kept(ctx: StepContext, asset: str, benchmark: str) -> str:
