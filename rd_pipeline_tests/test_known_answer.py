@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "known_answer.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("known_answer", SCRIPT)
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up here
@@ -20,15 +20,61 @@ def _load_script():
     return module
 
 
+def test_paired_interval_and_t_quantiles():
+    known_answer = _load_script("known_answer")
+    assert known_answer.t95(2) == pytest.approx(4.303)
+    assert known_answer.t95(30) == pytest.approx(2.042, abs=0.003)
+    assert known_answer.t95(120) == pytest.approx(1.980, abs=0.003)
+    same = known_answer.paired_difference({"a": True, "b": False}, {"a": True, "b": False})
+    assert (same["mean"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+    worse = known_answer.paired_difference({p: False for p in "abcd"}, {p: True for p in "abcd"})
+    assert worse["mean"] == -1.0 and worse["high"] == -1.0
+
+
+def test_every_task_has_distinct_right_answers():
+    known_answer = _load_script("known_answer")
+    for task in known_answer.TASKS:
+        train, held, pool = known_answer.split_problems(task, known_answer.SIZES["small"], seed=0)
+        assert not set(train) & set(held) and not (set(train) | set(held)) & set(pool)
+        assert all(p.response == f"The answer is {p.answer}." for p in train[:5])
+
+
+def test_rl_validation_is_none_without_a_curve():
+    known_answer = _load_script("known_answer")
+    assert known_answer.rl_validation({}) is None
+    curve = [
+        {"step": 0, "agreement": 0.5, "mean_reward": 0.1},
+        {"step": 4, "agreement": 0.6, "mean_reward": 0.3},
+    ]
+    found = known_answer.rl_validation({"validation": {"curve": curve, "selected_step": 4}})
+    assert (found["sft_agreement"], found["selected_agreement"], found["selected_mean_reward"]) == (
+        0.5,
+        0.6,
+        0.3,
+    )
+
+
 @pytest.mark.slow
 def test_pipeline_learns_the_known_answer_task(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    known_answer = _load_script()
-    result = known_answer.run_experiment(tmp_path, "small", seed=0)
-    figures = result["figures"]
-    print(result["table"])
+    known_answer = _load_script("known_answer")
+    result = known_answer.run_experiment(tmp_path, "small", seed=0, teachers={"weak": 0.4})
+    print(known_answer.result_text(result))
+    runs = {run["rewards"]: run for run in result["runs"]}
+    assert list(runs) == list(known_answer.REWARD_SETTINGS)
+    first = runs[next(iter(runs))]
+    figures = first["figures"]
     # The teacher was trained to be noisy, and the vote makes better labels than its single samples.
-    assert 0.3 <= figures["teacher_single_sample_accuracy"] <= 0.8
+    assert figures["teacher_samples"] == 9 * figures["train_prompts"]
+    assert 0.25 <= figures["teacher_single_sample_accuracy"] <= 0.85
     assert figures["vote_label_accuracy"] > figures["teacher_single_sample_accuracy"]
     # The SFT student learned from the voted teacher samples.
     assert figures["accuracy"]["sft_student"] > figures["accuracy"]["base_student"]
+    # Each further reward setting retrained only the RL student: same reward model, another RL student.
+    for run in runs.values():
+        if run["same_as"] is None:
+            assert run["figures"]["reward_model_version"] == figures["reward_model_version"]
+            assert run["figures"]["accuracy"]["sft_student"] == figures["accuracy"]["sft_student"]
+            assert run["figures"]["rl_minus_sft"]["n"] == figures["eval_prompts"]
+    measured = [run for run in runs.values() if run["same_as"] is None]
+    assert len({run["figures"]["rl_student_version"] for run in measured}) == len(measured)

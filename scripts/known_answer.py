@@ -1,34 +1,53 @@
 """Known-answer experiment: does the pipeline learn, measured against gold answers?
 
-A small verifiable task ("Which is larger, 37 or 52?", answered "The answer is 52.") in the GSM8K file format,
-so the real benchmark code prompts, extracts and grades it. Two tiny Llama models with a digit-level tokenizer
-are first trained here with a plain supervised loop on problems that are not benchmark prompts: the teacher
-until its sampled (temperature 1) accuracy reaches a noisy level, the base student for fewer steps. Then the
-real pipeline runs on a fresh ``RD_HOME`` through Dagster (``materialize_graph``, as ``rd materialize`` does):
-teacher samples, majority-vote labels, SFT, student samples, reward pairs, reward model, GRPO, evaluation.
-Everything is then measured against the gold answers:
+A small verifiable task in the GSM8K file format, so the real benchmark code prompts, extracts and grades it.
+Tasks (``--task``): ``larger`` ("Which is larger, 37 or 52?", answered "The answer is 52."), ``smaller`` and
+``sum`` ("What is 23 + 41?", with numbers below 50). Tiny Llama models with a digit-level BPE tokenizer are
+first trained here with a plain supervised loop on problems that are not benchmark prompts; one model is
+saved along the way as the weak base student and as each noisy teacher, when its sampled (temperature 1)
+accuracy on a probe set first reaches the target of each (``TEACHER_TARGETS``: a weaker and a stronger
+teacher). Then, for each teacher, the real pipeline runs on a fresh ``RD_HOME`` through Dagster
+(``materialize_graph``, as ``rd materialize`` does): teacher samples, majority-vote labels, SFT, student
+samples, reward pairs, reward model, RL, evaluation. It then runs again in the same ``RD_HOME`` for each
+further RL reward setting (``REWARD_SETTINGS``: the paper's reward-model-only reward, and the reward model
+combined with agreement with the majority vote); only the RL student is retrained and evaluated again.
 
-- majority-vote label accuracy vs single-sample accuracy of the teacher;
-- student accuracy (greedy, held-out eval prompts): base, SFT, RL, and the teacher;
+Sampling follows the paper's shape: the teacher samples ``teacher_n`` responses per prompt at each of
+``TEMPERATURES`` (3 x 3 = 9, about 10 per prompt), the SFT student ``student_n`` at each (10 x 3 = 30).
+Evaluation decodes greedily (the pipeline's ``eval.temperature`` 0) on held-out eval prompts, the teacher too.
+
+Everything is measured against the gold answers:
+
+- majority-vote label accuracy vs single-sample accuracy of the teacher (all its samples, and per temperature);
+- accuracy (greedy, held-out eval prompts) of the teacher, the base, SFT and RL students; for RL minus SFT a
+  95% interval over the eval prompts: the mean paired difference of per-prompt correctness with a t interval
+  (prompt-level paired t interval; the same prompts are answered by both students);
 - reward-model pairwise accuracy on gold (correct, incorrect) response pairs of prompts held out of reward
   training, and the pipeline's own held-out accuracy (against pseudo-labels);
-- mean reward and accuracy of the SFT and RL students on held-out prompts.
+- mean reward-model score and accuracy of the SFT and RL students on held-out prompts;
+- RL's validation curve from the shipped checkpoint's lineage (agreement with vote labels on validation
+  prompts per step, step 0 being the SFT student, and the selected step), when the pipeline records it.
 
-Prints a table and writes ``bench-results/known_answer[_<size>].json``. Seeded.
+Prints a table per (teacher, reward setting) and writes ``bench-results/known_answer[_<task>][_<size>].json``.
+Seeded. ``scripts/known_answer_grid.py`` runs it over seeds and teachers and summarises with intervals.
 
-    python scripts/known_answer.py [--size small|full] [--seed 0] [--keep DIR]
+    python scripts/known_answer.py [--task larger|smaller|sum] [--size small|grid|full] [--seed 0]
+        [--teachers weak,strong] [--rewards paper,combined] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import os
 import random
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,16 +58,78 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here 
 
 from rd_pipeline.benchmarks import get_benchmark, is_item_correct  # noqa: E402
 from rd_pipeline.benchmarks.math_prompt import math_prompt  # noqa: E402
+from rd_pipeline.locks import held_lock  # noqa: E402
 from rd_pipeline.models import CHAT_TEMPLATE, build_tiny_llama  # noqa: E402
 
-NUMBERS = range(10, 100)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PRETRAIN_LEARNING_RATE = 3e-3
+PROBE_EVERY_STEPS = 10
+PROBE_PROBLEMS = 96
+
+TEMPERATURES = (0.6, 0.8, 1.0)
+"""Teacher and student sample ``n`` responses per prompt at each of these."""
+
+STUDENT_TARGET = 0.15
+"""The base student is the pre-trained model when its sampled accuracy on the probe first reaches this."""
+
+TEACHER_TARGETS = {"weak": 0.4, "strong": 0.65}
+"""Named teachers: the pre-trained model when its sampled (temperature 1) probe accuracy first reaches each."""
+
+REWARD_SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": {"rewards": [{"source": "reward_model", "weight": 1.0}]},
+    "combined": {
+        "rewards": [{"source": "reward_model", "weight": 1.0}, {"source": "vote_agreement", "weight": 1.0}]
+    },
+}
+"""RL reward settings, each a set of ``rl`` config fields; the first is run first, the others reuse its
+teacher samples, labels, SFT student and reward model."""
+
+ROLES = ("teacher", "base_student", "sft_student", "rl_student")
+
+
+# ------------------------------------------------------------------------------------------------- the task
+
+
+@dataclass(frozen=True)
+class Task:
+    """A two-number question with one right whole-number answer."""
+
+    name: str
+    numbers: range
+    template: str  # the question, with {a} and {b}
+    solve: Callable[[int, int], int]
+    distinct: bool  # only pairs of different numbers
+
+
+TASKS = {
+    "larger": Task("larger", range(10, 100), "Which is larger, {a} or {b}?", max, True),
+    "smaller": Task("smaller", range(10, 100), "Which is smaller, {a} or {b}?", min, True),
+    "sum": Task("sum", range(1, 50), "What is {a} + {b}?", lambda a, b: a + b, False),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    a: int
+    b: int
+    task: str = "larger"
+
+    @property
+    def question(self) -> str:
+        return TASKS[self.task].template.format(a=self.a, b=self.b)
+
+    @property
+    def answer(self) -> int:
+        return TASKS[self.task].solve(self.a, self.b)
+
+    @property
+    def response(self) -> str:
+        return f"The answer is {self.answer}."
 
 
 @dataclass(frozen=True)
 class Size:
-    """How big one run of the experiment is."""
+    """How big one run of the experiment is (sample counts are per prompt and temperature)."""
 
     train_prompts: int
     eval_prompts: int
@@ -57,38 +138,23 @@ class Size:
     sft_steps: int
     rm_steps: int
     rl_steps: int
-    teacher_target: float  # stop the teacher's pre-training at this sampled accuracy
-    student_target: float  # and the base student's at this one
+    rl_eval_every: int  # RL validation cadence, in optimizer steps
     max_pretrain_steps: int
 
 
 SIZES = {
-    "small": Size(96, 48, 8, 12, 40, 60, 12, 0.45, 0.15, 1500),
-    "full": Size(256, 128, 10, 30, 120, 150, 40, 0.5, 0.15, 3000),
+    "small": Size(96, 48, 3, 10, 40, 60, 12, 3, 2500),
+    "grid": Size(128, 96, 3, 10, 60, 80, 20, 4, 3000),
+    "full": Size(256, 128, 3, 10, 120, 150, 40, 5, 4000),
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    a: int
-    b: int
-
-    @property
-    def question(self) -> str:
-        return f"Which is larger, {self.a} or {self.b}?"
-
-    @property
-    def answer(self) -> int:
-        return max(self.a, self.b)
-
-    @property
-    def response(self) -> str:
-        return f"The answer is {self.answer}."
-
-
-def split_problems(size: Size, seed: int) -> tuple[list[Problem], list[Problem], list[Problem]]:
+def split_problems(task: str, size: Size, seed: int) -> tuple[list[Problem], list[Problem], list[Problem]]:
     """Benchmark train prompts, benchmark eval prompts, and a disjoint pool for pre-training the models."""
-    problems = [Problem(a, b) for a in NUMBERS for b in NUMBERS if a != b]
+    spec = TASKS[task]
+    problems = [
+        Problem(a, b, task) for a in spec.numbers for b in spec.numbers if not (spec.distinct and a == b)
+    ]
     random.Random(seed).shuffle(problems)
     train = problems[: size.train_prompts]
     held = problems[size.train_prompts : size.train_prompts + size.eval_prompts]
@@ -198,7 +264,7 @@ def pretrain(
     import torch
 
     rng = random.Random(seed)
-    probe, train = pool[:64], pool[64:]
+    probe, train = pool[:PROBE_PROBLEMS], pool[PROBE_PROBLEMS:]
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LEARNING_RATE)
     model.train()
     pending = sorted(targets.items(), key=lambda item: item[1])
@@ -210,7 +276,7 @@ def pretrain(
         optimizer.step()
         optimizer.zero_grad()
         step += 1
-        if step % 25 == 0 or step == max_steps:
+        if step % PROBE_EVERY_STEPS == 0 or step == max_steps:
             accuracy = sampled_accuracy(model, tokenizer, probe, 1.0, seed + step)
             print(f"  pre-training step {step}: sampled accuracy {accuracy:.2f}", file=sys.stderr, flush=True)
             while pending and (accuracy >= pending[0][1] or step == max_steps):
@@ -221,15 +287,40 @@ def pretrain(
     return reached
 
 
-def make_models(work: Path, size: Size, pool: list[Problem], seed: int) -> dict[str, Any]:
-    """Train one model, saving the base student when it is weak and the teacher when it is noisy but better."""
+def make_models(
+    models_dir: Path, size: Size, pool: list[Problem], seed: int, teachers: dict[str, float]
+) -> dict[str, Any]:
+    """Train one model, saving the base student when it is weak and each teacher when it is noisy but better
+    (``models_dir / "student"`` and ``models_dir / "teacher_<name>"``)."""
     import torch
 
     torch.set_num_threads(1)  # tiny models: more threads only contend, on a shared CPU by far
     tokenizer = build_tokenizer(pool)
     model = build_model(tokenizer, seed)
-    targets = {"student": size.student_target, "teacher": size.teacher_target}
-    return pretrain(model, tokenizer, pool, targets, size.max_pretrain_steps, seed, work)
+    targets = {"student": STUDENT_TARGET, **{f"teacher_{name}": acc for name, acc in teachers.items()}}
+    return pretrain(model, tokenizer, pool, targets, size.max_pretrain_steps, seed, models_dir)
+
+
+def prepare(work: Path, task: str, size: Size, seed: int, teachers: dict[str, float]) -> dict[str, Any]:
+    """The benchmark files and the pre-trained models of one seed under ``work``, made once: a kept work
+    directory (or a second process on the same one, waiting on a lock) reuses them."""
+    train, held, pool = split_problems(task, size, seed)
+    made = work / "pretraining.json"
+    with held_lock(work / "prepare.lock"):
+        reached = json.loads(made.read_text()) if made.is_file() else {}
+        recorded = {k.removeprefix("teacher_"): v.get("target") for k, v in reached.items() if k != "student"}
+        if "student" not in reached or any(recorded.get(name) != acc for name, acc in teachers.items()):
+            # one training run meets the targets in order: make every teacher again, the recorded ones too
+            wanted = {**recorded, **teachers}
+            reached = make_models(work / "models", size, pool, seed, wanted)
+            for name, record in reached.items():
+                record["target"] = (
+                    STUDENT_TARGET if name == "student" else wanted[name.removeprefix("teacher_")]
+                )
+            made.write_text(json.dumps(reached, indent=2))
+        if not (work / "benchmark" / "test.jsonl").is_file():
+            write_benchmark(work / "benchmark", train, held)
+    return reached
 
 
 # ------------------------------------------------------------------------------------------------- pipeline
@@ -245,10 +336,14 @@ def write_benchmark(directory: Path, train: list[Problem], held: list[Problem]) 
         (directory / name).write_text("\n".join(lines) + "\n")
 
 
-def pipeline_config(work: Path, size: Size, seed: int) -> dict[str, Any]:
+def pipeline_config(
+    work: Path, run_dir: Path, size: Size, seed: int, teacher: str, rewards: dict[str, Any]
+) -> dict[str, Any]:
+    """The pipeline's config for one teacher and one RL reward setting (``rewards``: ``rl`` fields)."""
+    sampling = {"temperatures": list(TEMPERATURES), "max_new_tokens": 8, "seed": seed}
     return {
-        "teacher": {"ref": str(work / "teacher"), "batch_size": 64},
-        "student": {"ref": str(work / "student"), "batch_size": 64},
+        "teacher": {"ref": str(work / "models" / f"teacher_{teacher}"), "batch_size": 64},
+        "student": {"ref": str(work / "models" / "student"), "batch_size": 64},
         "benchmarks": [
             {
                 "name": "gsm8k",
@@ -258,7 +353,7 @@ def pipeline_config(work: Path, size: Size, seed: int) -> dict[str, Any]:
                 "eval_size": size.eval_prompts,
             }
         ],
-        "sampling": {"n": size.teacher_n, "temperatures": [1.0], "max_new_tokens": 8, "seed": seed},
+        "sampling": {"n": size.teacher_n, **sampling},
         "student_sampling": {"n": size.student_n},
         "labeling": {
             "min_vote_share": 0.5,
@@ -272,6 +367,7 @@ def pipeline_config(work: Path, size: Size, seed: int) -> dict[str, Any]:
             "learning_rate": 1e-3,
             "batch_size": 16,
             "max_length": 96,
+            "eval_every_steps": max(1, size.rm_steps // 6),
         },
         "rl": {
             "algorithm": "grpo",
@@ -281,11 +377,40 @@ def pipeline_config(work: Path, size: Size, seed: int) -> dict[str, Any]:
             "num_generations": 4,
             "max_completion_length": 8,
             "temperature": 1.0,
+            "eval_every_steps": size.rl_eval_every,
+            **copy.deepcopy(rewards),
         },
-        "eval": {"max_new_tokens": 8},
+        "eval": {"temperature": 0.0, "max_new_tokens": 8},
         "checks": {"enforce": False},
-        "paths": {"rd_home": str(work / "rd_home")},
+        "paths": {"rd_home": str(run_dir / "rd_home")},
     }
+
+
+def loadable_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` without the fields this version of the pipeline's config does not know (it refuses unknown
+    fields), and their dotted paths; any other config error is raised."""
+    from rd_pipeline.config import ConfigError, parse_config
+
+    data, dropped = copy.deepcopy(data), []
+    while True:
+        try:
+            parse_config(data)
+            return data, dropped
+        except ConfigError as error:
+            unknown = [
+                line.strip().split(":")[0]
+                for line in str(error).splitlines()[1:]
+                if "Extra inputs are not permitted" in line
+            ]
+            if not unknown:
+                raise
+            for path in unknown:
+                *parents, last = path.split(".")
+                section = data
+                for part in parents:
+                    section = section[int(part) if isinstance(section, list) else part]
+                section.pop(last)
+                dropped.append(path)
 
 
 def run_pipeline(config_file: Path) -> list[str]:
@@ -309,9 +434,77 @@ def run_pipeline(config_file: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- measurement
 
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def t95(df: int) -> float:
+    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom (table to 10, then a
+    Cornish-Fisher expansion around the normal quantile, within 0.003 of the exact value)."""
+    if df < 1:
+        return math.nan
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = 1.959963984540054
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_interval(values: list[float]) -> dict[str, Any]:
+    """Mean with a 95% t interval (``low``/``high`` None with fewer than two values)."""
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "low": None, "high": None, "n": n}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t95(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> dict[str, Any]:
+    """``a - b`` in accuracy over the prompts both answered, with the 95% paired t interval of the per-prompt
+    differences of correctness (each -1, 0 or +1)."""
+    shared = sorted(set(a) & set(b))
+    return mean_interval([float(a[p]) - float(b[p]) for p in shared])
+
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def rl_validation(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The RL validation curve of the shipped checkpoint's lineage metrics, with step 0 (the SFT student) and
+    the selected step picked out; None when the lineage records no curve."""
+    found = metrics.get("validation")
+    if not isinstance(found, dict) or not found.get("curve"):
+        return None
+    curve = [
+        {
+            "step": point.get("step"),
+            "agreement": point.get("agreement", point.get("score")),
+            "gold_accuracy": point.get("gold_accuracy"),
+            "mean_reward": point.get("mean_reward", point.get("reward")),
+            "mean_length": point.get("mean_length"),
+            "kl": point.get("kl"),
+        }
+        for point in found["curve"]
+    ]
+    by_step = {point["step"]: point for point in curve}
+    selected = found.get("selected_step")
+    start, chosen = by_step.get(0, {}), by_step.get(selected, {})
+    return {
+        "selection_metric": found.get("selection_metric"),
+        "selected_step": selected,
+        "stopped_early_at": found.get("stopped_early_at"),
+        "prompts": found.get("prompts"),
+        "sft_agreement": start.get("agreement"),
+        "selected_agreement": chosen.get("agreement"),
+        "sft_gold_accuracy": start.get("gold_accuracy"),
+        "selected_gold_accuracy": chosen.get("gold_accuracy"),
+        "sft_mean_reward": start.get("mean_reward"),
+        "selected_mean_reward": chosen.get("mean_reward"),
+        "curve": curve,
+    }
 
 
 def measure(config_file: Path) -> dict[str, Any]:
@@ -331,13 +524,16 @@ def measure(config_file: Path) -> dict[str, Any]:
     prompts = {row["prompt_id"]: row["prompt"] for row in store.read("benchmark_prompts", "gsm8k")}
 
     teacher_rows = store.read("teacher_responses", "gsm8k")
-    single = [is_item_correct(items[r["prompt_id"]], r["response"]) for r in teacher_rows]
+    single = [float(is_item_correct(items[r["prompt_id"]], r["response"])) for r in teacher_rows]
+    by_temperature: dict[float, list[float]] = defaultdict(list)
+    for row, correct in zip(teacher_rows, single, strict=True):
+        by_temperature[row["temperature"]].append(correct)
     votes = {
         r["prompt_id"]: r["prompt_answer"]
         for r in store.read("pseudo_labels", "gsm8k")
         if r["prompt_labelled"]
     }
-    vote_correct = [bench.answers_equal(answer, items[pid].gold) for pid, answer in votes.items()]
+    vote_correct = [float(bench.answers_equal(answer, items[pid].gold)) for pid, answer in votes.items()]
     train_prompts = {r["prompt_id"] for r in teacher_rows}
 
     scores = {(r["model_role"], r["metric"]): r for r in store.read("eval_scores", "gsm8k")}
@@ -345,6 +541,9 @@ def measure(config_file: Path) -> dict[str, Any]:
     by_role: dict[str, list[dict]] = defaultdict(list)
     for row in eval_rows:
         by_role[row["model_role"]].append(row)
+    correct_by_role = {
+        role: {r["prompt_id"]: bool(r["correct"]) for r in rows} for role, rows in by_role.items()
+    }
 
     rm_record = ctx.upstream_version("reward_model")
     rm_path = checkpoint_dir(ctx, "reward_model", rm_record["data_version"])
@@ -369,24 +568,31 @@ def measure(config_file: Path) -> dict[str, Any]:
     return {
         "train_prompts": len(train_prompts),
         "eval_prompts": len({r["prompt_id"] for r in eval_rows}),
+        "eval_temperature": config.eval.temperature,
         "teacher_samples": len(teacher_rows),
         "student_samples": len(store.read("student_responses", "gsm8k")),
-        "teacher_single_sample_accuracy": _mean([float(c) for c in single]),
-        "vote_label_accuracy": _mean([float(c) for c in vote_correct]),
+        "teacher_single_sample_accuracy": _mean(single),
+        "teacher_single_sample_accuracy_by_temperature": {
+            f"{t:g}": _mean(v) for t, v in sorted(by_temperature.items())
+        },
+        "vote_label_accuracy": _mean(vote_correct),
         "vote_label_coverage": len(votes) / len(train_prompts) if train_prompts else None,
-        "accuracy": {
-            role: accuracy_of(role) for role in ("teacher", "base_student", "sft_student", "rl_student")
-        },
-        "mean_reward": {
-            role: mean_reward(role) for role in ("teacher", "base_student", "sft_student", "rl_student")
-        },
+        "accuracy": {role: accuracy_of(role) for role in ROLES},
+        "mean_reward": {role: mean_reward(role) for role in ROLES},
+        "rl_minus_sft": paired_difference(
+            correct_by_role.get("rl_student", {}), correct_by_role.get("sft_student", {})
+        ),
         "reward_pairs": len(pairs),
         "reward_model_heldout_accuracy_pseudo_labels": rm_metrics.get("heldout_accuracy"),
         "reward_model_heldout_pairs": rm_metrics.get("heldout_pairs"),
         "reward_model_gold_pair_accuracy": gold_rm_accuracy,
         "reward_model_gold_pairs": len(gold_pairs),
+        "rl_rewards_config": rl_metrics.get("rewards_config"),
         "rl_reward_start": rl_metrics.get("reward_start"),
         "rl_reward_end": rl_metrics.get("reward_end"),
+        "rl_validation": rl_validation(rl_metrics),
+        "rl_student_version": rl_record["data_version"],
+        "reward_model_version": rm_record["data_version"],
         "reward_labels_version": reward_labels["data_version"],
     }
 
@@ -413,130 +619,231 @@ def heldout_gold_pairs(store, items, prompts, heldout_fraction, pair_split) -> l
 
 # --------------------------------------------------------------------------------------------------- report
 
+TARGET_VOTE = "vote labels beat single samples"
+TARGET_SFT = "SFT student beats base"
+TARGET_RL_KEEPS = "RL not below SFT beyond its 95% interval"
+TARGET_RL_REWARD = "RL raises mean reward on held-out prompts"
+TARGET_RM = "reward model >= 0.7 on held-out gold pairs"
+
+
+def _greater(a: float | None, b: float | None) -> bool | None:
+    return None if a is None or b is None else a > b
+
 
 def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
-    """The experiment's targets, each True, False, or None when a figure is missing."""
-    acc, reward = figures["accuracy"], figures["mean_reward"]
-
-    def check(*values: Any) -> bool:
-        return all(v is not None for v in values)
-
+    """The targets of one run, each True, False, or None when a figure is missing."""
+    acc, reward, diff = figures["accuracy"], figures["mean_reward"], figures["rl_minus_sft"]
+    rm = figures["reward_model_gold_pair_accuracy"]
+    keeps = diff["high"] if diff["high"] is not None else diff["mean"]
     return {
-        "vote labels beat single samples": figures["vote_label_accuracy"]
-        > figures["teacher_single_sample_accuracy"]
-        if check(figures["vote_label_accuracy"], figures["teacher_single_sample_accuracy"])
-        else None,
-        "SFT student beats base": acc["sft_student"] > acc["base_student"]
-        if check(acc["sft_student"], acc["base_student"])
-        else None,
-        "reward model >= 0.7 on held-out gold pairs": figures["reward_model_gold_pair_accuracy"] >= 0.7
-        if check(figures["reward_model_gold_pair_accuracy"])
-        else None,
-        "RL raises mean reward on held-out prompts": reward["rl_student"] > reward["sft_student"]
-        if check(reward["rl_student"], reward["sft_student"])
-        else None,
-        "RL keeps accuracy": acc["rl_student"] >= acc["sft_student"]
-        if check(acc["rl_student"], acc["sft_student"])
-        else None,
+        TARGET_VOTE: _greater(figures["vote_label_accuracy"], figures["teacher_single_sample_accuracy"]),
+        TARGET_SFT: _greater(acc["sft_student"], acc["base_student"]),
+        TARGET_RL_KEEPS: None if keeps is None else keeps >= 0,
+        TARGET_RL_REWARD: _greater(reward["rl_student"], reward["sft_student"]),
+        TARGET_RM: None if rm is None else rm >= 0.7,
     }
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+def fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def mark(ok: bool | None) -> str:
+    return "pass" if ok else "MISS" if ok is False else "  - "
 
 
 def table(figures: dict[str, Any], checks: dict[str, bool | None]) -> str:
-    acc, reward = figures["accuracy"], figures["mean_reward"]
+    acc, reward, diff = figures["accuracy"], figures["mean_reward"], figures["rl_minus_sft"]
+    by_temperature = ", ".join(
+        f"T={t} {fmt(v)}" for t, v in figures["teacher_single_sample_accuracy_by_temperature"].items()
+    )
     lines = [
         f"prompts: {figures['train_prompts']} train, {figures['eval_prompts']} held-out eval; samples: "
         f"{figures['teacher_samples']} teacher, {figures['student_samples']} student",
         "",
         f"{'measure':<58} value",
-        f"{'teacher single-sample accuracy (train prompts, T=1)':<58} "
-        f"{_fmt(figures['teacher_single_sample_accuracy'])}",
-        f"{'majority-vote label accuracy (labelled train prompts)':<58} {_fmt(figures['vote_label_accuracy'])}",
-        f"{'label coverage':<58} {_fmt(figures['vote_label_coverage'])}",
-        f"{'reward model, held-out gold pairs':<58} {_fmt(figures['reward_model_gold_pair_accuracy'])}"
+        f"{'teacher single-sample accuracy (train prompts)':<58} "
+        f"{fmt(figures['teacher_single_sample_accuracy'])} ({by_temperature})",
+        f"{'majority-vote label accuracy (labelled train prompts)':<58} {fmt(figures['vote_label_accuracy'])}",
+        f"{'label coverage':<58} {fmt(figures['vote_label_coverage'])}",
+        f"{'reward model, held-out gold pairs':<58} {fmt(figures['reward_model_gold_pair_accuracy'])}"
         f" (n={figures['reward_model_gold_pairs']})",
         f"{'reward model, held-out pseudo-label pairs (pipeline)':<58} "
-        f"{_fmt(figures['reward_model_heldout_accuracy_pseudo_labels'])} (n={figures['reward_model_heldout_pairs']})",
-        f"{'RL training reward, first -> last step':<58} {_fmt(figures['rl_reward_start'])} -> "
-        f"{_fmt(figures['rl_reward_end'])}",
+        f"{fmt(figures['reward_model_heldout_accuracy_pseudo_labels'])} "
+        f"(n={figures['reward_model_heldout_pairs']})",
+        f"{'RL training reward, first -> last step':<58} {fmt(figures['rl_reward_start'])} -> "
+        f"{fmt(figures['rl_reward_end'])}",
+    ]
+    validation = figures["rl_validation"]
+    if validation:
+        lines.append(
+            f"{'RL validation agreement, step 0 (SFT) -> selected step':<58} "
+            f"{fmt(validation['sft_agreement'])} -> {fmt(validation['selected_agreement'])} "
+            f"(step {validation['selected_step']})"
+        )
+    else:
+        lines.append(f"{'RL validation curve':<58} not recorded in the rl_student lineage")
+    lines += [
         "",
         f"{'model (greedy, held-out eval prompts)':<38} {'accuracy':>9} {'mean reward':>12}",
-    ]
-    for role in ("teacher", "base_student", "sft_student", "rl_student"):
-        lines.append(f"{role:<38} {_fmt(acc[role]):>9} {_fmt(reward[role]):>12}")
-    lines.append("")
-    lines += [
-        f"[{'pass' if ok else 'MISS' if ok is False else '  - '}] {name}" for name, ok in checks.items()
+        *(f"{role:<38} {fmt(acc[role]):>9} {fmt(reward[role]):>12}" for role in ROLES),
+        f"{'RL - SFT accuracy (paired 95% interval)':<38} {fmt(diff['mean']):>9}   "
+        f"[{fmt(diff['low'])}, {fmt(diff['high'])}]",
+        "",
+        *(f"[{mark(ok)}] {name}" for name, ok in checks.items()),
     ]
     return "\n".join(lines)
 
 
+def run_teacher(
+    work: Path, size: Size, seed: int, teacher: str, reward_settings: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The pipeline for one teacher, once per reward setting in the same ``RD_HOME``, each measured."""
+    import yaml
+
+    run_dir = work / "runs" / f"teacher_{teacher}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    effective: dict[str, str] = {}  # config as loaded -> the setting that ran it
+    for name, rewards in reward_settings.items():
+        data, dropped = loadable_config(pipeline_config(work, run_dir, size, seed, teacher, rewards))
+        run = {"teacher": teacher, "rewards": name, "config_dropped": dropped}
+        if dropped:
+            print(f"  the pipeline's config does not know {dropped}: left out", file=sys.stderr, flush=True)
+        key = json.dumps(data, sort_keys=True)
+        if key in effective:
+            runs.append({**run, "same_as": effective[key]})  # nothing this version can set differs
+            continue
+        effective[key] = name
+        config_file = run_dir / f"config_{name}.yaml"
+        config_file.write_text(yaml.safe_dump(data, sort_keys=False))
+        started = time.perf_counter()
+        failed = run_pipeline(config_file)
+        if failed:
+            raise RuntimeError(f"pipeline steps failed: {failed}; see the Dagster logs under {run_dir}")
+        figures = measure(config_file)
+        checks = targets(figures)
+        runs.append(
+            {
+                **run,
+                "same_as": None,
+                "pipeline_s": round(time.perf_counter() - started, 1),
+                "figures": figures,
+                "targets": checks,
+                "table": table(figures, checks),
+            }
+        )
+    return runs
+
+
 def run_experiment(
-    work: Path, size_name: str, seed: int, teacher_target: float | None = None, rm_steps: int | None = None
+    work: Path,
+    size_name: str = "full",
+    seed: int = 0,
+    task: str = "larger",
+    teachers: dict[str, float] | None = None,
+    reward_settings: dict[str, dict[str, Any]] | None = None,
+    rm_steps: int | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Pre-train the two models, run the pipeline, measure; returns the JSON-ready result. ``teacher_target``
-    overrides the size's sampled accuracy at which the teacher's pre-training stops."""
+    """Pre-train the models, run the pipeline for each teacher ({name: target sampled accuracy}, default
+    ``TEACHER_TARGETS``; ``only`` runs some of them, all being pre-trained) and reward setting (default
+    ``REWARD_SETTINGS``), measure; returns the JSON-ready result."""
+    teachers = dict(TEACHER_TARGETS if teachers is None else teachers)
+    reward_settings = dict(REWARD_SETTINGS if reward_settings is None else reward_settings)
     size = SIZES[size_name]
-    if teacher_target is not None:
-        size = replace(size, teacher_target=teacher_target)
     if rm_steps is not None:
         size = replace(size, rm_steps=rm_steps)
     started = time.perf_counter()
-    train, held, pool = split_problems(size, seed)
-    made = work / "pretraining.json"  # a kept work directory reuses its models
-    if not made.is_file():
-        made.write_text(json.dumps(make_models(work, size, pool, seed)))
-    pretraining = json.loads(made.read_text())
+    pretraining = prepare(work, task, size, seed, teachers)
     pretrain_s = time.perf_counter() - started
-    write_benchmark(work / "benchmark", train, held)
-    config_file = work / "config.yaml"
-    import yaml
-
-    config_file.write_text(yaml.safe_dump(pipeline_config(work, size, seed), sort_keys=False))
-    failed = run_pipeline(config_file)
-    if failed:
-        raise RuntimeError(f"pipeline steps failed: {failed}; see the Dagster logs under {work / 'rd_home'}")
-    pipeline_s = time.perf_counter() - started - pretrain_s
-    figures = measure(config_file)
-    checks = targets(figures)
+    chosen = [teacher for teacher in teachers if only is None or teacher in only]
+    runs = [run for teacher in chosen for run in run_teacher(work, size, seed, teacher, reward_settings)]
+    for run in runs:
+        run["teacher_target"] = teachers[run["teacher"]]
     return {
+        "task": task,
         "size": size_name,
         "seed": seed,
         "settings": asdict(size),
+        "temperatures": list(TEMPERATURES),
+        "teacher_targets": teachers,
+        "reward_settings": reward_settings,
         "pretraining": pretraining,
-        "figures": figures,
-        "targets": checks,
         "pretrain_s": round(pretrain_s, 1),
-        "pipeline_s": round(pipeline_s, 1),
-        "table": table(figures, checks),
+        "pipeline_s": round(time.perf_counter() - started - pretrain_s, 1),
+        "runs": runs,
     }
+
+
+def result_text(result: dict[str, Any]) -> str:
+    """Every run's table under a heading naming its teacher and reward setting."""
+    parts = []
+    for run in result["runs"]:
+        head = (
+            f"== {result['task']} seed {result['seed']}, teacher {run['teacher']} "
+            f"(target {run['teacher_target']:g}), RL rewards {run['rewards']}"
+        )
+        if run["same_as"]:
+            parts.append(
+                f"{head}: the same config as {run['same_as']} here (left out: {run['config_dropped']})"
+            )
+        else:
+            parts.append(f"{head} ({run['pipeline_s']} s)\n{run['table']}")
+    return "\n\n".join(parts)
+
+
+def parse_targets(text: str) -> dict[str, float]:
+    """``weak,strong`` (known names) or ``weak=0.4,strong=0.65``."""
+    targets_: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        targets_[name] = float(value) if value else TEACHER_TARGETS[name]
+    return targets_
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="larger")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teacher-target", type=float, help="teacher's sampled accuracy (default: by size)")
+    parser.add_argument(
+        "--teachers",
+        type=parse_targets,
+        help=f"teachers to run, NAME or NAME=ACCURACY, comma-separated (default: {TEACHER_TARGETS})",
+    )
+    parser.add_argument(
+        "--rewards",
+        help=f"RL reward settings to run, comma-separated (default: all of {list(REWARD_SETTINGS)})",
+    )
+    parser.add_argument("--only", help="run only these teachers (comma-separated); all are pre-trained")
     parser.add_argument("--rm-steps", type=int, help="reward-model training steps (default: by size)")
     parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
     parser.add_argument(
-        "--out", type=Path, help="JSON result (default: bench-results/known_answer[_SIZE].json)"
+        "--out", type=Path, help="JSON result (default: bench-results/known_answer[_TASK][_SIZE].json)"
     )
     args = parser.parse_args(argv)
+    settings = (
+        {name: REWARD_SETTINGS[name] for name in args.rewards.split(",")} if args.rewards else REWARD_SETTINGS
+    )
+    options = dict(
+        task=args.task,
+        teachers=args.teachers,
+        reward_settings=settings,
+        rm_steps=args.rm_steps,
+        only=args.only.split(",") if args.only else None,
+    )
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        result = run_experiment(args.keep.resolve(), args.size, args.seed, args.teacher_target, args.rm_steps)
+        result = run_experiment(args.keep.resolve(), args.size, args.seed, **options)
     else:
         with tempfile.TemporaryDirectory(prefix="rd-known-answer-") as work:
-            result = run_experiment(Path(work), args.size, args.seed, args.teacher_target, args.rm_steps)
-    print(result["table"])
+            result = run_experiment(Path(work), args.size, args.seed, **options)
+    print(result_text(result))
     print(f"\npre-training {result['pretrain_s']} s, pipeline {result['pipeline_s']} s")
     suffix = (
-        ("" if args.size == "full" else f"_{args.size}")
-        + ("" if args.teacher_target is None else f"_teacher{args.teacher_target:g}")
+        ("" if args.task == "larger" else f"_{args.task}")
+        + ("" if args.size == "full" else f"_{args.size}")
         + ("" if args.rm_steps is None else f"_rm{args.rm_steps}")
     )
     out = args.out or REPO_ROOT / "bench-results" / f"known_answer{suffix}.json"
