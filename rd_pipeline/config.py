@@ -353,6 +353,12 @@ class LabelingConfig(_Strict):
             "pairs (with a strong teacher and weak student, 'chosen' is then mostly the teacher's)"
         ),
     )
+    pair_margin: Literal["vote_share", "none"] = Field(
+        default="vote_share",
+        description="the margin a pair's preference must be learned with (-log sigmoid(r_chosen - r_rejected - "
+        "margin)). 'vote_share': on voted prompts the prompt's majority vote share (how sure its labels are; 0 "
+        "when unknown), on judged prompts the judge-score gap / 9. 'none': no margin (plain Bradley-Terry)",
+    )
     heldout_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="share of prompts whose pairs are held out of reward training"
     )

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import random
 
-from rd_pipeline.config import LabelingConfig, parse_config
+import pytest
+
+from rd_pipeline.config import LabelingConfig, RewardModelConfig, parse_config
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats, pair_split
+from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts, read_prompts
+from rd_pipeline.steps.students import _training_pairs
+from rd_pipeline.training import train_reward_model
 
 
 def _verifiable(prompt_id: str, flags: list[bool | None], share: float = 0.75) -> list[LabelledResponse]:
@@ -29,10 +34,20 @@ def _judged(prompt_id: str, scores: list[float | None]) -> list[LabelledResponse
 
 
 def test_correct_incorrect_pairs_with_vote_margin():
-    rows = _verifiable("p1", [True, False, True, None])
+    rows = _verifiable("p1", [True, False, True, None], share=0.6)
     pairs = build_reward_pairs(rows, LabelingConfig(max_pairs_per_prompt=10, pair_policy="random"), seed=0)
     assert {(p.chosen, p.rejected) for p in pairs} == {("resp p1 0", "resp p1 1"), ("resp p1 2", "resp p1 1")}
-    assert all(p.margin == 0.75 * 0.75 and p.prompt == "Q p1" and p.benchmark == "gsm8k" for p in pairs)
+    # the prompt's majority share, counted once (0.6, not 0.6 * 0.6)
+    assert all(p.margin == 0.6 and p.prompt == "Q p1" and p.benchmark == "gsm8k" for p in pairs)
+
+
+def test_pair_margin_none_gives_pairs_without_a_margin():
+    rows = _verifiable("p1", [True, False, True], share=0.6) + _judged("q", [9, 3, 6])
+    cfg = LabelingConfig(max_pairs_per_prompt=10, pair_policy="random", pair_margin="none")
+    pairs = build_reward_pairs(rows, cfg, seed=0)
+    assert {p.benchmark for p in pairs} == {"gsm8k", "alpaca_eval"}
+    assert all(p.margin is None for p in pairs)
+    assert LabelingConfig().pair_margin == "vote_share"
 
 
 def test_all_correct_gives_no_pairs_and_duplicates_are_dropped():
@@ -173,14 +188,16 @@ def _responses(prompts: list[dict], answers: list[str], version_column: str) -> 
     ]  # fmt: skip
 
 
-def test_reward_labels_step_gives_student_pairs_the_prompt_confidence(tmp_path):
-    """Through the real step and store: student pairs get the prompt's vote-share margin, not the largest."""
+@pytest.mark.parametrize("pair_margin", ["vote_share", "none"])
+def test_reward_labels_step_gives_student_pairs_the_prompt_confidence(tmp_path, pair_margin):
+    """Through the real step and store: student pairs get the prompt's vote-share margin, not the largest; with
+    pair_margin none no pair has a margin, and the reward model trains without one (plain Bradley-Terry)."""
     config = parse_config(
         {
             "teacher": {"ref": "tiny-random"},
             "student": {"ref": "tiny-random"},
             "benchmarks": [{"name": "gsm8k", "train_size": 6, "eval_size": 2}],
-            "labeling": {"max_pairs_per_prompt": 8},
+            "labeling": {"max_pairs_per_prompt": 8, "pair_margin": pair_margin},
             "paths": {"rd_home": str(tmp_path)},
         }
     )
@@ -202,10 +219,18 @@ def test_reward_labels_step_gives_student_pairs_the_prompt_confidence(tmp_path):
     pairs = ctx.store.read("reward_pairs", "gsm8k")
     student_pairs = [p for p in pairs if p["chosen"].startswith("student") and "student" in p["rejected"]]
     assert pairs and student_pairs
-    assert {round(p["margin"], 6) for p in pairs} == {round(0.75 * 0.75, 6)}
     assert result.metadata["pairs"] == len(pairs)
     assert result.metadata["chosen_teacher_share"] == 0.5
     assert result.metadata["same_source_pairs"] > 0
+    if pair_margin == "vote_share":
+        assert {p["margin"] for p in pairs} == {0.75}  # 3 of 4 teacher samples agree
+        return
+    assert {p["margin"] for p in pairs} == {None}
+    train_pairs, _ = _training_pairs(ctx)
+    base = resolve_model("tiny-random", tmp_path).location
+    cfg = RewardModelConfig(max_steps=1, batch_size=2, max_length=256)
+    metrics = train_reward_model(base, train_pairs, [], cfg, tmp_path / "rm")
+    assert metrics["margin_used"] is False
 
 
 def test_a_text_both_sources_wrote_pairs_with_either_source():

@@ -35,14 +35,15 @@ class LabelledResponse:
 
 @dataclass(frozen=True)
 class RewardPair:
-    """A preference pair for one prompt; ``margin`` in [0, 1] says how sure the preference is."""
+    """A preference pair for one prompt; ``margin`` in [0, 1] says how sure the preference is (None: the pairs
+    have no margin, ``labeling.pair_margin: none``)."""
 
     benchmark: str
     prompt_id: str
     prompt: str
     chosen: str
     rejected: str
-    margin: float
+    margin: float | None
     split: Literal["train", "heldout"]
     chosen_source: Source = "teacher"
     rejected_source: Source = "teacher"
@@ -81,11 +82,11 @@ def pair_split(benchmark: str, prompt_id: str, heldout_fraction: float) -> Liter
 def build_reward_pairs(rows: Iterable[LabelledResponse], cfg: LabelingConfig, seed: int) -> list[RewardPair]:
     """Pairs per prompt, at most ``cfg.max_pairs_per_prompt`` each, in a deterministic order.
 
-    A prompt whose responses carry ``correct`` gives (correct, incorrect) pairs; the margin is the chance
-    that both labels are right, the product of the two responses' vote shares (0, the smallest, when either
-    is unknown). A prompt whose responses carry ``score`` gives pairs whose score gap is at least
-    ``cfg.pair_min_score_gap``, margin = gap / 9, largest gaps first. Responses with neither label are
-    skipped, as are duplicate response texts. ``cfg.pair_policy`` picks among the candidate pairs (see
+    A prompt whose responses carry ``correct`` gives (correct, incorrect) pairs; the margin is the prompt's
+    majority vote share (see ``vote_margin``). A prompt whose responses carry ``score`` gives pairs whose
+    score gap is at least ``cfg.pair_min_score_gap``, margin = gap / 9, largest gaps first. With
+    ``cfg.pair_margin`` "none" every margin is None. Responses with neither label are skipped, as are
+    duplicate response texts. ``cfg.pair_policy`` picks among the candidate pairs (see
     ``select_pairs``). Each prompt's pairs are all ``"train"`` or all ``"heldout"``, by a stable hash of the
     prompt id. ``seed`` picks which pairs survive the cap.
     """
@@ -108,7 +109,7 @@ def build_reward_pairs(rows: Iterable[LabelledResponse], cfg: LabelingConfig, se
                     chosen.prompt,
                     chosen.response,
                     rejected.response,
-                    margin,
+                    margin if cfg.pair_margin == "vote_share" else None,
                     split,
                     chosen.source,
                     rejected.source,
@@ -140,12 +141,13 @@ def _verifiable_pairs(rows: list[LabelledResponse], rng: random.Random) -> list[
 
 
 def vote_margin(good: LabelledResponse, bad: LabelledResponse) -> float:
-    """How sure a (correct, incorrect) preference is: the chance both labels are right, taking each
-    response's vote share as the chance its label is right. 0 when either share is unknown, so a pair of
-    uncertain labels never demands more separation than a pair of confident ones."""
+    """How sure a (correct, incorrect) preference is: the chance the prompt's majority answer is right, taken
+    to be its vote share (the good response's; both are labelled against the same majority, so the share
+    counts once). 0 when either share is unknown, so a pair of uncertain labels never demands more
+    separation than a pair of confident ones."""
     if good.vote_share is None or bad.vote_share is None:
         return 0.0
-    return float(good.vote_share) * float(bad.vote_share)
+    return float(good.vote_share)
 
 
 def select_pairs(candidates: list[Candidate], policy: str, cap: int) -> list[Candidate]:
