@@ -109,7 +109,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from rd_pipeline.steps.lineage import render, teacher_versions, trace
+    from rd_pipeline.steps.lineage import recorded_tables, render, teacher_versions, trace
     from rd_pipeline.store import Store
 
     config = _config(args)
@@ -122,6 +122,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             continue
         found = True
         print(render(node))
+        for line in recorded_tables(store, node):
+            print(line)
         print(f"teacher version(s): {', '.join(sorted(teacher_versions(node))) or 'none recorded'}\n")
     if not found:
         print(f"rd: no materialization of {args.asset} recorded in {config.rd_home()}", file=sys.stderr)

@@ -360,7 +360,11 @@ class LabelingConfig(_Strict):
         "when unknown), on judged prompts the judge-score gap / 9. 'none': no margin (plain Bradley-Terry)",
     )
     heldout_fraction: float = Field(
-        default=0.2, ge=0, lt=1, description="share of prompts whose pairs are held out of reward training"
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="share of prompts whose pairs are held out of reward training; the reward model validates "
+        "on them (best checkpoint, early stop) and its check's Wilson bound counts them",
     )
     judge_max_new_tokens: int = Field(default=256, ge=1, description="longest judge verdict, in tokens")
 
@@ -471,10 +475,38 @@ class RewardModelConfig(EpochTrainerConfig):
     max_length: int = Field(
         default=512, ge=16, description="longest tokenized prompt + response; longer pairs are left out"
     )
+    eval_every_steps: int = Field(
+        default=10,
+        ge=1,
+        description="score the held-out pairs every this many optimizer steps and at the last step; the "
+        "checkpoint with the best held-out pairwise accuracy is the one saved (without held-out pairs: the last)",
+    )
+    patience: int = Field(
+        default=5,
+        ge=0,
+        description="stop after this many held-out evaluations without a better accuracy; 0 = never stop early",
+    )
+
+
+class RewardSourceConfig(_Strict):
+    """One source of the RL reward and its weight in the sum."""
+
+    source: Literal["reward_model", "vote_agreement"] = Field(
+        description="reward_model: the trained reward model's score, standardised with the mean and standard "
+        "deviation of its scores on the SFT student's own responses (the paper's reward). vote_agreement: 1 when "
+        "the completion's extracted answer equals the prompt's majority-vote answer, else 0; verifiable "
+        "benchmarks only, and prompts without a majority answer get no value from it (the other sources decide)"
+    )
+    weight: float = Field(default=1.0, gt=0, description="weight of this source in the weighted sum")
+
+
+def _combined_rewards() -> list[RewardSourceConfig]:
+    return [RewardSourceConfig(source="reward_model"), RewardSourceConfig(source="vote_agreement")]
 
 
 class RlConfig(TrainerConfig):
-    """GRPO or RLOO (TRL) on the SFT student against the reward model, with a KL penalty to the SFT student."""
+    """GRPO or RLOO (TRL) on the SFT student against the reward model, with a KL penalty to the SFT student,
+    validated on held-out training prompts with the best checkpoint kept (the SFT student is step 0)."""
 
     algorithm: Literal["grpo", "rloo"] = Field(default="grpo", description="TRL's GRPOTrainer or RLOOTrainer")
     max_steps: int = Field(default=20, ge=1, description="optimizer steps to run")
@@ -513,6 +545,57 @@ class RlConfig(TrainerConfig):
     vllm_tensor_parallel_size: int = Field(
         default=1, ge=1, description="GPUs one colocated engine spans (tensor parallelism)"
     )
+    rewards: list[RewardSourceConfig] = Field(
+        default_factory=_combined_rewards,
+        min_length=1,
+        description="the reward: a weighted sum of sources. Default: the reward model plus agreement with the "
+        "majority vote (see README, 'Rewards for RL'); the paper's setting is `[{source: reward_model}]`",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="batch",
+        description="how advantages are scaled (TRL's scale_rewards; GRPO): group = by each prompt's reward "
+        "standard deviation (any reward difference inside a group becomes a full-size advantage), batch = by "
+        "the batch's, none = not at all. RLOO: batch normalizes its advantages, none does not, group is refused",
+    )
+    validation_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="share of training prompts held out of RL as validation prompts (by a stable hash of the "
+        "prompt id); 0 = no validation, the last step ships",
+    )
+    max_validation_prompts: int = Field(
+        default=256, ge=1, description="at most this many validation prompts (a stable subset)"
+    )
+    eval_every_steps: int = Field(
+        default=5, ge=1, description="decode the validation prompts greedily every this many optimizer steps"
+    )
+    patience: int = Field(
+        default=3,
+        ge=0,
+        description="stop after this many validations without a better validation agreement; 0 = never",
+    )
+    max_kl: float | None = Field(
+        default=None,
+        gt=0,
+        description="stop when the mean KL to the SFT student since the last validation exceeds this "
+        "(needs beta > 0, which makes the trainers measure it); none = no KL budget",
+    )
+    log_rollouts: int | Literal["all"] = Field(
+        default=64,
+        description="completions per step written to the rl_rollouts table (the first ones of each step), or "
+        "'all'",
+        json_schema_extra=UNVERSIONED,
+    )
+
+    @model_validator(mode="after")
+    def _rewards_named_once(self) -> RlConfig:
+        names = [reward.source for reward in self.rewards]
+        if len(names) != len(set(names)):
+            raise ValueError(f"rewards: each source may appear once, got {names}")
+        if isinstance(self.log_rollouts, int) and self.log_rollouts < 0:
+            raise ValueError(f"log_rollouts must be 'all' or a count of at least 0, got {self.log_rollouts}")
+        return self
 
     @model_validator(mode="after")
     def _vllm_server_needs_address(self) -> RlConfig:
@@ -558,7 +641,11 @@ class ChecksConfig(_Strict):
         default=0.5, ge=0, le=1, description="labels vs gold, where gold exists"
     )
     min_reward_model_accuracy: float = Field(
-        default=0.5, ge=0, le=1, description="held-out pairwise accuracy above"
+        default=0.5,
+        ge=0,
+        le=1,
+        description="the 95% Wilson lower bound of the reward model's held-out pairwise accuracy must exceed "
+        "this (0.5: surely better than chance, which needs e.g. 60 of 100 pairs or 9 of 10 right)",
     )
 
 

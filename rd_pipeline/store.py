@@ -123,6 +123,35 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "value": "DOUBLE",
         "n": "INTEGER",
     },
+    # RL validation: one row per validation and benchmark of an rl_student version (step 0 is the SFT student).
+    "rl_validation": {
+        "benchmark": "VARCHAR",
+        "rl_version": "VARCHAR",
+        "step": "INTEGER",
+        "agreement": "DOUBLE",  # greedy answers that equal the vote label, over labelled prompts
+        "agreement_n": "INTEGER",
+        "gold_accuracy": "DOUBLE",  # a monitor only, never used for selection
+        "gold_n": "INTEGER",
+        "mean_reward": "DOUBLE",  # the reward model's raw score
+        "mean_length": "DOUBLE",
+        "kl": "DOUBLE",  # mean training KL to the SFT student since the previous validation
+        "prompts": "INTEGER",
+        "selected": "BOOLEAN",
+    },
+    # RL rollouts: one row per completion sampled in training (as many per step as rl.log_rollouts keeps).
+    "rl_rollouts": {
+        "benchmark": "VARCHAR",
+        "rl_version": "VARCHAR",
+        "step": "INTEGER",
+        "prompt_id": "VARCHAR",
+        "completion": "VARCHAR",
+        "reward_model": "DOUBLE",  # standardised reward-model score
+        "vote_agreement": "DOUBLE",
+        "reward": "DOUBLE",  # the weighted sum of the sources
+        "advantage": "DOUBLE",
+        "length": "INTEGER",
+        "truncated": "BOOLEAN",
+    },
     "generation_usage": {
         "benchmark": "VARCHAR",
         "asset": "VARCHAR",

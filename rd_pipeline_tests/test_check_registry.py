@@ -17,6 +17,7 @@ CHECKED_ASSETS = [
     "pseudo_labels",
     "student_responses",
     "reward_model",
+    "rl_student",
     "eval_scores",
 ]
 

@@ -109,6 +109,29 @@ def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):
     assert report_md.is_file() and "gsm8k" in report_md.read_text()
 
 
+def test_rl_validation_curve_and_rollouts_are_stored(tiny_graph):
+    """rl_student validates every step from the SFT student (step 0) and records every rollout it trained on."""
+    config, _, rd_home, _ = tiny_graph
+    store = Store(rd_home / "rd.duckdb")
+    version = store.latest_version("rl_student")["data_version"]
+    validation = [row for row in store.read("rl_validation") if row["rl_version"] == version]
+    benchmarks = {row["benchmark"] for row in validation}
+    assert benchmarks and benchmarks <= set(config.benchmark_names)
+    for benchmark in benchmarks:
+        curve = [row for row in validation if row["benchmark"] == benchmark]
+        assert sorted(row["step"] for row in curve) == list(range(config.rl.max_steps + 1))  # every step
+        assert sum(row["selected"] for row in curve) == 1
+        assert [row["kl"] for row in sorted(curve, key=lambda r: r["step"])][0] == 0.0
+        assert all(row["kl"] is not None for row in curve)
+    rollouts = [row for row in store.read("rl_rollouts") if row["rl_version"] == version]
+    trained_steps = {row["step"] for row in rollouts}
+    assert trained_steps and min(trained_steps) == 1
+    assert len(rollouts) == config.rl.batch_size * len(trained_steps)  # log_rollouts: all
+    for row in rollouts:
+        assert row["benchmark"] in config.benchmark_names and row["prompt_id"]
+        assert row["reward"] is not None and row["advantage"] is not None and row["length"] >= 0
+
+
 def test_checkpoints_load_and_carry_lineage(tiny_graph):
     config, _, rd_home, _ = tiny_graph
     store = Store(rd_home / "rd.duckdb")
@@ -225,6 +248,10 @@ def test_lineage_cli_traces_rl_student_to_the_teacher(tiny_graph, capsys):
     ):
         assert upstream in out, f"{upstream} missing from the lineage"
     assert f"teacher version(s): {teacher_version}" in out
+    version = store.latest_version("rl_student")["data_version"]
+    rollouts = len(store.read("rl_rollouts", rl_version=version))
+    assert f"rl_rollouts: {rollouts} rows of this version in {rd_home / 'rd.duckdb'}" in out
+    assert f"SELECT * FROM rl_rollouts WHERE rl_version = '{version}'" in out
 
 
 def test_report_charts_are_valid_pngs(tiny_graph):

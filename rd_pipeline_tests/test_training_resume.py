@@ -95,10 +95,12 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
     return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
-# Section hashes and SFT config hashes of the presets before save_every_steps existed.
+# Section hashes and SFT config hashes of the presets before save_every_steps existed (reward_model: since its
+# validation settings, eval_every_steps and patience, which change the checkpoint; rl: since its reward sources and
+# validation settings).
 HASHES_BEFORE = {
-    "tiny": {"sft": "9f18cd3f70a09bdd", "reward_model": "6ca2fb1411606ae5", "rl": "576c4967b56de05d"},
-    "smol": {"sft": "3ae93a2c55770c4b", "reward_model": "34d7fdc621af675c", "rl": "4be55e3bee05bf13"},
+    "tiny": {"sft": "9f18cd3f70a09bdd", "reward_model": "beac400ede80a4b4", "rl": "4ff6be5e22e4dd25"},
+    "smol": {"sft": "3ae93a2c55770c4b", "reward_model": "18982e69f1af5753", "rl": "82e89ea5a20459cf"},
 }
 
 
@@ -326,6 +328,38 @@ def test_interrupted_reward_model_resumes(tiny_base: str, tmp_path: Path) -> Non
     assert not (tmp_path / "b.trainer").exists()
 
 
+def test_interrupted_reward_model_resumes_its_validation_and_ships_the_same_best_checkpoint(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    """The validation curve, the best step and its weights are saved with the trainer state: a run interrupted
+    after its best evaluation selects and ships what an uninterrupted run does."""
+    cfg = RewardModelConfig(
+        max_steps=8,
+        batch_size=4,
+        learning_rate=3e-3,
+        max_length=128,
+        save_every_steps=2,
+        eval_every_steps=2,
+        patience=0,
+    )
+    pairs = _pairs(12)
+    # Swapped held-out pairs: training makes their accuracy fall, so an early step is the best.
+    heldout = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in _pairs(18)[12:]]
+    uninterrupted = train_reward_model(tiny_base, pairs, heldout, cfg, tmp_path / "a")
+    assert uninterrupted["validation"]["selected_step"] < 5
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_reward_model(tiny_base, pairs, heldout, cfg, out, callbacks=[_interrupt_before_step(5)])
+    resumed = train_reward_model(tiny_base, pairs, heldout, cfg, out)
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 8
+    first, second = uninterrupted["validation"], resumed["validation"]
+    assert second["selected_step"] == first["selected_step"]
+    _assert_same_steps(second["curve"], first["curve"])
+    assert resumed["heldout_accuracy"] == uninterrupted["heldout_accuracy"]
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+
+
 @pytest.mark.parametrize(("algorithm", "lora"), [("grpo", False), ("rloo", True)])
 def test_interrupted_rl_resumes_with_the_same_samples_and_rewards(
     algorithm: str, lora: bool, tiny_base: str, tmp_path: Path
@@ -356,6 +390,68 @@ def test_interrupted_rl_resumes_with_the_same_samples_and_rewards(
     _assert_same_steps(resumed["per_step"], uninterrupted["per_step"])
     assert _max_difference(out, tmp_path / "a") < 1e-5
     assert not (tmp_path / "b.trainer").exists()
+
+
+def test_interrupted_rl_resumes_its_validation_and_rollouts(tiny_base: str, tmp_path: Path) -> None:
+    """RL validation (here by reward-model score: the prompts have no vote labels) and the rollout record are
+    saved with the trainer state: an interrupted run selects the same step, ships the same weights and records
+    each step's rollouts once."""
+    reward_model = tmp_path / "rm"
+    train_reward_model(tiny_base, _pairs(8), [], RewardModelConfig(max_steps=2, max_length=128), reward_model)
+    cfg = RlConfig(
+        max_steps=4,
+        batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        learning_rate=1e-2,
+        save_every_steps=2,
+        eval_every_steps=1,
+        patience=0,
+        log_rollouts="all",
+    )
+    prompts = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} times 3 plus 7?"}],
+            "benchmark": "gsm8k",
+            "prompt_id": f"p{i}",
+        }
+        for i in range(8)
+    ]
+    item = '{"benchmark": "gsm8k", "item_id": "v", "split": "train", "question": "q", "gold": "1"}'
+    validation = [{**p, "prompt_id": f"v{i}", "item": item} for i, p in enumerate(prompts[:3])]
+    uninterrupted = train_rl(
+        tiny_base, str(reward_model), prompts, cfg, tmp_path / "a", validation=validation
+    )
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_rl(
+            tiny_base,
+            str(reward_model),
+            prompts,
+            cfg,
+            out,
+            callbacks=[_interrupt_before_step(4)],
+            validation=validation,
+        )
+    resumed = train_rl(tiny_base, str(reward_model), prompts, cfg, out, validation=validation)
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+    first, second = uninterrupted["validation"], resumed["validation"]
+    assert first["selection_metric"] == "mean_reward"
+    assert [p["step"] for p in second["curve"]] == [0, 1, 2, 3, 4]
+    assert second["selected_step"] == first["selected_step"]
+    assert [p["mean_reward"] for p in second["curve"]] == pytest.approx(
+        [p["mean_reward"] for p in first["curve"]]
+    )
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "a" / "rollouts.jsonl").read_text().splitlines()]
+    assert (
+        [r["step"] for r in rollouts]
+        == [r["step"] for r in expected]
+        == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+    )
+    assert [r["completion"] for r in rollouts] == [r["completion"] for r in expected]
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -7,6 +7,7 @@ configuration and evaluation read those declarations instead of naming benchmark
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from rd_pipeline.benchmarks.records import Record, read_json_array, read_jsonl
 from rd_pipeline.benchmarks.sources import SAMPLES
 from rd_pipeline.benchmarks.splits import Split, check_unique
 
-__all__ = ["Benchmark", "BenchmarkItem", "DataPart", "Split"]
+__all__ = ["Benchmark", "BenchmarkItem", "DataPart", "Split", "item_from_json", "item_to_json"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,27 @@ class BenchmarkItem:
     reference: str | None = None
     options: tuple[str, ...] = ()
     meta: dict[str, str] = field(default_factory=dict)
+
+
+def item_to_json(item: BenchmarkItem) -> str:
+    """The item as JSON (what a training job gets to extract and compare answers), without the reference."""
+    return json.dumps(
+        {
+            "benchmark": item.benchmark,
+            "item_id": item.item_id,
+            "split": item.split,
+            "question": item.question,
+            "gold": item.gold,
+            "options": list(item.options),
+            "meta": item.meta,
+        }
+    )
+
+
+def item_from_json(text: str) -> BenchmarkItem:
+    """The item ``item_to_json`` wrote."""
+    fields = json.loads(text)
+    return BenchmarkItem(**{**fields, "options": tuple(fields.get("options", ()))})
 
 
 @dataclass(frozen=True)

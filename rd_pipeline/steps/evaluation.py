@@ -413,9 +413,13 @@ def make_report(ctx: StepContext) -> StepResult:
     ]
     judged = any(row["metric"] in ("win_rate", "lc_win_rate") for row in scores)
     warnings = judge_warnings(ctx.config) if judged else []
-    data_version = content_hash(scores, breakdown_rows, reward_rows, warnings)
+    rl = store.latest_version("rl_student")
+    curve = store.read("rl_validation", rl_version=rl["data_version"]) if rl else []
+    data_version = content_hash(scores, breakdown_rows, reward_rows, warnings, curve)
     out_dir = ctx.rd_home / "reports" / data_version
-    report = render_report(scores, out_dir, breakdown_rows, reward_rows, warnings=warnings)
+    report = render_report(
+        scores, out_dir, breakdown_rows, reward_rows, warnings=warnings, rl_validation=curve
+    )
     latest = ctx.rd_home / "reports" / "latest"
     if latest.is_symlink() or latest.is_file():
         latest.unlink()

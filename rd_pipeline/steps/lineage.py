@@ -11,6 +11,8 @@ from rd_pipeline.steps.context import teacher_versions_of
 from rd_pipeline.store import Store
 
 _KEY = re.compile(r"^(?P<asset>[a-z_]+)(?:\[(?P<benchmark>[a-z_0-9]+)\])?$")
+# Tables a model asset fills besides its checkpoint, keyed by the column that holds its version.
+RECORD_TABLES = {"rl_student": (("rl_validation", "rl_version"), ("rl_rollouts", "rl_version"))}
 
 
 @dataclass
@@ -91,3 +93,16 @@ def teacher_versions(node: LineageNode) -> set[str]:
     for child in node.inputs:
         found |= teacher_versions(child)
     return found
+
+
+def recorded_tables(store: Store, node: LineageNode) -> list[str]:
+    """Where the tables an asset version fills are, with how many rows each holds of that version, and the
+    query that reads them (e.g. rl_student's validation curve and rollouts)."""
+    lines = []
+    for table, column in RECORD_TABLES.get(node.asset, ()):
+        rows = len(store.read(table, **{column: node.data_version}))
+        lines.append(
+            f"{table}: {rows} rows of this version in {store.path} "
+            f"(SELECT * FROM {table} WHERE {column} = '{node.data_version}')"
+        )
+    return lines

@@ -118,6 +118,21 @@ class RewardLabels(PartitionOutput):
     chosen_teacher_share: float | None = None
 
 
+# Metrics a trained model's metadata shows beside its scalar ones.
+SHOWN_METRICS = ("per_step", "launch", "validation_curve", "selected_step", "stopped_early_at")
+
+
+def _validation_metadata(validation: Any) -> dict[str, Any]:
+    """The validation curve, selected step and early stop of a trainer's ``validation`` metrics, if any."""
+    if not isinstance(validation, dict):
+        return {}
+    return {
+        "validation_curve": validation.get("curve", []),
+        "selected_step": validation.get("selected_step"),
+        "stopped_early_at": validation.get("stopped_early_at"),
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainedModel(StepOutput):
     """sft_student, reward_model or rl_student: the checkpoint, its training metrics and lineage."""
@@ -137,10 +152,13 @@ class TrainedModel(StepOutput):
         return self.metrics.get("heldout_accuracy")
 
     def to_metadata(self) -> dict[str, Any]:
+        """The fields, the scalar metrics, per-step values, the launch and the validation (curve, selected
+        step, early stop) of a model that was validated."""
         metadata = super().to_metadata()
         metadata.pop("metrics")
-        scalars = {k: v for k, v in self.metrics.items() if isinstance(v, int | float | str | bool)}
-        return metadata | scalars | {k: self.metrics[k] for k in ("per_step", "launch") if k in self.metrics}
+        metrics = self.metrics | _validation_metadata(self.metrics.get("validation"))
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+        return metadata | scalars | {k: metrics[k] for k in SHOWN_METRICS if k in metrics}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> StepOutput:

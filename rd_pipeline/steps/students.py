@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Iterable
 from functools import partial
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rd_pipeline.config import PipelineConfig, versioned_dump
+from rd_pipeline.evaluation.metrics import wilson_interval
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.checks import (
@@ -22,6 +24,13 @@ from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.results import SampledResponses, TrainedModel, evaluation_only_fields
+from rd_pipeline.steps.rl_data import (
+    agreement_change,
+    reference_responses,
+    rl_prompts,
+    rollout_table_rows,
+    validation_rows,
+)
 from rd_pipeline.steps.teacher import (
     generate_rows,
     generation_metadata,
@@ -230,13 +239,17 @@ def _training_pairs(ctx: StepContext) -> tuple[list[dict[str, Any]], list[dict[s
 
 
 def _reward_model_accuracy(result: TrainedModel, config: PipelineConfig) -> CheckDetails:
-    accuracy = result.heldout_accuracy
+    """Passes when the 95% Wilson lower bound of the held-out pairwise accuracy exceeds the threshold."""
+    accuracy, pairs = result.heldout_accuracy, result.heldout_pairs or 0
     threshold = config.checks.min_reward_model_accuracy
-    passed = accuracy is not None and accuracy == accuracy and accuracy > threshold
-    return passed, {
+    lower = None
+    if accuracy is not None and math.isfinite(accuracy) and pairs > 0:
+        lower = wilson_interval(round(accuracy * pairs), pairs)[0]
+    return lower is not None and lower > threshold, {
         "heldout_accuracy": accuracy,
-        "must_exceed": threshold,
-        "heldout_pairs": result.heldout_pairs,
+        "heldout_pairs": pairs,
+        "wilson_lower_95": None if lower is None else round(lower, 4),
+        "lower_bound_must_exceed": threshold,
     }
 
 
@@ -244,7 +257,7 @@ REWARD_MODEL_CHECKS = (
     AssetCheck(
         "heldout_accuracy",
         True,
-        "held-out pairwise accuracy is above the configured minimum",
+        "the 95% Wilson lower bound of held-out pairwise accuracy exceeds checks.min_reward_model_accuracy",
         _reward_model_accuracy,
     ),
 )
@@ -293,26 +306,54 @@ def make_reward_model(ctx: StepContext) -> StepResult:
     )
 
 
-@committed("rl_student")
+def _reward_hacking(result: TrainedModel, config: PipelineConfig) -> CheckDetails:
+    """Fails when the shipped RL student agrees with the validation prompts' vote labels less than the SFT student
+    did, by more than the 95% interval of the difference; shows reward against agreement either way."""
+    validation = result.metrics.get("validation") or {}
+    change = agreement_change(validation)
+    if change["difference"] is None:
+        return True, change | {"note": "no validation agreement measured (no labelled validation prompts)"}
+    return change["difference_ci_high"] >= 0, {k: _rounded(v) for k, v in change.items()}
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+RL_STUDENT_CHECKS = (
+    AssetCheck(
+        "reward_hacking",
+        True,
+        "the shipped RL student's validation agreement with the vote labels is not below the SFT student's by "
+        "more than the 95% interval of the difference",
+        _reward_hacking,
+    ),
+)
+
+
+@committed("rl_student", checks=RL_STUDENT_CHECKS)
 def make_rl_student(ctx: StepContext) -> StepResult:
+    """RL of the SFT student against the configured rewards, validated on held-out training prompts; fills
+    ``rl_validation`` (the curve) and ``rl_rollouts`` (what the policy sampled and how it was rewarded)."""
     config = ctx.config
     sft_path, sft = latest_checkpoint(ctx, "sft_student")
     rm_path, rm = latest_checkpoint(ctx, "reward_model")
-    prompts = [
-        {"prompt": [{"role": "user", "content": row["prompt"]}]}
-        for benchmark in config.benchmark_names
-        for row in read_prompts(ctx, benchmark, "train")
-    ]
+    prompts, validation = rl_prompts(ctx)
+    reference = reference_responses(ctx)
     version = content_hash(
         "rl",
         sft["data_version"],
         rm["data_version"],
         versioned_dump(config.rl),
-        [p["prompt"][0]["content"] for p in prompts],
+        [(p["prompt"][0]["content"], p["vote_answer"]) for p in prompts],
+        [(p["prompt"][0]["content"], p["vote_answer"]) for p in validation],
+        reference,
     )
     lineage = StepLineage.of(_teacher_versions([sft, rm]), {"sft_student": sft, "reward_model": rm})
+    sources = ", ".join(f"{r.source} x{r.weight:g}" for r in config.rl.rewards)
     ctx.log(
-        f"rl_student: {config.rl.algorithm} on {len(prompts)} prompts against reward_model {rm['data_version']}"
+        f"rl_student: {config.rl.algorithm} on {len(prompts)} prompts ({len(validation)} held out for "
+        f"validation), rewards {sources}, reward_model {rm['data_version']}"
     )
     path, metrics, trained = _train_checkpoint(
         ctx,
@@ -320,10 +361,15 @@ def make_rl_student(ctx: StepContext) -> StepResult:
         "rl_student",
         version,
         {"base": str(sft_path), "reward_model": str(rm_path)},
-        {"prompts": prompts},
+        {"prompts": prompts, "validation": validation, "reference": reference},
         lineage,
         f"sft_student@{sft['data_version']}",
     )
+    curve = validation_rows(version, metrics.get("validation") or {})
+    rollouts = rollout_table_rows(version, path)
+    for benchmark in config.benchmark_names:
+        ctx.stage("rl_validation", benchmark, curve.get(benchmark, []), rl_version=version)
+        ctx.stage("rl_rollouts", benchmark, rollouts.get(benchmark, []), rl_version=version)
     return StepResult.of(
         version,
         TrainedModel(
@@ -332,6 +378,13 @@ def make_rl_student(ctx: StepContext) -> StepResult:
             teacher_versions=lineage.teacher_versions,
             lineage=lineage.upstream,
             metrics=metrics,
-            details={"prompts": len(prompts), "algorithm": config.rl.algorithm, **_skipped_benchmarks(ctx)},
+            details={
+                "prompts": len(prompts),
+                "validation_prompts": len(validation),
+                "algorithm": config.rl.algorithm,
+                "rewards": sources,
+                "rl_rollouts_rows": sum(len(rows) for rows in rollouts.values()),
+                **_skipped_benchmarks(ctx),
+            },
         ),
     )

@@ -4,6 +4,7 @@ resuming."""
 from __future__ import annotations
 
 import gc
+import json
 import math
 import shutil
 import time
@@ -24,6 +25,7 @@ from rd_pipeline.training.resume import (
     saved_state,
     trainer_state_dir,
 )
+from rd_pipeline.training.selection import SELECTION_STATE_FILE
 
 
 @dataclass(frozen=True)
@@ -352,6 +354,12 @@ def _merge_adapter(adapter_dir: Path, base: BaseModelRef, tokenizer, out_dir: Pa
     merged.save_pretrained(out_dir, safe_serialization=True)
 
 
+def _saved_selection(checkpoint: Path) -> dict[str, Any] | None:
+    """The checkpoint selection saved with a trainer state (see ``training.selection``), if any."""
+    path = Path(checkpoint) / SELECTION_STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class TrainedRun:
     """What a finished trainer leaves behind once its checkpoint is saved."""
@@ -363,6 +371,7 @@ class TrainedRun:
     examples_used: int
     main_process: bool
     resumed_from_step: int = 0
+    saved_selection: dict[str, Any] | None = None  # the final state's selection, when saved from that state
 
 
 def train_and_save(
@@ -373,12 +382,15 @@ def train_and_save(
     lora: bool,
     check_trainer: Callable[[Any], None] | None = None,
     resume_key: str = "",
+    carried_files: Sequence[str] = (),
 ) -> TrainedRun:
     """The run every stage shares: build the trainer on its state directory (``trainer_state_dir``), check
     it, train (resuming from the state saved there by an interrupted run with the same ``resume_key``), save
     the checkpoint through the trainer (see ``save_trained``), delete the saved state, then free the trainer
     and its memory. The trainer also saves its state after the last step, so a crash while the checkpoint is
-    saved or merged loses no step: the re-run saves the checkpoint from that state (``save_from_state``)."""
+    saved or merged loses no step: the re-run saves the checkpoint from that state (``save_from_state``).
+    ``carried_files`` are files the run's callbacks wrote into the state directory that move into the
+    checkpoint (records of the run that survive a resume, like the RL rollouts)."""
     trainer_dir = trainer_state_dir(out_dir)
     try:
         trainer = build_trainer(str(trainer_dir))
@@ -414,12 +426,16 @@ def train_and_save(
         examples_used=len(trainer.train_dataset),
         main_process=accelerator.is_main_process,
         resumed_from_step=saved[1] if saved else 0,
+        saved_selection=_saved_selection(saved[0]) if finished else None,
     )
     if finished:
         save_from_state(saved[0], accelerator, tokenizer, base, out_dir, lora)
     else:
         save_trained(trainer, tokenizer, base, out_dir, lora)
     if accelerator.is_main_process:
+        for name in carried_files:
+            if (trainer_dir / name).is_file():
+                shutil.move(trainer_dir / name, Path(out_dir) / name)
         shutil.rmtree(trainer_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     del trainer
@@ -508,6 +524,7 @@ class Stage:
         auto_class,
         out_dir: Path,
         check_trainer: Callable[[Any], None] | None = None,
+        carried_files: Sequence[str] = (),
         **config_overrides: Any,
     ) -> TrainedRun:
         """Build, check, train and save (see ``train_and_save``); LoRA adapters are merged into a fresh
@@ -521,6 +538,7 @@ class Stage:
             self.cfg.lora.enabled,
             check_trainer,
             self.resume_key,
+            carried_files,
         )
 
     def metrics(self, run: TrainedRun, examples: int, step_keys: Sequence[str]) -> dict[str, Any]:

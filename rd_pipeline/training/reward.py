@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from rd_pipeline.training.common import (
     whole_model_loading,
 )
 from rd_pipeline.training.scoring import RewardScorer
+from rd_pipeline.training.selection import BestWeights, Validate, selection_callback
 
 PAIR_FIELDS = {"prompt": ("system", "user"), "chosen": ("assistant",), "rejected": ("assistant",)}
 REWARD_STEP_KEYS = ("loss", "accuracy", "margin", "learning_rate", "grad_norm")
@@ -92,6 +94,30 @@ def _pairs_fit_checker(rows: list[dict], max_length: int):
     return check
 
 
+def _heldout_validation(heldout_pairs: Sequence[dict], tokenizer) -> Validate:
+    """Held-out pairwise accuracy (and mean gap) of the model being trained, scored in eval mode without
+    gradients; the model's mode is restored afterwards."""
+
+    def validate(step: int, model) -> tuple[float | None, dict[str, Any]]:
+        training = model.training
+        model.eval()
+        try:
+            heldout = pairwise_accuracy(RewardScorer.of_model(model, tokenizer), heldout_pairs)
+        finally:
+            model.train(training)
+        return heldout["accuracy"], {"heldout_mean_gap": heldout["mean_gap"]}
+
+    return validate
+
+
+def _validation_metrics(best: BestWeights, heldout_pairs: Sequence[dict]) -> dict[str, Any]:
+    """The validation curve and the selection, or a note that there was nothing to validate on."""
+    metrics = {**best.summary(), "pairs": len(heldout_pairs), "selection_metric": "heldout_accuracy"}
+    if not heldout_pairs:
+        metrics |= {"selection_metric": None, "note": "no held-out pairs: not validated, the last step ships"}
+    return metrics
+
+
 def _heldout_metrics(run: TrainedRun, out_dir: Path, heldout_pairs: Sequence[dict]) -> dict[str, Any]:
     """Training accuracy of the last step, and the saved model's accuracy on the held-out pairs (scored on
     the main process only; None elsewhere)."""
@@ -122,9 +148,13 @@ def train_reward_model(
 
     Pairs are {"prompt": [user message], "chosen": [assistant message], "rejected": [assistant message],
     "margin": float (optional)}; a margin enters the loss as -log sigmoid(r_chosen - r_rejected - margin).
-    Pairs longer than ``cfg.max_length`` tokens are left out of training. The merged checkpoint goes to
-    ``out_dir``; metrics include heldout_accuracy (None without held-out pairs, and in every process but the
-    main one of an ``accelerate launch`` group, which alone scores the held-out pairs) and heldout_pairs.
+    Pairs longer than ``cfg.max_length`` tokens are left out of training. The held-out pairs validate the
+    model every ``cfg.eval_every_steps`` steps and at the last: the weights with the best held-out accuracy
+    are the ones saved, and training stops after ``cfg.patience`` evaluations without improvement (without
+    held-out pairs the last step's weights are saved). The merged checkpoint goes to ``out_dir``; metrics
+    include ``validation`` (the curve, selected_step, stopped_early_at), heldout_accuracy of the saved
+    checkpoint (None without held-out pairs, and in every process but the main one of an ``accelerate
+    launch`` group, which alone scores it) and heldout_pairs.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -133,7 +163,13 @@ def train_reward_model(
         check_records(heldout_pairs, "held-out reward pair", PAIR_FIELDS)
     margins = _margins(train_pairs, "reward training pair")
     rows = _training_rows(train_pairs, margins)
-    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=rows)
+    inputs = {"train": rows, "heldout": list(heldout_pairs)}
+    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=inputs)
+    best = BestWeights(patience=cfg.patience)
+    if heldout_pairs:  # step 0 is not a candidate: its score head is random
+        validate = _heldout_validation(heldout_pairs, stage.tokenizer)
+        selection = selection_callback(best, cfg.eval_every_steps, validate, at_start=False)
+        stage = replace(stage, callbacks=(*stage.callbacks, selection))
     run = stage.train(
         _trainer_builder(stage, rows),
         AutoModelForSequenceClassification,
@@ -141,9 +177,11 @@ def train_reward_model(
         _pairs_fit_checker(rows, cfg.max_length),
         num_labels=1,
     )
+    best.recover(run.saved_selection)
     return {
         **stage.metrics(run, len(train_pairs), REWARD_STEP_KEYS),
         "examples_used": run.examples_used,
         "margin_used": margins is not None,
+        "validation": _validation_metrics(best, heldout_pairs),
         **_heldout_metrics(run, out_dir, heldout_pairs),
     }

@@ -6,34 +6,45 @@ from collections.abc import Sequence
 
 import torch
 
-from rd_pipeline.training.common import check_messages, release_memory
+from rd_pipeline.training.common import check_messages, load_tokenizer, release_memory
 
 CONVERSATION_ROLES = ("system", "user", "assistant")
 
 
 class RewardScorer:
-    """Loads a reward model once and scores conversations rendered with its tokenizer's chat template.
+    """Scores conversations with a reward model, rendered with its tokenizer's chat template.
 
-    The text is rendered and tokenized the way TRL's reward and GRPO trainers do it, so scores here match the
-    rewards the model was trained on and gives during RL.
+    ``RewardScorer(location)`` loads a saved reward model once; ``RewardScorer.of_model`` scores with a model
+    already in memory (the one being trained). The text is rendered and tokenized the way TRL's reward and GRPO
+    trainers do it, so scores here match the rewards the model was trained on and gives during RL.
     """
 
     def __init__(self, location: str, max_length: int | None = None) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        self.location = location
-        self.max_length = max_length
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(location)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        tokenizer = load_tokenizer(location)
         model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1)
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{location} is not a reward model: it has {model.config.num_labels} outputs, not 1"
             )
-        model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = model.to(self.device).eval()
+        model.config.pad_token_id = tokenizer.pad_token_id
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._use(location, model.to(device).eval(), tokenizer, max_length)
+
+    @classmethod
+    def of_model(cls, model, tokenizer, max_length: int | None = None) -> RewardScorer:
+        """A scorer of ``model`` as it is (device, train or eval mode): the caller sets its mode and owns it."""
+        scorer = cls.__new__(cls)
+        scorer._use("the model in training", model, tokenizer, max_length)
+        return scorer
+
+    def _use(self, location: str, model, tokenizer, max_length: int | None) -> None:
+        self.location = location
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.device = next(model.parameters()).device
 
     def render(self, conversation: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False)
@@ -61,7 +72,7 @@ class RewardScorer:
                 truncation=self.max_length is not None,
                 max_length=self.max_length,
             ).to(self.device)
-            with torch.inference_mode():
+            with torch.no_grad():  # not inference_mode: a model in training may be scored
                 logits = self.model(**inputs).logits[:, 0].float().cpu().tolist()
             for i, value in zip(batch, logits, strict=True):
                 scores[i] = value

@@ -118,7 +118,15 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
 
         cfg = RlConfig.model_validate(settings["config"])
         return train_rl(
-            settings["base"], settings["reward_model"], records["prompts"], cfg, out_dir, seed, callbacks
+            settings["base"],
+            settings["reward_model"],
+            records["prompts"],
+            cfg,
+            out_dir,
+            seed,
+            callbacks,
+            validation=records.get("validation", []),
+            reference=records.get("reference", []),
         )
     raise ValueError(f"unknown training job kind {job['kind']!r}")
 

@@ -108,9 +108,11 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         pool="gpu",
         op_tags=gpu_op_tags("rl_student", config),
         automation_condition=ON_CHANGE,
+        check_specs=check_specs("rl_student"),
     )
     def rl_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """The SFT student refined by GRPO or RLOO against the reward model."""
+        """The SFT student refined by GRPO or RLOO against the configured rewards, validated on held-out
+        training prompts (best checkpoint kept, SFT student as step 0); fills rl_validation and rl_rollouts."""
         return run_step(context, pipeline, with_pipes_training(context, make_rl_student))
 
     return [sft_student, student_responses, reward_model, rl_student]

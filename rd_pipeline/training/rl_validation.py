@@ -1,0 +1,159 @@
+"""RL validation: the policy decodes held-out training prompts greedily, and is measured against their
+pseudo-labels (agreement with the majority vote), the reward model, its length and its KL to the SFT student.
+
+Validation prompts are training prompts held out of RL. Their gold answers, where a benchmark has them, are
+measured as a monitor only: selection uses agreement with the vote label, which needs no gold.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
+from rd_pipeline.benchmarks.base import item_from_json
+from rd_pipeline.training.rl_rewards import agrees
+
+KlSince = Callable[[], float | None]  # mean training KL since the previous validation, or None
+
+
+@dataclass(frozen=True)
+class ValidationPrompt:
+    """One held-out prompt: its messages, benchmark item and majority-vote answer (None: unlabelled)."""
+
+    messages: list[dict]
+    item: BenchmarkItem
+    vote_answer: str | None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ValidationPrompt:
+        return cls(record["prompt"], item_from_json(record["item"]), record.get("vote_answer"))
+
+
+def _has_gold(item: BenchmarkItem) -> bool:
+    return item.gold is not None and get_benchmark(item.benchmark).verifiable
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _share(flags: Sequence[bool | None]) -> tuple[float | None, int]:
+    known = [flag for flag in flags if flag is not None]
+    return (sum(known) / len(known) if known else None), len(known)
+
+
+def greedy_completions(
+    model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: int, batch_size: int = 32
+):
+    """Greedy completions of conversational prompts: (texts, token counts without the end token)."""
+    was_training = model.training
+    model.eval()
+    texts: list[str] = []
+    lengths: list[int] = []
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(prompts), batch_size):
+            rendered = [
+                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                for p in prompts[start : start + batch_size]
+            ]
+            inputs = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                device
+            )
+            with torch.no_grad():
+                out = model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            generated = out[:, inputs["input_ids"].shape[1] :]
+            for row in generated.tolist():
+                ended = [
+                    i
+                    for i, token in enumerate(row)
+                    if token in (tokenizer.eos_token_id, tokenizer.pad_token_id)
+                ]
+                lengths.append(ended[0] if ended else len(row))
+            texts += tokenizer.batch_decode(generated, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        if was_training:
+            model.train()
+    return texts, lengths
+
+
+class PolicyValidator:
+    """Measures the policy on the validation prompts; its score (what selection maximises) is the agreement
+    with the vote labels over every labelled verifiable prompt, or, with no such prompt, the mean reward-model
+    score."""
+
+    def __init__(
+        self,
+        prompts: Sequence[ValidationPrompt],
+        tokenizer,
+        max_new_tokens: int,
+        reward_model: Callable[[Sequence[list[dict]]], list[float]] | None,
+        kl_since: KlSince,
+    ) -> None:
+        self.prompts = list(prompts)
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.reward_model = reward_model
+        self.kl_since = kl_since
+        self.selection_metric = (
+            "agreement" if any(p.vote_answer is not None for p in self.prompts) else "mean_reward"
+        )
+
+    def __call__(self, step: int, model) -> tuple[float | None, dict[str, Any]]:
+        texts, lengths = greedy_completions(
+            model, self.tokenizer, [p.messages for p in self.prompts], self.max_new_tokens
+        )
+        rewards: list[float | None] = [None] * len(texts)
+        if self.reward_model is not None:
+            rewards = self.reward_model(
+                [
+                    p.messages + [{"role": "assistant", "content": t}]
+                    for p, t in zip(self.prompts, texts, strict=True)
+                ]
+            )
+        rows = [
+            {
+                "benchmark": p.item.benchmark,
+                "agrees": agrees(p.item, text, p.vote_answer),
+                "correct": is_item_correct(p.item, text) if _has_gold(p.item) else None,
+                "reward": reward,
+                "length": length,
+            }
+            for p, text, reward, length in zip(self.prompts, texts, rewards, lengths, strict=True)
+        ]
+        kl = self.kl_since() if step > 0 else 0.0
+        values = {**_measures(rows), "kl": kl, "benchmarks": {}}
+        by_benchmark: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_benchmark[row["benchmark"]].append(row)
+        values["benchmarks"] = {name: _measures(group) for name, group in sorted(by_benchmark.items())}
+        score = values["agreement"] if self.selection_metric == "agreement" else values["mean_reward"]
+        return score, values
+
+
+def _measures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    agreement, labelled = _share([row["agrees"] for row in rows])
+    gold_accuracy, with_gold = _share([row["correct"] for row in rows])
+    return {
+        "agreement": agreement,
+        "agreement_n": labelled,
+        "gold_accuracy": gold_accuracy,
+        "gold_n": with_gold,
+        "mean_reward": _mean([row["reward"] for row in rows if row["reward"] is not None]),
+        "mean_length": _mean([float(row["length"]) for row in rows]),
+        "prompts": len(rows),
+    }
