@@ -458,10 +458,36 @@ class EpochTrainerConfig(TrainerConfig):
 
 
 class SftConfig(EpochTrainerConfig):
-    """Supervised fine-tuning (TRL SFTTrainer) on the teacher's well-labelled responses."""
+    """Supervised fine-tuning (TRL SFTTrainer) on the teacher's well-labelled responses, validated on held-out
+    training prompts with the best checkpoint kept (the base student is step 0)."""
 
     max_length: int = Field(
         default=512, ge=16, description="longest tokenized prompt + completion; the rest is truncated"
+    )
+    validation_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="share of training prompts held out of SFT as validation prompts (by a stable hash of the "
+        "prompt id, salted differently from RL's split); their teacher responses are not SFT examples. "
+        "0 = no validation, the last step ships",
+    )
+    max_validation_prompts: int = Field(
+        default=256, ge=1, description="at most this many validation prompts (a stable subset)"
+    )
+    validation_max_new_tokens: int = Field(
+        default=256, ge=1, description="longest greedy answer to a validation prompt, in tokens"
+    )
+    eval_every_steps: int = Field(
+        default=20,
+        ge=1,
+        description="decode the validation prompts greedily every this many optimizer steps and at the last "
+        "step; the checkpoint with the best agreement with their vote labels ships",
+    )
+    patience: int = Field(
+        default=3,
+        ge=0,
+        description="stop after this many validations without a better validation agreement; 0 = never",
     )
 
 

@@ -44,6 +44,24 @@ def _response_columns(version_column: str) -> dict[str, str]:
     }
 
 
+def _validation_columns(version_column: str) -> dict[str, str]:
+    """A validation curve: the greedy answers to a stage's held-out prompts at one step, for one benchmark."""
+    return {
+        "benchmark": "VARCHAR",
+        version_column: "VARCHAR",
+        "step": "INTEGER",
+        "agreement": "DOUBLE",  # greedy answers that equal the vote label, over labelled prompts
+        "agreement_n": "INTEGER",
+        "gold_accuracy": "DOUBLE",  # a monitor only, never used for selection
+        "gold_n": "INTEGER",
+        "mean_reward": "DOUBLE",  # the reward model's raw score (RL only)
+        "mean_length": "DOUBLE",
+        "kl": "DOUBLE",  # mean training KL to the SFT student since the previous validation (RL only)
+        "prompts": "INTEGER",
+        "selected": "BOOLEAN",
+    }
+
+
 # Every table has a `benchmark` column (the partition key) except where noted.
 SCHEMAS: dict[str, dict[str, str]] = {
     "benchmark_prompts": {
@@ -123,21 +141,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "value": "DOUBLE",
         "n": "INTEGER",
     },
-    # RL validation: one row per validation and benchmark of an rl_student version (step 0 is the SFT student).
-    "rl_validation": {
-        "benchmark": "VARCHAR",
-        "rl_version": "VARCHAR",
-        "step": "INTEGER",
-        "agreement": "DOUBLE",  # greedy answers that equal the vote label, over labelled prompts
-        "agreement_n": "INTEGER",
-        "gold_accuracy": "DOUBLE",  # a monitor only, never used for selection
-        "gold_n": "INTEGER",
-        "mean_reward": "DOUBLE",  # the reward model's raw score
-        "mean_length": "DOUBLE",
-        "kl": "DOUBLE",  # mean training KL to the SFT student since the previous validation
-        "prompts": "INTEGER",
-        "selected": "BOOLEAN",
-    },
+    # Validation curves: one row per validation and benchmark of an sft_student version (step 0 is the base
+    # student) and of an rl_student version (step 0 is the SFT student).
+    "sft_validation": _validation_columns("sft_version"),
+    "rl_validation": _validation_columns("rl_version"),
     # RL rollouts: one row per completion sampled in training (as many per step as rl.log_rollouts keeps).
     "rl_rollouts": {
         "benchmark": "VARCHAR",

@@ -15,6 +15,7 @@ CHECKED_ASSETS = [
     "benchmark_prompts",
     "teacher_responses",
     "pseudo_labels",
+    "sft_student",
     "student_responses",
     "reward_model",
     "rl_student",

@@ -71,9 +71,10 @@ def test_eval_only_benchmark_flows_through_the_graph_with_checks_enforced(tmp_pa
     planned = plan_runs(definitions, asset_names(definitions), config.benchmark_names)
     assert len(results) == len(planned), "the graph stopped early"
     evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
-    assert evaluations and all(e.passed for e in evaluations), [
-        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed
-    ]
+    failed_checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in evaluations if not e.passed}
+    # A random model's SFT cannot agree with the vote labels, so the base student ships: a warning only.
+    assert evaluations and set(failed_checks) <= {"sft_student:sft_improves"}, sorted(failed_checks)
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in failed_checks.values())
 
     store = Store(config.rd_home() / "rd.duckdb")
     assert store.read("benchmark_prompts", "gsm_plus", split="train") == []

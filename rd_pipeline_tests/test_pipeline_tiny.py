@@ -132,6 +132,31 @@ def test_rl_validation_curve_and_rollouts_are_stored(tiny_graph):
         assert row["reward"] is not None and row["advantage"] is not None and row["length"] >= 0
 
 
+def test_sft_validation_curve_is_stored(tiny_graph):
+    """sft_student validates every step from the base student (step 0) on prompts held out of SFT; open-ended
+    prompts are decoded but have no vote label to agree with."""
+    config, _, rd_home, _ = tiny_graph
+    store = Store(rd_home / "rd.duckdb")
+    version = store.latest_version("sft_student")["data_version"]
+    validation = store.read("sft_validation", sft_version=version)
+    benchmarks = {row["benchmark"] for row in validation}
+    assert benchmarks and benchmarks <= set(config.benchmark_names)
+    selected = {row["step"] for row in validation if row["selected"]}
+    assert len(selected) <= 1
+    for benchmark in benchmarks:
+        curve = [row for row in validation if row["benchmark"] == benchmark]
+        assert sorted(row["step"] for row in curve) == list(range(config.sft.max_steps + 1))
+        assert all(row["kl"] is None and row["mean_reward"] is None for row in curve)
+    for row in validation:
+        if row["benchmark"] == "alpaca_eval":
+            assert row["agreement_n"] == 0 and row["agreement"] is None
+    metadata = _latest_metadata(dg.DagsterInstance.get(), "sft_student")
+    assert metadata["validation_prompts"] == sum(row["prompts"] for row in validation if row["step"] == 0)
+    assert "shipped" in metadata
+    report = (rd_home / "reports" / "latest" / "report.md").read_text()
+    assert "## SFT validation" in report
+
+
 def test_checkpoints_load_and_carry_lineage(tiny_graph):
     config, _, rd_home, _ = tiny_graph
     store = Store(rd_home / "rd.duckdb")

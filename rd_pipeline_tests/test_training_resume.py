@@ -95,12 +95,11 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
     return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
-# Section hashes and SFT config hashes of the presets before save_every_steps existed (reward_model: since its
-# validation settings, eval_every_steps and patience, which change the checkpoint; rl: since its reward sources and
-# validation settings).
+# Section hashes and SFT config hashes of the presets before save_every_steps existed (sft and reward_model: since
+# their validation settings, which change the checkpoint; rl: since its reward sources and validation settings).
 HASHES_BEFORE = {
-    "tiny": {"sft": "9f18cd3f70a09bdd", "reward_model": "beac400ede80a4b4", "rl": "4ff6be5e22e4dd25"},
-    "smol": {"sft": "3ae93a2c55770c4b", "reward_model": "18982e69f1af5753", "rl": "82e89ea5a20459cf"},
+    "tiny": {"sft": "cd892e85b147e45f", "reward_model": "beac400ede80a4b4", "rl": "4ff6be5e22e4dd25"},
+    "smol": {"sft": "37b8c9ecc9ba361c", "reward_model": "18982e69f1af5753", "rl": "82e89ea5a20459cf"},
 }
 
 
@@ -358,6 +357,50 @@ def test_interrupted_reward_model_resumes_its_validation_and_ships_the_same_best
     _assert_same_steps(second["curve"], first["curve"])
     assert resumed["heldout_accuracy"] == uninterrupted["heldout_accuracy"]
     assert _max_difference(out, tmp_path / "a") < 1e-5
+
+
+def test_interrupted_sft_resumes_its_validation_and_ships_the_same_best_checkpoint(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    """SFT validation (the base student is step 0) is saved with the trainer state like the reward model's: an
+    interrupted run selects the same step and ships the same weights as an uninterrupted one. The random model
+    never agrees with the vote labels, so both ship the base weights kept at step 0: the resumed run must load
+    them from the saved state to put them back at the end."""
+    cfg = SftConfig(
+        max_steps=6,
+        batch_size=2,
+        learning_rate=1e-2,
+        max_length=128,
+        save_every_steps=2,
+        eval_every_steps=2,
+        patience=0,
+        validation_max_new_tokens=8,
+    )
+    examples = _sft_examples(12)
+    item = '{"benchmark": "gsm8k", "item_id": "v", "split": "train", "question": "q", "gold": "1"}'
+    validation = [
+        {
+            "prompt": e["prompt"],
+            "benchmark": "gsm8k",
+            "prompt_id": f"v{i}",
+            "vote_answer": str(2 * i),
+            "item": item,
+        }
+        for i, e in enumerate(_sft_examples(16)[12:], start=12)
+    ]
+    uninterrupted = train_sft(tiny_base, examples, cfg, tmp_path / "a", validation=validation)
+
+    out = tmp_path / "b"
+    with pytest.raises(Interrupted):
+        train_sft(tiny_base, examples, cfg, out, callbacks=[_interrupt_before_step(5)], validation=validation)
+    resumed = train_sft(tiny_base, examples, cfg, out, validation=validation)
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
+    first, second = uninterrupted["validation"], resumed["validation"]
+    assert [point["step"] for point in second["curve"]] == [0, 2, 4, 6]
+    assert second["selected_step"] == first["selected_step"] == 0
+    assert second["curve"] == first["curve"]
+    assert _max_difference(out, tmp_path / "a") < 1e-5
+    assert _max_difference(out, Path(tiny_base)) == 0
 
 
 @pytest.mark.parametrize(("algorithm", "lora"), [("grpo", False), ("rloo", True)])

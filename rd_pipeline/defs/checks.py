@@ -27,10 +27,11 @@ def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def outcome_results(outcomes: list[CheckOutcome], config: PipelineConfig) -> list[dg.AssetCheckResult]:
-    """Dagster check results for outcomes already evaluated; a refused commit's failures are errors."""
+    """Dagster check results for outcomes already evaluated; a failed blocking check is an error when checks are
+    enforced (or it refuses the commit anyway), any other failure a warning."""
     results = []
     for outcome in outcomes:
-        error = config.checks.enforce or outcome.refuses_commit
+        error = outcome.refuses_commit or (config.checks.enforce and outcome.blocking)
         results.append(
             dg.AssetCheckResult(
                 check_name=outcome.name,

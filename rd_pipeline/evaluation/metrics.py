@@ -61,6 +61,17 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     return low, high
 
 
+def training_phase(step: int | None, steps: int | None) -> str | None:
+    """Where ``step`` falls in a run that trained ``steps`` optimizer steps: "start" (step 0, the model before
+    training) or its "early", "middle" or "late" third; None when either is unknown. A selected checkpoint early
+    in training hints at over-training (too high a learning rate, too many epochs), a late one at under-training."""
+    if step is None or not steps:
+        return None
+    if step == 0:
+        return "start"
+    return "early" if 3 * step <= steps else "middle" if 3 * step <= 2 * steps else "late"
+
+
 def accuracy(correct: Sequence[bool]) -> Estimate:
     """Fraction correct, with a 95% Wilson score interval (see :func:`wilson_interval`)."""
     for i, c in enumerate(correct):

@@ -29,7 +29,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rd_pipeline.config import MODEL_ROLES  # noqa: E402
 from rd_pipeline.evaluation.metrics import Estimate, surpass_summary, wilson_interval  # noqa: E402
-from rd_pipeline.evaluation.rl_curve import chart_rl_validation, rl_validation_markdown  # noqa: E402
+from rd_pipeline.evaluation.validation_curve import (  # noqa: E402
+    RL_CURVE,
+    SFT_CURVE,
+    chart_validation,
+    validation_markdown,
+)
 
 METRICS = ("accuracy", "win_rate", "lc_win_rate")
 STUDENT_PREFERENCE = ("rl_student", "sft_student", "base_student")
@@ -431,6 +436,7 @@ def render_report(
     reward_scores: list[dict] | None = None,
     warnings: list[str] | None = None,
     rl_validation: list[dict] | None = None,
+    sft_validation: list[dict] | None = None,
 ) -> Report:
     """Render the comparison table, summary lines, charts and ``report.md`` into ``out_dir``.
 
@@ -439,7 +445,8 @@ def render_report(
     Charts: ``scores.png`` (accuracy and AlpacaEval win rates per model, with CI error bars), one
     ``<benchmark>_by_<group_kind>.png`` per breakdown (GSM-Plus perturbation type, MMLU-Pro category)
     and ``reward_scores.png`` (reward-model score histograms of teacher vs. student responses), and with
-    ``rl_validation`` rows (of one RL student) ``rl_validation.png`` and a table per benchmark of its curve.
+    ``sft_validation`` rows (of one SFT student) and ``rl_validation`` rows (of one RL student)
+    ``sft_validation.png`` and ``rl_validation.png``, the step each shipped and a table per benchmark of its curve.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -464,9 +471,11 @@ def render_report(
         pngs.append(_chart_rewards(rewards, out_dir))
     else:
         skipped.append("reward-score chart skipped: no reward-model scores")
-    rl_chart = chart_rl_validation(rl_validation or [], out_dir)
-    if rl_chart is not None:
-        pngs.append(rl_chart)
+    curves = ((SFT_CURVE, sft_validation or []), (RL_CURVE, rl_validation or []))
+    for stage, rows in curves:
+        chart = chart_validation(rows, out_dir, stage)
+        if chart is not None:
+            pngs.append(chart)
 
     md = ["# Distillation report", ""]
     warnings = list(warnings or [])
@@ -494,8 +503,7 @@ def render_report(
             md += [f"![{p.stem}]({p.name})", ""]
     for (bench, kind), index in breakdowns.items():
         md += [_breakdown_markdown(bench, kind, index), ""]
-    if rl_validation:
-        md += [rl_validation_markdown(rl_validation)]
+    md += [validation_markdown(rows, stage) for stage, rows in curves if rows]
     if skipped:
         md += ["## Not shown", ""] + [f"- {s}" for s in skipped] + [""]
     markdown = "\n".join(md)

@@ -413,12 +413,19 @@ def make_report(ctx: StepContext) -> StepResult:
     ]
     judged = any(row["metric"] in ("win_rate", "lc_win_rate") for row in scores)
     warnings = judge_warnings(ctx.config) if judged else []
-    rl = store.latest_version("rl_student")
-    curve = store.read("rl_validation", rl_version=rl["data_version"]) if rl else []
-    data_version = content_hash(scores, breakdown_rows, reward_rows, warnings, curve)
+    sft, rl = store.latest_version("sft_student"), store.latest_version("rl_student")
+    sft_curve = store.read("sft_validation", sft_version=sft["data_version"]) if sft else []
+    rl_curve = store.read("rl_validation", rl_version=rl["data_version"]) if rl else []
+    data_version = content_hash(scores, breakdown_rows, reward_rows, warnings, rl_curve, sft_curve)
     out_dir = ctx.rd_home / "reports" / data_version
     report = render_report(
-        scores, out_dir, breakdown_rows, reward_rows, warnings=warnings, rl_validation=curve
+        scores,
+        out_dir,
+        breakdown_rows,
+        reward_rows,
+        warnings=warnings,
+        rl_validation=rl_curve,
+        sft_validation=sft_curve,
     )
     latest = ctx.rd_home / "reports" / "latest"
     if latest.is_symlink() or latest.is_file():

@@ -12,7 +12,10 @@ from rd_pipeline.store import Store
 
 _KEY = re.compile(r"^(?P<asset>[a-z_]+)(?:\[(?P<benchmark>[a-z_0-9]+)\])?$")
 # Tables a model asset fills besides its checkpoint, keyed by the column that holds its version.
-RECORD_TABLES = {"rl_student": (("rl_validation", "rl_version"), ("rl_rollouts", "rl_version"))}
+RECORD_TABLES = {
+    "sft_student": (("sft_validation", "sft_version"),),
+    "rl_student": (("rl_validation", "rl_version"), ("rl_rollouts", "rl_version")),
+}
 
 
 @dataclass

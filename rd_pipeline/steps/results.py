@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from rd_pipeline.config import MODEL_ROLES
+from rd_pipeline.evaluation.metrics import training_phase
 
 EVALUATION_ONLY_NOTE = "train_prompts: 0 (evaluation-only)"
 
@@ -119,16 +120,26 @@ class RewardLabels(PartitionOutput):
 
 
 # Metrics a trained model's metadata shows beside its scalar ones.
-SHOWN_METRICS = ("per_step", "launch", "validation_curve", "selected_step", "stopped_early_at")
+SHOWN_METRICS = (
+    "per_step",
+    "launch",
+    "validation_curve",
+    "selected_step",
+    "selected_phase",
+    "stopped_early_at",
+)
 
 
-def _validation_metadata(validation: Any) -> dict[str, Any]:
-    """The validation curve, selected step and early stop of a trainer's ``validation`` metrics, if any."""
+def _validation_metadata(validation: Any, steps: Any) -> dict[str, Any]:
+    """The validation curve, selected step (and where it falls in the ``steps`` trained: start, early, middle
+    or late) and early stop of a trainer's ``validation`` metrics, if any."""
     if not isinstance(validation, dict):
         return {}
+    selected = validation.get("selected_step")
     return {
         "validation_curve": validation.get("curve", []),
-        "selected_step": validation.get("selected_step"),
+        "selected_step": selected,
+        "selected_phase": training_phase(selected, steps if isinstance(steps, int) else None),
         "stopped_early_at": validation.get("stopped_early_at"),
     }
 
@@ -153,10 +164,11 @@ class TrainedModel(StepOutput):
 
     def to_metadata(self) -> dict[str, Any]:
         """The fields, the scalar metrics, per-step values, the launch and the validation (curve, selected
-        step, early stop) of a model that was validated."""
+        step and its phase of training, early stop) of a model that was validated."""
         metadata = super().to_metadata()
         metadata.pop("metrics")
-        metrics = self.metrics | _validation_metadata(self.metrics.get("validation"))
+        validation = _validation_metadata(self.metrics.get("validation"), self.metrics.get("steps"))
+        metrics = self.metrics | validation
         scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
         return metadata | scalars | {k: metrics[k] for k in SHOWN_METRICS if k in metrics}
 

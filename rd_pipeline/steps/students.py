@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rd_pipeline.config import PipelineConfig, versioned_dump
-from rd_pipeline.evaluation.metrics import wilson_interval
+from rd_pipeline.evaluation.metrics import training_phase, wilson_interval
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.checks import (
@@ -24,13 +24,7 @@ from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.results import SampledResponses, TrainedModel, evaluation_only_fields
-from rd_pipeline.steps.rl_data import (
-    agreement_change,
-    reference_responses,
-    rl_prompts,
-    rollout_table_rows,
-    validation_rows,
-)
+from rd_pipeline.steps.rl_data import reference_responses, rollout_table_rows
 from rd_pipeline.steps.teacher import (
     generate_rows,
     generation_metadata,
@@ -38,6 +32,7 @@ from rd_pipeline.steps.teacher import (
     sampling_requests,
     usage_row,
 )
+from rd_pipeline.steps.validation import agreement_change, split_prompts, validation_rows
 
 if TYPE_CHECKING:
     from rd_pipeline.training.launch import JobKind
@@ -104,9 +99,14 @@ def _train_checkpoint(
     return path, metrics, trained
 
 
-def _sft_examples(ctx: StepContext, benchmark: str) -> list[dict[str, Any]]:
-    """The teacher's good responses to one benchmark's train prompts as SFT examples, each text once per prompt."""
-    prompts = {row["prompt_id"]: row["prompt"] for row in read_prompts(ctx, benchmark, "train")}
+def _sft_examples(ctx: StepContext, benchmark: str, held_out: set[str]) -> list[dict[str, Any]]:
+    """The teacher's good responses to one benchmark's train prompts, except the ``held_out`` prompt ids (SFT's
+    validation prompts), as SFT examples, each text once per prompt."""
+    prompts = {
+        row["prompt_id"]: row["prompt"]
+        for row in read_prompts(ctx, benchmark, "train")
+        if row["prompt_id"] not in held_out
+    }
     good = {
         (r["prompt_id"], r["temperature"], r["sample_index"])
         for r in ctx.store.read("pseudo_labels", benchmark)
@@ -116,7 +116,8 @@ def _sft_examples(ctx: StepContext, benchmark: str) -> list[dict[str, Any]]:
     seen: set[tuple[str, str]] = set()
     for row in ctx.store.read("teacher_responses", benchmark):
         key = (row["prompt_id"], row["response"])
-        if (row["prompt_id"], row["temperature"], row["sample_index"]) in good and key not in seen:
+        sample = (row["prompt_id"], row["temperature"], row["sample_index"])
+        if row["prompt_id"] in prompts and sample in good and key not in seen:
             seen.add(key)
             examples.append(
                 {
@@ -127,16 +128,90 @@ def _sft_examples(ctx: StepContext, benchmark: str) -> list[dict[str, Any]]:
     return examples
 
 
-@committed("sft_student")
+def _against_start(validation: dict[str, Any], start: str, passes: Callable[[dict], bool]) -> CheckDetails:
+    """A check of the shipped model's validation agreement against the model its stage started from (step 0,
+    named ``start``; see ``agreement_change``): passes with a note when no agreement was measured."""
+    change = agreement_change(validation, start)
+    if change["difference"] is None:
+        return True, change | {"note": "no validation agreement measured (no labelled validation prompts)"}
+    return passes(change), {k: _rounded(v) for k, v in change.items()}
+
+
+def _sft_improves(result: TrainedModel, _: PipelineConfig) -> CheckDetails:
+    """Warns when the shipped SFT student's validation agreement with the vote labels is not above the base
+    student's (step 0), e.g. when the base student itself shipped."""
+    return _against_start(result.metrics.get("validation") or {}, "base", lambda c: c["difference"] > 0)
+
+
+def _sft_not_worse(result: TrainedModel, _: PipelineConfig) -> CheckDetails:
+    """Fails when the shipped SFT student agrees with the validation prompts' vote labels less than the base
+    student did, by more than the 95% interval of the difference."""
+    return _against_start(
+        result.metrics.get("validation") or {}, "base", lambda c: c["difference_ci_high"] >= 0
+    )
+
+
+SFT_STUDENT_CHECKS = (
+    AssetCheck(
+        "sft_improves",
+        False,
+        "the shipped SFT student's validation agreement with the vote labels is above the base student's; a "
+        "warning only (ties ship the base student, step 0)",
+        _sft_improves,
+    ),
+    AssetCheck(
+        "sft_not_worse",
+        True,
+        "the shipped SFT student's validation agreement with the vote labels is not below the base student's by "
+        "more than the 95% interval of the difference",
+        _sft_not_worse,
+    ),
+)
+
+
+def _shipped(validation: dict[str, Any], steps: int | None) -> str:
+    """Which weights ship, in words: the base student, a step and its third of training, or the last step."""
+    selected = validation.get("selected_step")
+    if selected == 0:
+        return "base student (step 0): SFT did not improve validation agreement"
+    if selected is None:
+        return f"last step, not selected ({validation.get('note', 'no validation score')})"
+    return f"step {selected} of {steps} trained ({training_phase(selected, steps)} third)"
+
+
+def _unscored_benchmarks(validation: list[dict[str, Any]]) -> dict[str, Any]:
+    """The benchmarks whose validation prompts have no vote label to agree with (open-ended ones): decoded, but
+    left out of selection."""
+    labelled = {record["benchmark"] for record in validation if record["vote_answer"] is not None}
+    names = sorted({record["benchmark"] for record in validation} - labelled)
+    if not names:
+        return {}
+    return {
+        "validation_unscored": f"{', '.join(names)}: no vote labels (open-ended, or none labelled); their "
+        "validation prompts are decoded but not scored, and do not take part in selection"
+    }
+
+
+@committed("sft_student", checks=SFT_STUDENT_CHECKS)
 def make_sft_student(ctx: StepContext) -> StepResult:
-    """Fine-tune the base student on the teacher's good responses of every benchmark."""
+    """Fine-tune the base student on the teacher's good responses of every benchmark, validated on training
+    prompts held out of SFT (best checkpoint kept, the base student as step 0); fills ``sft_validation``."""
     config = ctx.config
     labels = upstream_partitions(ctx, "pseudo_labels")
-    examples = [example for benchmark in config.benchmark_names for example in _sft_examples(ctx, benchmark)]
+    _, validation = split_prompts(ctx, "sft")
+    held_out: dict[str, set[str]] = {}
+    for record in validation:
+        held_out.setdefault(record["benchmark"], set()).add(record["prompt_id"])
+    examples = [
+        example
+        for benchmark in config.benchmark_names
+        for example in _sft_examples(ctx, benchmark, held_out.get(benchmark, set()))
+    ]
     if not examples:
         raise RuntimeError(
             "sft_student: no teacher response earned a good label; nothing to train on "
-            "(check pseudo_labels coverage, or lower labeling.min_vote_share)"
+            "(check pseudo_labels coverage, or lower labeling.min_vote_share; "
+            f"{len(validation)} prompts are held out for validation by sft.validation_fraction)"
         )
     base = resolve_model(config.student.ref, ctx.rd_home, config.student.revision)
     version = content_hash(
@@ -145,7 +220,10 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         versioned_dump(config.sft),
         {name: record["data_version"] for name, record in labels.items()},
     )
-    ctx.log(f"sft_student: {len(examples)} examples from {len(labels)} benchmarks")
+    ctx.log(
+        f"sft_student: {len(examples)} examples from {len(labels)} benchmarks, {len(validation)} prompts held "
+        "out for validation"
+    )
     lineage = _partitions_lineage("pseudo_labels", labels)
     path, metrics, trained = _train_checkpoint(
         ctx,
@@ -153,10 +231,13 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         "sft_student",
         version,
         {"base": base.location, "revision": base.revision},
-        {"examples": examples},
+        {"examples": examples, "validation": validation},
         lineage,
         config.student.ref,
     )
+    curve = validation_rows("sft", version, metrics.get("validation") or {})
+    for benchmark in config.benchmark_names:
+        ctx.stage("sft_validation", benchmark, curve.get(benchmark, []), sft_version=version)
     return StepResult.of(
         version,
         TrainedModel(
@@ -165,7 +246,13 @@ def make_sft_student(ctx: StepContext) -> StepResult:
             teacher_versions=lineage.teacher_versions,
             lineage=lineage.upstream,
             metrics=metrics,
-            details={"examples": len(examples), **_skipped_benchmarks(ctx)},
+            details={
+                "examples": len(examples),
+                "validation_prompts": len(validation),
+                "shipped": _shipped(metrics.get("validation") or {}, metrics.get("steps")),
+                **_unscored_benchmarks(validation),
+                **_skipped_benchmarks(ctx),
+            },
         ),
     )
 
@@ -309,11 +396,9 @@ def make_reward_model(ctx: StepContext) -> StepResult:
 def _reward_hacking(result: TrainedModel, config: PipelineConfig) -> CheckDetails:
     """Fails when the shipped RL student agrees with the validation prompts' vote labels less than the SFT student
     did, by more than the 95% interval of the difference; shows reward against agreement either way."""
-    validation = result.metrics.get("validation") or {}
-    change = agreement_change(validation)
-    if change["difference"] is None:
-        return True, change | {"note": "no validation agreement measured (no labelled validation prompts)"}
-    return change["difference_ci_high"] >= 0, {k: _rounded(v) for k, v in change.items()}
+    return _against_start(
+        result.metrics.get("validation") or {}, "sft", lambda c: c["difference_ci_high"] >= 0
+    )
 
 
 def _rounded(value: Any) -> Any:
@@ -338,7 +423,7 @@ def make_rl_student(ctx: StepContext) -> StepResult:
     config = ctx.config
     sft_path, sft = latest_checkpoint(ctx, "sft_student")
     rm_path, rm = latest_checkpoint(ctx, "reward_model")
-    prompts, validation = rl_prompts(ctx)
+    prompts, validation = split_prompts(ctx, "rl")
     reference = reference_responses(ctx)
     version = content_hash(
         "rl",
@@ -365,7 +450,7 @@ def make_rl_student(ctx: StepContext) -> StepResult:
         lineage,
         f"sft_student@{sft['data_version']}",
     )
-    curve = validation_rows(version, metrics.get("validation") or {})
+    curve = validation_rows("rl", version, metrics.get("validation") or {})
     rollouts = rollout_table_rows(version, path)
     for benchmark in config.benchmark_names:
         ctx.stage("rl_validation", benchmark, curve.get(benchmark, []), rl_version=version)

@@ -11,8 +11,8 @@ from rd_pipeline.config import RlConfig
 from rd_pipeline.training.common import Stage, TrainedRun, check_records, step_values
 from rd_pipeline.training.rl_rewards import RewardModelReward, reward_functions
 from rd_pipeline.training.rl_rollouts import ROLLOUTS_FILE, rollout_recorder
-from rd_pipeline.training.rl_validation import PolicyValidator, ValidationPrompt
 from rd_pipeline.training.selection import BestWeights, selection_callback
+from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
 PROMPT_FIELDS = {"prompt": ("system", "user")}
 RL_STEP_KEYS = ("loss", "reward", "reward_std", "kl", "learning_rate")

@@ -1,8 +1,9 @@
-"""RL validation: the policy decodes held-out training prompts greedily, and is measured against their
-pseudo-labels (agreement with the majority vote), the reward model, its length and its KL to the SFT student.
+"""Validation of a student during SFT or RL: it decodes held-out training prompts greedily, and is measured
+against their pseudo-labels (agreement with the majority vote), and in RL also the reward model and its KL to the
+SFT student, with its answers' length.
 
-Validation prompts are training prompts held out of RL. Their gold answers, where a benchmark has them, are
-measured as a monitor only: selection uses agreement with the vote label, which needs no gold.
+Validation prompts are training prompts held out of the stage. Their gold answers, where a benchmark has them,
+are measured as a monitor only: selection uses agreement with the vote label, which needs no gold.
 """
 
 from __future__ import annotations
@@ -94,23 +95,24 @@ def greedy_completions(
 class PolicyValidator:
     """Measures the policy on the validation prompts; its score (what selection maximises) is the agreement
     with the vote labels over every labelled verifiable prompt, or, with no such prompt, the mean reward-model
-    score."""
+    score (None without a reward model: nothing selects). Without ``kl_since`` the KL is not measured."""
 
     def __init__(
         self,
         prompts: Sequence[ValidationPrompt],
         tokenizer,
         max_new_tokens: int,
-        reward_model: Callable[[Sequence[list[dict]]], list[float]] | None,
-        kl_since: KlSince,
+        reward_model: Callable[[Sequence[list[dict]]], list[float]] | None = None,
+        kl_since: KlSince | None = None,
     ) -> None:
         self.prompts = list(prompts)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.reward_model = reward_model
         self.kl_since = kl_since
-        self.selection_metric = (
-            "agreement" if any(p.vote_answer is not None for p in self.prompts) else "mean_reward"
+        labelled = any(p.vote_answer is not None for p in self.prompts)
+        self.selection_metric: str | None = (
+            "agreement" if labelled else "mean_reward" if reward_model is not None else None
         )
 
     def __call__(self, step: int, model) -> tuple[float | None, dict[str, Any]]:
@@ -135,14 +137,13 @@ class PolicyValidator:
             }
             for p, text, reward, length in zip(self.prompts, texts, rewards, lengths, strict=True)
         ]
-        kl = self.kl_since() if step > 0 else 0.0
+        kl = None if self.kl_since is None else self.kl_since() if step > 0 else 0.0
         values = {**_measures(rows), "kl": kl, "benchmarks": {}}
         by_benchmark: dict[str, list[dict]] = defaultdict(list)
         for row in rows:
             by_benchmark[row["benchmark"]].append(row)
         values["benchmarks"] = {name: _measures(group) for name, group in sorted(by_benchmark.items())}
-        score = values["agreement"] if self.selection_metric == "agreement" else values["mean_reward"]
-        return score, values
+        return (values[self.selection_metric] if self.selection_metric else None), values
 
 
 def _measures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -97,7 +97,14 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
 
         cfg = SftConfig.model_validate(settings["config"])
         return train_sft(
-            settings["base"], records["examples"], cfg, out_dir, seed, settings.get("revision"), callbacks
+            settings["base"],
+            records["examples"],
+            cfg,
+            out_dir,
+            seed,
+            settings.get("revision"),
+            callbacks,
+            validation=records.get("validation", []),
         )
     if job["kind"] == "reward_model":
         from rd_pipeline.training.reward import train_reward_model

@@ -64,9 +64,11 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         pool="gpu",
         op_tags=gpu_op_tags("sft_student", config),
         automation_condition=ON_CHANGE,
+        check_specs=check_specs("sft_student"),
     )
     def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer)."""
+        """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer), validated on held-out
+        training prompts (best checkpoint kept, base student as step 0); fills sft_validation."""
         return run_step(context, pipeline, with_pipes_training(context, make_sft_student))
 
     @dg.asset(

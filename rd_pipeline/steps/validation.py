@@ -1,0 +1,141 @@
+"""Held-out validation of sft_student and rl_student: training prompts split into training and validation
+prompts per stage, the validation curve's table rows (``sft_validation``, ``rl_validation``), and the shipped
+model's validation agreement against the model the stage started from (step 0).
+
+Each stage draws its validation prompts with its own salt (its name), so SFT and RL hold out different prompts:
+each is validated on prompts it never trained on, and neither takes the other's share of the training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Literal
+
+from rd_pipeline.benchmarks import get_benchmark
+from rd_pipeline.benchmarks.base import item_to_json
+from rd_pipeline.evaluation.metrics import wilson_interval
+from rd_pipeline.steps.context import StepContext
+from rd_pipeline.steps.prompts import read_prompts, row_to_item
+
+ValidatedStage = Literal["sft", "rl"]
+# Measures of one validation step and benchmark, as the validator reports them and the tables store them.
+MEASURES = ("agreement", "agreement_n", "gold_accuracy", "gold_n", "mean_reward", "mean_length", "prompts")
+
+
+def unit_hash(*parts: str) -> float:
+    """A stable number in [0, 1) for ``parts``."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def validation_split(benchmark: str, prompt_id: str, fraction: float, stage: ValidatedStage) -> str:
+    """``"validation"`` for a stable ``fraction`` share of training prompts (drawn for ``stage``), else
+    ``"train"``."""
+    return "validation" if unit_hash(benchmark, f"{stage}-validation", prompt_id) < fraction else "train"
+
+
+def vote_answers(ctx: StepContext, benchmark: str) -> dict[str, str]:
+    """Each labelled prompt's majority answer (verifiable benchmarks only)."""
+    if not get_benchmark(benchmark).verifiable:
+        return {}
+    return {
+        row["prompt_id"]: row["prompt_answer"]
+        for row in ctx.store.read("pseudo_labels", benchmark)
+        if row["prompt_labelled"] and row["prompt_answer"] is not None
+    }
+
+
+def split_prompts(
+    ctx: StepContext, stage: ValidatedStage
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every benchmark's training prompts as prompt records {"prompt", "benchmark", "prompt_id", "vote_answer",
+    "item"}: (training prompts, validation prompts) of ``stage``. Validation prompts are a stable
+    ``<stage>.validation_fraction`` of them, at most ``<stage>.max_validation_prompts``; the rest train (all of
+    them when that would leave none)."""
+    cfg = getattr(ctx.config, stage)
+    train: list[dict[str, Any]] = []
+    validation: list[tuple[float, dict[str, Any]]] = []
+    for benchmark in ctx.config.benchmark_names:
+        votes = vote_answers(ctx, benchmark)
+        for row in read_prompts(ctx, benchmark, "train"):
+            record = {
+                "prompt": [{"role": "user", "content": row["prompt"]}],
+                "benchmark": benchmark,
+                "prompt_id": row["prompt_id"],
+                "vote_answer": votes.get(row["prompt_id"]),
+                "item": item_to_json(row_to_item(row)),
+            }
+            if validation_split(benchmark, row["prompt_id"], cfg.validation_fraction, stage) == "validation":
+                validation.append((unit_hash(benchmark, f"{stage}-order", row["prompt_id"]), record))
+            else:
+                train.append(record)
+    validation.sort(key=lambda pair: pair[0])
+    kept = [record for _, record in validation[: cfg.max_validation_prompts]]
+    train += [record for _, record in validation[cfg.max_validation_prompts :]]
+    if not train:  # too few prompts to hold any out
+        return kept, []
+    return train, kept
+
+
+def validation_rows(
+    stage: ValidatedStage, version: str, validation: dict[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """The ``<stage>_validation`` rows of a trained model (its ``validation`` metrics), by benchmark: one per
+    validation step."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    selected = validation.get("selected_step")
+    for point in validation.get("curve", []):
+        for benchmark, measures in point.get("benchmarks", {}).items():
+            rows.setdefault(benchmark, []).append(
+                {
+                    "benchmark": benchmark,
+                    f"{stage}_version": version,
+                    "step": point["step"],
+                    **{key: measures.get(key) for key in MEASURES},
+                    "kl": point.get("kl"),
+                    "selected": point["step"] == selected,
+                }
+            )
+    return rows
+
+
+def _point(curve: list[dict[str, Any]], step: int | None) -> dict[str, Any]:
+    return next((point for point in curve if point["step"] == step), {})
+
+
+def agreement_change(validation: dict[str, Any], start: str) -> dict[str, Any]:
+    """The shipped model against the model its stage started from (validation step 0, named ``start``):
+    agreement (and the reward-model score, where measured) at step 0, at the shipped step and at the last
+    validation, and the 95% interval of the agreement difference (Newcombe's hybrid score interval from the two
+    Wilson intervals)."""
+    curve = validation.get("curve") or []
+    first, shipped = _point(curve, 0), _point(curve, validation.get("selected_step"))
+    last = curve[-1] if curve else {}
+    change: dict[str, Any] = {
+        f"agreement_{start}": first.get("agreement"),
+        "agreement_shipped": shipped.get("agreement"),
+        "agreement_last": last.get("agreement"),
+    }
+    if any(point.get("mean_reward") is not None for point in curve):
+        change |= {
+            f"reward_{start}": first.get("mean_reward"),
+            "reward_shipped": shipped.get("mean_reward"),
+            "reward_last": last.get("mean_reward"),
+        }
+    change |= {
+        "shipped_step": validation.get("selected_step"),
+        "last_step": last.get("step"),
+        "validation_prompts": first.get("agreement_n"),
+    }
+    p0, p1, n = first.get("agreement"), shipped.get("agreement"), first.get("agreement_n") or 0
+    if p0 is None or p1 is None or n == 0:
+        return change | {"difference": None, "difference_ci_low": None, "difference_ci_high": None}
+    low0, high0 = wilson_interval(round(p0 * n), n)
+    low1, high1 = wilson_interval(round(p1 * n), n)
+    difference = p1 - p0
+    return change | {
+        "difference": difference,
+        "difference_ci_low": difference - math.sqrt((p1 - low1) ** 2 + (high0 - p0) ** 2),
+        "difference_ci_high": difference + math.sqrt((high1 - p1) ** 2 + (p0 - low0) ** 2),
+    }
