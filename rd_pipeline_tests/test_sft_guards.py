@@ -19,8 +19,10 @@ from rd_pipeline.evaluation.metrics import training_phase
 from rd_pipeline.evaluation.report import render_report
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.context import StepContext
+from rd_pipeline.steps.prompts import make_benchmark_prompts
 from rd_pipeline.steps.results import TrainedModel
-from rd_pipeline.steps.validation import validation_split
+from rd_pipeline.steps.validation import held_out_of_sft, split_prompts, validation_split
 from rd_pipeline.training import train_sft
 
 
@@ -111,13 +113,38 @@ def test_sft_that_hurts_ships_the_base_student(answers_42: tuple[Path, dict], tm
     assert all(torch.equal(before[key], shipped[key]) for key in before)
 
 
-def test_sft_and_rl_hold_out_different_stable_prompts() -> None:
-    ids = [f"p{i}" for i in range(400)]
-    sft = {i for i in ids if validation_split("gsm8k", i, 0.2, "sft") == "validation"}
-    rl = {i for i in ids if validation_split("gsm8k", i, 0.2, "rl") == "validation"}
-    assert 40 < len(sft) < 120 and 40 < len(rl) < 120
-    assert sft != rl
-    assert sft == {i for i in ids if validation_split("gsm8k", i, 0.2, "sft") == "validation"}
+def test_rl_validation_prompts_are_held_out_of_sft_too(tmp_path: Path) -> None:
+    """RL validates on prompts neither SFT nor RL trained on (with RL's share and cap no larger than SFT's):
+    on prompts SFT learnt by heart, RL could never beat its step 0. The split is stable."""
+    config = load_preset("tiny")
+    config = config.model_copy(
+        update={
+            "benchmarks": [config.benchmarks[0].model_copy(update={"train_size": 24, "eval_size": 2})],
+            "sft": config.sft.model_copy(update={"validation_fraction": 0.6, "max_validation_prompts": 8}),
+            "rl": config.rl.model_copy(update={"validation_fraction": 0.4, "max_validation_prompts": 4}),
+            "paths": config.paths.model_copy(update={"rd_home": str(tmp_path / "rd")}),
+        }
+    )
+    ctx = StepContext(config)
+    make_benchmark_prompts(ctx, "gsm8k")
+    ids = {
+        stage: [[r["prompt_id"] for r in part] for part in split_prompts(ctx, stage)]
+        for stage in ("sft", "rl")
+    }
+    (sft_train, sft_validation), (rl_train, rl_validation) = ids["sft"], ids["rl"]
+    assert 1 <= len(rl_validation) <= 4 and len(rl_validation) < len(sft_validation) <= 8
+    assert set(rl_validation) <= set(sft_validation)
+    assert not set(rl_validation) & set(sft_train) and not set(rl_validation) & set(rl_train)
+    assert split_prompts(ctx, "rl")[1] == split_prompts(ctx, "rl")[1]
+    # SFT trains on neither its own validation prompts nor RL's, even with a larger RL share than SFT's.
+    assert held_out_of_sft(ctx) == {"gsm8k": set(sft_validation)}
+    larger = config.model_copy(update={"rl": config.rl.model_copy(update={"validation_fraction": 0.9})})
+    rl_larger = {r["prompt_id"] for r in split_prompts(StepContext(larger), "rl")[1]}
+    assert held_out_of_sft(StepContext(larger)) == {"gsm8k": set(sft_validation) | rl_larger}
+    ids_all = [f"p{i}" for i in range(400)]
+    held = {i for i in ids_all if validation_split("gsm8k", i, 0.2) == "validation"}
+    assert 40 < len(held) < 120
+    assert held < {i for i in ids_all if validation_split("gsm8k", i, 0.3) == "validation"}
 
 
 def _sft_checks(result: TrainedModel) -> dict[str, tuple[bool, bool, dict]]:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rd_pipeline.benchmarks.records import unit_hash
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import read_prompts
-from rd_pipeline.steps.validation import unit_hash
 from rd_pipeline.training.rl_rollouts import ROLLOUTS_FILE  # torch-free: the trainer loads only in its job
 
 REFERENCE_RESPONSES = 256  # SFT student responses scored to standardise the reward model

@@ -32,7 +32,7 @@ from rd_pipeline.steps.teacher import (
     sampling_requests,
     usage_row,
 )
-from rd_pipeline.steps.validation import agreement_change, split_prompts, validation_rows
+from rd_pipeline.steps.validation import agreement_change, held_out_of_sft, split_prompts, validation_rows
 
 if TYPE_CHECKING:
     from rd_pipeline.training.launch import JobKind
@@ -199,9 +199,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     config = ctx.config
     labels = upstream_partitions(ctx, "pseudo_labels")
     _, validation = split_prompts(ctx, "sft")
-    held_out: dict[str, set[str]] = {}
-    for record in validation:
-        held_out.setdefault(record["benchmark"], set()).add(record["prompt_id"])
+    held_out = held_out_of_sft(ctx)
     examples = [
         example
         for benchmark in config.benchmark_names

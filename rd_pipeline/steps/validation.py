@@ -2,18 +2,22 @@
 prompts per stage, the validation curve's table rows (``sft_validation``, ``rl_validation``), and the shipped
 model's validation agreement against the model the stage started from (step 0).
 
-Each stage draws its validation prompts with its own salt (its name), so SFT and RL hold out different prompts:
-each is validated on prompts it never trained on, and neither takes the other's share of the training data.
+Both stages draw their validation prompts from one stable order of the training prompts: SFT holds out the first
+``sft.validation_fraction`` of it, RL the first ``rl.validation_fraction``. With RL's share no larger than SFT's (the
+defaults are equal), RL's validation prompts are prompts neither SFT nor RL trained on: validated on prompts SFT
+had learnt by heart, an RL student could never beat the SFT student it starts from (step 0), and selection would
+ship step 0 whatever RL did. The prompts SFT holds out beyond RL's share are RL training prompts; RL's
+validation prompts are held out of SFT whatever the shares (``make_sft_student``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any, Literal
 
 from rd_pipeline.benchmarks import get_benchmark
 from rd_pipeline.benchmarks.base import item_to_json
+from rd_pipeline.benchmarks.records import unit_hash
 from rd_pipeline.evaluation.metrics import wilson_interval
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
@@ -23,16 +27,10 @@ ValidatedStage = Literal["sft", "rl"]
 MEASURES = ("agreement", "agreement_n", "gold_accuracy", "gold_n", "mean_reward", "mean_length", "prompts")
 
 
-def unit_hash(*parts: str) -> float:
-    """A stable number in [0, 1) for ``parts``."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def validation_split(benchmark: str, prompt_id: str, fraction: float, stage: ValidatedStage) -> str:
-    """``"validation"`` for a stable ``fraction`` share of training prompts (drawn for ``stage``), else
-    ``"train"``."""
-    return "validation" if unit_hash(benchmark, f"{stage}-validation", prompt_id) < fraction else "train"
+def validation_split(benchmark: str, prompt_id: str, fraction: float) -> str:
+    """``"validation"`` for a stable ``fraction`` share of training prompts, else ``"train"``; a smaller
+    fraction holds out a subset of what a larger one does."""
+    return "validation" if unit_hash(benchmark, "validation", prompt_id) < fraction else "train"
 
 
 def vote_answers(ctx: StepContext, benchmark: str) -> dict[str, str]:
@@ -66,8 +64,9 @@ def split_prompts(
                 "vote_answer": votes.get(row["prompt_id"]),
                 "item": item_to_json(row_to_item(row)),
             }
-            if validation_split(benchmark, row["prompt_id"], cfg.validation_fraction, stage) == "validation":
-                validation.append((unit_hash(benchmark, f"{stage}-order", row["prompt_id"]), record))
+            if validation_split(benchmark, row["prompt_id"], cfg.validation_fraction) == "validation":
+                # ordered by the split's own hash, so a smaller cap keeps a subset of what a larger one keeps
+                validation.append((unit_hash(benchmark, "validation", row["prompt_id"]), record))
             else:
                 train.append(record)
     validation.sort(key=lambda pair: pair[0])
@@ -76,6 +75,15 @@ def split_prompts(
     if not train:  # too few prompts to hold any out
         return kept, []
     return train, kept
+
+
+def held_out_of_sft(ctx: StepContext) -> dict[str, set[str]]:
+    """The prompt ids, by benchmark, whose teacher responses SFT must not train on: its own validation prompts
+    and RL's (so RL is validated against the SFT student on prompts neither learnt by heart)."""
+    held_out: dict[str, set[str]] = {}
+    for record in split_prompts(ctx, "sft")[1] + split_prompts(ctx, "rl")[1]:
+        held_out.setdefault(record["benchmark"], set()).add(record["prompt_id"])
+    return held_out
 
 
 def validation_rows(
