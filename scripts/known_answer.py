@@ -361,7 +361,14 @@ def pipeline_config(
             "max_pairs_per_prompt": 8,
             "heldout_fraction": 0.25,
         },
-        "sft": {"max_steps": size.sft_steps, "learning_rate": 1e-3, "batch_size": 16, "max_length": 96},
+        "sft": {
+            "max_steps": size.sft_steps,
+            "learning_rate": 1e-3,
+            "batch_size": 16,
+            "max_length": 96,
+            "eval_every_steps": max(1, size.sft_steps // 6),
+            "validation_max_new_tokens": 8,
+        },
         "reward_model": {
             "max_steps": size.rm_steps,
             "learning_rate": 1e-3,
