@@ -469,8 +469,8 @@ class SftConfig(EpochTrainerConfig):
         ge=0,
         lt=1,
         description="share of training prompts held out of SFT as validation prompts (by a stable hash of the "
-        "prompt id, salted differently from RL's split); their teacher responses are not SFT examples. "
-        "0 = no validation, the last step ships",
+        "prompt id, the same order RL's split takes its share from); their teacher responses are not SFT "
+        "examples, and neither are those of RL's validation prompts. 0 = no validation, the last step ships",
     )
     max_validation_prompts: int = Field(
         default=256, ge=1, description="at most this many validation prompts (a stable subset)"
@@ -588,7 +588,8 @@ class RlConfig(TrainerConfig):
         ge=0,
         lt=1,
         description="share of training prompts held out of RL as validation prompts (by a stable hash of the "
-        "prompt id); 0 = no validation, the last step ships",
+        "prompt id); SFT does not train on them either, so RL is compared with the SFT student on prompts "
+        "neither learnt. 0 = no validation, the last step ships",
     )
     max_validation_prompts: int = Field(
         default=256, ge=1, description="at most this many validation prompts (a stable subset)"
