@@ -41,13 +41,13 @@ def test_every_task_has_distinct_right_answers():
 
 def test_rl_validation_is_none_without_a_curve():
     known_answer = _load_script("known_answer")
-    assert known_answer.rl_validation({}) is None
+    assert known_answer.validation_summary({}) is None
     curve = [
         {"step": 0, "agreement": 0.5, "mean_reward": 0.1},
         {"step": 4, "agreement": 0.6, "mean_reward": 0.3},
     ]
-    found = known_answer.rl_validation({"validation": {"curve": curve, "selected_step": 4}})
-    assert (found["sft_agreement"], found["selected_agreement"], found["selected_mean_reward"]) == (
+    found = known_answer.validation_summary({"validation": {"curve": curve, "selected_step": 4}})
+    assert (found["start_agreement"], found["selected_agreement"], found["selected_mean_reward"]) == (
         0.5,
         0.6,
         0.3,

@@ -452,9 +452,10 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def rl_validation(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The RL validation curve of the shipped checkpoint's lineage metrics, with step 0 (the SFT student) and
-    the selected step picked out; None when the lineage records no curve."""
+def validation_summary(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The validation curve in a checkpoint's lineage metrics (SFT or RL), with step 0 (the model the stage
+    started from: the base student for SFT, the SFT student for RL) and the selected step picked out; None when
+    the lineage records no curve."""
     found = metrics.get("validation")
     if not isinstance(found, dict) or not found.get("curve"):
         return None
@@ -477,11 +478,11 @@ def rl_validation(metrics: dict[str, Any]) -> dict[str, Any] | None:
         "selected_step": selected,
         "stopped_early_at": found.get("stopped_early_at"),
         "prompts": found.get("prompts"),
-        "sft_agreement": start.get("agreement"),
+        "start_agreement": start.get("agreement"),
         "selected_agreement": chosen.get("agreement"),
-        "sft_gold_accuracy": start.get("gold_accuracy"),
+        "start_gold_accuracy": start.get("gold_accuracy"),
         "selected_gold_accuracy": chosen.get("gold_accuracy"),
-        "sft_mean_reward": start.get("mean_reward"),
+        "start_mean_reward": start.get("mean_reward"),
         "selected_mean_reward": chosen.get("mean_reward"),
         "curve": curve,
     }
@@ -530,6 +531,10 @@ def measure(config_file: Path) -> dict[str, Any]:
     rm_metrics = read_lineage(rm_path).get("metrics", {})
     rl_record = ctx.upstream_version("rl_student")
     rl_metrics = read_lineage(checkpoint_dir(ctx, "rl_student", rl_record["data_version"])).get("metrics", {})
+    sft_record = ctx.upstream_version("sft_student")
+    sft_metrics = read_lineage(checkpoint_dir(ctx, "sft_student", sft_record["data_version"])).get(
+        "metrics", {}
+    )
     gold_pairs = heldout_gold_pairs(store, items, prompts, config.labeling.heldout_fraction, pair_split)
     with RewardScorer(str(rm_path)) as scorer:
         chosen = scorer.score([p[0] for p in gold_pairs])
@@ -570,7 +575,11 @@ def measure(config_file: Path) -> dict[str, Any]:
         "rl_rewards_config": rl_metrics.get("rewards_config"),
         "rl_reward_start": rl_metrics.get("reward_start"),
         "rl_reward_end": rl_metrics.get("reward_end"),
-        "rl_validation": rl_validation(rl_metrics),
+        "rl_validation": validation_summary(rl_metrics),
+        "sft_minus_base": paired_difference(
+            correct_by_role.get("sft_student", {}), correct_by_role.get("base_student", {})
+        ),
+        "sft_validation": validation_summary(sft_metrics),
         "rl_student_version": rl_record["data_version"],
         "reward_model_version": rm_record["data_version"],
         "reward_labels_version": reward_labels["data_version"],
@@ -658,7 +667,7 @@ def table(figures: dict[str, Any], checks: dict[str, bool | None]) -> str:
     if validation:
         lines.append(
             f"{'RL validation agreement, step 0 (SFT) -> selected step':<58} "
-            f"{fmt(validation['sft_agreement'])} -> {fmt(validation['selected_agreement'])} "
+            f"{fmt(validation['start_agreement'])} -> {fmt(validation['selected_agreement'])} "
             f"(step {validation['selected_step']})"
         )
     else:

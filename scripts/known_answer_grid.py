@@ -95,9 +95,12 @@ FIGURES: list[Figure] = [
     ("reward_sft", "mean reward, SFT (eval)", REWARD_SFT),
     ("reward_rl", "mean reward, RL (eval)", REWARD_RL),
     ("reward_rl_minus_sft", "mean reward RL - SFT", _minus(REWARD_RL, REWARD_SFT)),
-    ("val_sft", "RL validation agreement, step 0 (SFT)", _field("rl_validation", "sft_agreement")),
+    ("val_sft", "RL validation agreement, step 0 (SFT)", _field("rl_validation", "start_agreement")),
     ("val_rl", "RL validation agreement, shipped step", _field("rl_validation", "selected_agreement")),
     ("val_step", "RL shipped step", _field("rl_validation", "selected_step")),
+    ("sft_val_base", "SFT validation agreement, step 0 (base)", _field("sft_validation", "start_agreement")),
+    ("sft_val", "SFT validation agreement, shipped step", _field("sft_validation", "selected_agreement")),
+    ("sft_val_step", "SFT shipped step", _field("sft_validation", "selected_step")),
 ]
 
 
@@ -187,6 +190,8 @@ def setting_targets(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any
 
     highs = [run["figures"]["rl_minus_sft"]["high"] for run in runs]
     keeps = None if not highs or None in highs else all(h >= 0 for h in highs)
+    sft_highs = [(run["figures"].get("sft_minus_base") or {}).get("high") for run in runs]
+    sft_keeps = None if not sft_highs or None in sft_highs else all(h >= 0 for h in sft_highs)
     rm = summary["rm_gold"]
     return {
         ka.TARGET_VOTE: above("vote_minus_single"),
@@ -196,6 +201,10 @@ def setting_targets(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any
             "upper bounds " + ", ".join(ka.fmt(h) for h in highs),
         ),
         "RL beats SFT (interval over seeds above 0)": above("rl_minus_sft", use_low=True),
+        "shipped SFT not below base beyond its 95% interval, every seed": (
+            sft_keeps,
+            "upper bounds " + ", ".join(ka.fmt(h) for h in sft_highs),
+        ),
         ka.TARGET_RM: (None if rm["mean"] is None else rm["mean"] >= 0.7, ka.fmt(rm["mean"])),
     }
 
@@ -246,21 +255,25 @@ def markdown(grid: dict[str, Any]) -> str:
         "",
         "Per seed (RL - SFT with its paired 95% interval over eval prompts):",
         "",
-        "| seed | teacher | rewards | single | vote | teacher greedy | base | SFT | RL | RL - SFT | RM gold | "
-        "reward SFT -> RL | validation SFT -> RL (step) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| seed | teacher | rewards | single | vote | teacher greedy | base | SFT | SFT - base | SFT validation "
+        "base -> SFT (step) | RL | RL - SFT | RM gold | reward SFT -> RL | validation SFT -> RL (step) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t, r in settings:
         for run in groups[(t, r)]:
             f = run["figures"]
             acc, d, v = f["accuracy"], f["rl_minus_sft"], f.get("rl_validation") or {}
+            sd, sv = f.get("sft_minus_base") or {}, f.get("sft_validation") or {}
             lines.append(
                 f"| {run['seed']} | {t} | {r} | {ka.fmt(f['teacher_single_sample_accuracy'])} | "
                 f"{ka.fmt(f['vote_label_accuracy'])} | {ka.fmt(acc['teacher'])} | {ka.fmt(acc['base_student'])} | "
-                f"{ka.fmt(acc['sft_student'])} | {ka.fmt(acc['rl_student'])} | {ka.fmt(d['mean'])} "
+                f"{ka.fmt(acc['sft_student'])} | {ka.fmt(sd.get('mean'))} [{ka.fmt(sd.get('low'))}, "
+                f"{ka.fmt(sd.get('high'))}] | {ka.fmt(sv.get('start_agreement'))} -> "
+                f"{ka.fmt(sv.get('selected_agreement'))} ({ka.fmt(sv.get('selected_step'))}) | "
+                f"{ka.fmt(acc['rl_student'])} | {ka.fmt(d['mean'])} "
                 f"[{ka.fmt(d['low'])}, {ka.fmt(d['high'])}] | {ka.fmt(f['reward_model_gold_pair_accuracy'])} | "
                 f"{ka.fmt(f['mean_reward']['sft_student'])} -> {ka.fmt(f['mean_reward']['rl_student'])} | "
-                f"{ka.fmt(v.get('sft_agreement'))} -> {ka.fmt(v.get('selected_agreement'))} "
+                f"{ka.fmt(v.get('start_agreement'))} -> {ka.fmt(v.get('selected_agreement'))} "
                 f"({ka.fmt(v.get('selected_step'))}) |"
             )
     problems = [
