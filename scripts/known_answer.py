@@ -337,9 +337,16 @@ def write_benchmark(directory: Path, train: list[Problem], held: list[Problem]) 
 
 
 def pipeline_config(
-    work: Path, run_dir: Path, size: Size, seed: int, teacher: str, rewards: dict[str, Any]
+    work: Path,
+    run_dir: Path,
+    size: Size,
+    seed: int,
+    teacher: str,
+    rewards: dict[str, Any],
+    pair_margin: str = "vote_share",
 ) -> dict[str, Any]:
-    """The pipeline's config for one teacher and one RL reward setting (``rewards``: ``rl`` fields)."""
+    """The pipeline's config for one teacher and one RL reward setting (``rewards``: ``rl`` fields), with the
+    reward pairs' ``labeling.pair_margin``."""
     sampling = {"temperatures": list(TEMPERATURES), "max_new_tokens": 8, "seed": seed}
     return {
         "teacher": {"ref": str(work / "models" / f"teacher_{teacher}"), "batch_size": 64},
@@ -360,6 +367,7 @@ def pipeline_config(
             "min_valid_votes": 2,
             "max_pairs_per_prompt": 8,
             "heldout_fraction": 0.25,
+            "pair_margin": pair_margin,
         },
         "sft": {
             "max_steps": size.sft_steps,
@@ -685,7 +693,12 @@ def table(figures: dict[str, Any], checks: dict[str, bool | None]) -> str:
 
 
 def run_teacher(
-    work: Path, size: Size, seed: int, teacher: str, reward_settings: dict[str, dict[str, Any]]
+    work: Path,
+    size: Size,
+    seed: int,
+    teacher: str,
+    reward_settings: dict[str, dict[str, Any]],
+    pair_margin: str = "vote_share",
 ) -> list[dict[str, Any]]:
     """The pipeline for one teacher, once per reward setting in the same ``RD_HOME``, each measured."""
     import yaml
@@ -695,7 +708,7 @@ def run_teacher(
     runs: list[dict[str, Any]] = []
     for name, rewards in reward_settings.items():
         config_file = run_dir / f"config_{name}.yaml"
-        data = pipeline_config(work, run_dir, size, seed, teacher, rewards)
+        data = pipeline_config(work, run_dir, size, seed, teacher, rewards, pair_margin)
         config_file.write_text(yaml.safe_dump(data, sort_keys=False))
         started = time.perf_counter()
         failed = run_pipeline(config_file)
@@ -725,6 +738,7 @@ def run_experiment(
     reward_settings: dict[str, dict[str, Any]] | None = None,
     rm_steps: int | None = None,
     only: list[str] | None = None,
+    pair_margin: str = "vote_share",
 ) -> dict[str, Any]:
     """Pre-train the models, run the pipeline for each teacher ({name: target sampled accuracy}, default
     ``TEACHER_TARGETS``; ``only`` runs some of them, all being pre-trained) and reward setting (default
@@ -738,7 +752,11 @@ def run_experiment(
     pretraining = prepare(work, task, size, seed, teachers)
     pretrain_s = time.perf_counter() - started
     chosen = [teacher for teacher in teachers if only is None or teacher in only]
-    runs = [run for teacher in chosen for run in run_teacher(work, size, seed, teacher, reward_settings)]
+    runs = [
+        run
+        for teacher in chosen
+        for run in run_teacher(work, size, seed, teacher, reward_settings, pair_margin)
+    ]
     for run in runs:
         run["teacher_target"] = teachers[run["teacher"]]
     return {
@@ -749,6 +767,7 @@ def run_experiment(
         "temperatures": list(TEMPERATURES),
         "teacher_targets": teachers,
         "reward_settings": reward_settings,
+        "pair_margin": pair_margin,
         "pretraining": pretraining,
         "pretrain_s": round(pretrain_s, 1),
         "pipeline_s": round(time.perf_counter() - started - pretrain_s, 1),
@@ -793,6 +812,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", help="run only these teachers (comma-separated); all are pre-trained")
     parser.add_argument("--rm-steps", type=int, help="reward-model training steps (default: by size)")
+    parser.add_argument(
+        "--pair-margin", choices=("vote_share", "none"), default="vote_share", help="labeling.pair_margin"
+    )
     parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
     parser.add_argument(
         "--out", type=Path, help="JSON result (default: bench-results/known_answer[_TASK][_SIZE].json)"
@@ -807,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         reward_settings=settings,
         rm_steps=args.rm_steps,
         only=args.only.split(",") if args.only else None,
+        pair_margin=args.pair_margin,
     )
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
