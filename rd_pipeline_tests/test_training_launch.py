@@ -149,6 +149,34 @@ def test_failed_training_under_dagster_pipes_says_why(tmp_path: Path) -> None:
     assert message.startswith("training sft failed (job ") and "no-such-model" in message
 
 
+def test_pipes_launch_returns_the_metrics_the_worker_wrote_without_its_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training group whose Pipes materialization report never arrives (lost on a loaded machine) still gives
+    the step the metrics its worker wrote to the job directory."""
+    import rd_pipeline.training.launch as launch
+    from rd_pipeline.defs.assets.models import pipes_launcher
+
+    job = _sft_job(tmp_path, "unused", SftConfig(max_steps=1), "sft")
+    worker = (
+        "import json, sys\n"
+        "from dagster_pipes import open_dagster_pipes\n"
+        "with open_dagster_pipes() as pipes:\n"
+        "    pipes.log.info('trained')\n"
+        f"    open({str(job.job_dir / 'result.json')!r}, 'w').write(json.dumps({{'steps': 1, 'final_loss': 0.5}}))\n"
+    )
+    monkeypatch.setattr(launch, "launch_command", lambda _job: [sys.executable, "-c", worker])
+    returned: list[dict] = []
+
+    @dg.asset
+    def trained(context):  # unannotated: Dagster refuses a string annotation
+        returned.append(pipes_launcher(context)(job))
+        return dg.MaterializeResult()
+
+    assert dg.materialize([trained]).success
+    assert returned == [{"steps": 1, "final_loss": 0.5}]
+
+
 def _make_hub_cache(cache: Path, base: str) -> None:
     """An offline Hugging Face cache holding rdtest/tiny at two revisions: main (2 layers), small (1 layer)."""
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -25,20 +25,22 @@ MODEL_KINDS = {"pytorch", "huggingface"}
 def pipes_launcher(context: dg.AssetExecutionContext) -> Callable[[Any], dict[str, Any]]:
     """Launch a training job's ``accelerate launch`` group through Dagster Pipes: the main process streams its
     logs and per-step metrics to this run and reports its metrics and checkpoint path as a materialization.
-    A failed group raises the worker's own error. Dagster's notice that Pipes uses a preview API of its own is
-    left out of the run output."""
-    from rd_pipeline.training.launch import launch_command, training_failure
+    The metrics returned are those the worker wrote to its job directory (``read_result``), as without Pipes: a
+    Pipes message can be lost on a loaded machine (a run's reward-model step once got no materialization
+    report), the file cannot. A failed group raises the worker's own error. Dagster's notice that Pipes uses a
+    preview API of its own is left out of the run output."""
+    from rd_pipeline.training.launch import launch_command, read_result, training_failure
 
     def launch(job: Any) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=dg.PreviewWarning)
             try:
-                invocation = dg.PipesSubprocessClient().run(
+                dg.PipesSubprocessClient().run(
                     command=launch_command(job), context=context, extras={"job_dir": str(job.job_dir)}
                 )
             except Exception as error:  # the group failed: say why, in the worker's words where it left them
                 raise training_failure(job, detail=str(error)) from None
-        return invocation.get_materialize_result().metadata["metrics"].value
+        return read_result(job)
 
     return launch
 
