@@ -190,7 +190,7 @@ def train_rl(
     """Train ``policy`` on ``prompts`` against the configured reward sources (``cfg.rewards``).
 
     Prompt records are {"prompt": [user message], "benchmark", "prompt_id", "vote_answer" (None: no majority
-    answer), "item" (``item_json``)}. Each step samples ``cfg.num_generations`` completions per prompt;
+    answer), "item" (``item_to_json``)}. Each step samples ``cfg.num_generations`` completions per prompt;
     ``cfg.batch_size`` counts completions per step. The reward model's scores are standardised with its scores on
     ``reference`` (the SFT student's own responses, as conversations). With ``cfg.beta`` > 0 the loss adds a KL
     penalty against the policy as loaded (the SFT student). Every ``cfg.eval_every_steps`` steps the policy
