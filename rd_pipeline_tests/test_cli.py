@@ -307,3 +307,60 @@ def test_materialize_passes_its_config_explicitly_not_through_the_environment(tm
     assert main(["materialize", "--preset", "tiny", "--select", "teacher_answers"]) == 2
     assert "teacher_answers" in capsys.readouterr().err
     assert "RD_PRESET" not in os.environ and "RD_CONFIG" not in os.environ
+
+
+def _processes_with_env(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds `marker` (`rd ui` and everything it started)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.slow  # starts the Dagster UI: about 30 s on 2 cores
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the child processes")
+def test_rd_ui_stopped_by_sigterm_leaves_no_process_serving(tmp_path: Path):
+    import signal
+    import socket
+    import time
+
+    from rd_pipeline_tests.ui_server import free_port
+
+    port, marker = free_port(), f"RD_UI_TEST_MARKER={tmp_path.name}"
+    env = {**os.environ, "RD_HOME": str(tmp_path / "rd"), marker.split("=")[0]: marker.split("=")[1]}
+    rd = subprocess.Popen(
+        [sys.executable, "-m", "rd_pipeline.cli", "ui", "--preset", "tiny", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def serving() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        deadline = time.monotonic() + 240
+        while not serving():
+            assert rd.poll() is None, f"rd ui exited with {rd.returncode} before serving"
+            assert time.monotonic() < deadline, "rd ui did not serve its port within 240 s"
+            time.sleep(0.5)
+        assert len(_processes_with_env(marker)) > 1  # rd and dagster dev's processes
+        rd.send_signal(signal.SIGTERM)
+        exit_status = rd.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while (_processes_with_env(marker) or serving()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not serving(), f"port {port} still served after rd ui stopped"
+        assert not _processes_with_env(marker), "processes started by rd ui outlived it"
+        assert exit_status == 128 + signal.SIGTERM
+    finally:
+        for pid in _processes_with_env(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
