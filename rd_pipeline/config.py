@@ -9,19 +9,18 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rd_pipeline.benchmarks import BENCHMARKS
+from rd_pipeline.benchmark_traits import BENCHMARK_TRAITS
 from rd_pipeline.hashing import short_hash
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-# The benchmark names and traits below are what the registry's benchmarks declare (rd_pipeline.benchmarks, which
-# does not import this module at run time).
-ALL_BENCHMARKS = tuple(BENCHMARKS)  # in report order
+# The benchmark names and traits below are those the registry's benchmarks are built from.
+ALL_BENCHMARKS = tuple(BENCHMARK_TRAITS)  # in report order
 # Benchmarks without a gold answer (not ``verifiable``): answers are judged.
-OPEN_ENDED_BENCHMARKS = tuple(name for name, bench in BENCHMARKS.items() if not bench.verifiable)
+OPEN_ENDED_BENCHMARKS = tuple(name for name, bench in BENCHMARK_TRAITS.items() if not bench.verifiable)
 # Benchmarks that are evaluation data only (GSM-Plus perturbs GSM8K test questions).
-EVAL_ONLY_BENCHMARKS = tuple(name for name, bench in BENCHMARKS.items() if bench.eval_only)
+EVAL_ONLY_BENCHMARKS = tuple(name for name, bench in BENCHMARK_TRAITS.items() if bench.eval_only)
 # Benchmarks evaluated on every record unless eval_size says otherwise.
-EVALUATED_IN_FULL = tuple(name for name, bench in BENCHMARKS.items() if bench.evaluated_in_full)
+EVALUATED_IN_FULL = tuple(name for name, bench in BENCHMARK_TRAITS.items() if bench.evaluated_in_full)
 DEFAULT_TRAIN_SIZE, DEFAULT_EVAL_SIZE = 16, 8
 # The four evaluated models: the teacher, the student before training, after SFT and after RL.
 MODEL_ROLES = ("teacher", "base_student", "sft_student", "rl_student")
@@ -283,7 +282,7 @@ class BenchmarkConfig(_Strict):
             raise ValueError("source 'local' needs 'path'")
         if self.eval_only and self.train_size:
             why = (
-                f"{self.name} is evaluation-only ({BENCHMARKS[self.name].eval_only_reason})"
+                f"{self.name} is evaluation-only ({BENCHMARK_TRAITS[self.name].eval_only_reason})"
                 if self.name in EVAL_ONLY_BENCHMARKS
                 else f"{self.name} is set eval_only"
             )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rd_pipeline.locks import held_lock
+from rd_pipeline.observed import SourceUnavailable, observe
 
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_H64 = "tiny-random-h64"
@@ -92,7 +93,6 @@ def hub_commit(ref: str, revision: str | None, rd_home: Path) -> str:
     cached = try_to_load_from_cache(ref, "config.json", revision=revision)
     if isinstance(cached, str):
         return Path(cached).parent.name
-    from rd_pipeline.generation.observed import SourceUnavailable, observe
 
     def ask_hub() -> dict[str, str]:
         from huggingface_hub import HfApi

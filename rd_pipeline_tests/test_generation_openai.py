@@ -22,9 +22,9 @@ from rd_pipeline.config import ApiConfig, ModelConfig
 from rd_pipeline.generation.api_client import backoff_delay, parse_chat_body, parse_retry_after
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.journal import Journal, identity_version
-from rd_pipeline.generation.observed import IdentityUnobservable
 from rd_pipeline.generation.openai_backend import ApiError, OpenAIGenerator, derived_seed
 from rd_pipeline.generation.rate_limit import TokenBucket
+from rd_pipeline.observed import IdentityUnobservable
 from rd_pipeline_tests.fault_server import FAULTS, FaultServer, FaultSettings, fake_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import local_model_identity
-from rd_pipeline.generation.observed import IdentityUnobservable
 from rd_pipeline.models import TINY_RANDOM, TINY_RANDOM_H64, ModelResolutionError, resolve_model
+from rd_pipeline.observed import IdentityUnobservable
 
 
 def test_tiny_random_is_built_once_and_identically(tmp_path: Path):

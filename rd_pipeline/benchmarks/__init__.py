@@ -12,7 +12,7 @@ from rd_pipeline.benchmarks.gsm_plus import GsmPlus
 from rd_pipeline.benchmarks.mmlu_pro import MmluPro
 from rd_pipeline.benchmarks.selection import PromptSelection, load_pools, select_benchmarks, select_from_pools
 
-if TYPE_CHECKING:  # the configuration reads the registry, so it is not imported here at run time
+if TYPE_CHECKING:
     from rd_pipeline.config import BenchmarkConfig, PipelineConfig
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (Gsm8k(), GsmPlus(), MmluPro(), AlpacaEval())}

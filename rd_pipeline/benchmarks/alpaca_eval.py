@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from rd_pipeline.benchmark_traits import BENCHMARK_TRAITS
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, DataPart, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.hub import read_hub, read_hub_json
@@ -14,9 +15,7 @@ from rd_pipeline.benchmarks.records import Record, field_str, short_hash
 
 
 class AlpacaEval(Benchmark):
-    name = "alpaca_eval"
-    verifiable = False
-    evaluated_in_full = True
+    traits = BENCHMARK_TRAITS["alpaca_eval"]
     # The sample was written for this project, in the same format.
     parts = (DataPart("alpaca_eval_gpt4_baseline.json", "alpaca_eval_sample.json", "eval"),)
     file_format = "json"

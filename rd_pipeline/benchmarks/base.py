@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rd_pipeline.benchmark_traits import BenchmarkTraits
 from rd_pipeline.benchmarks.hub import hub_source, read_hub
 from rd_pipeline.benchmarks.records import Record, read_json_array, read_jsonl
 from rd_pipeline.benchmarks.sources import SAMPLES
@@ -81,11 +82,7 @@ class _SourcePart:
 class Benchmark(ABC):
     """A benchmark: what and where its data is, how to prompt for it, and how to score answers to it."""
 
-    name: str
-    verifiable: bool  # answers have a gold final answer to extract and compare; else open-ended and judged
-    eval_only: bool = False  # evaluation data only: no train prompts unless a config explicitly opts in
-    eval_only_reason: str = ""  # why, as error messages say it
-    evaluated_in_full: bool = False  # eval_size defaults to every record
+    traits: BenchmarkTraits  # name, verifiable, eval_only: what the configuration knows of it too
     parts: tuple[DataPart, ...]  # one part per split where the data comes split, else one
     # The files' format: JSON Lines, or one JSON array of objects (where a local file named .jsonl is JSON Lines).
     file_format: Literal["jsonl", "json"] = "jsonl"
@@ -93,6 +90,20 @@ class Benchmark(ABC):
     hub_config: str | None = None
     breakdown_field: str | None = None  # the ``meta`` field whose values eval scores are broken down by
     n_options: int = 0  # multiple choice: the most options an item may have; 0: answers are not choices
+
+    @property
+    def name(self) -> str:
+        return self.traits.name
+
+    @property
+    def verifiable(self) -> bool:
+        """Answers have a gold final answer to extract and compare; else open-ended and judged."""
+        return self.traits.verifiable
+
+    @property
+    def eval_only(self) -> bool:
+        """Evaluation data only: no train prompts unless a config explicitly opts in."""
+        return self.traits.eval_only
 
     @property
     def file_names(self) -> tuple[str, ...]:

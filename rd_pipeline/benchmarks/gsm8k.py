@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from rd_pipeline.benchmark_traits import BENCHMARK_TRAITS
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, DataPart, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import extract_number, numbers_equal
@@ -21,8 +22,7 @@ def gold_from_solution(solution: str) -> str | None:
 
 
 class Gsm8k(Benchmark):
-    name = "gsm8k"
-    verifiable = True
+    traits = BENCHMARK_TRAITS["gsm8k"]
     parts = (
         DataPart("train.jsonl", "gsm8k_train_sample.jsonl", "train", "train"),
         DataPart("test.jsonl", "gsm8k_test_sample.jsonl", "test", "eval"),

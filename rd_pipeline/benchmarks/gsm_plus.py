@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rd_pipeline.benchmark_traits import BENCHMARK_TRAITS
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, DataPart, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import NONE_ANSWER, extract_number, is_number, numbers_equal
@@ -25,10 +26,7 @@ class GsmPlus(Benchmark):
     """Evaluation-only: every item perturbs a GSM8K test question (its seed). Where a config opts in to training,
     train and eval are carved by a hash of the seed question, so all variants of a seed share a side."""
 
-    name = "gsm_plus"
-    verifiable = True
-    eval_only = True
-    eval_only_reason = "its questions perturb GSM8K test questions"
+    traits = BENCHMARK_TRAITS["gsm_plus"]
     # The sample was written for this project, in the same format.
     parts = (DataPart("gsmplus_testmini.jsonl", "gsm_plus_sample.jsonl", "testmini"),)
     hub_id = "qintongli/GSM-Plus"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rd_pipeline.benchmark_traits import BENCHMARK_TRAITS
 from rd_pipeline.benchmarks.base import Benchmark, BenchmarkItem, DataPart, Split
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.extraction import LETTERS, choices_equal, extract_choice
@@ -10,8 +11,7 @@ from rd_pipeline.benchmarks.splits import hash_split
 
 
 class MmluPro(Benchmark):
-    name = "mmlu_pro"
-    verifiable = True
+    traits = BENCHMARK_TRAITS["mmlu_pro"]
     parts = (DataPart("test.jsonl", "mmlu_pro_sample.jsonl", "test"),)
     hub_id = "TIGER-Lab/MMLU-Pro"
     breakdown_field = "category"

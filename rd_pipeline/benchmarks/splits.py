@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
 from rd_pipeline.benchmarks.records import unit_hash
-
-if TYPE_CHECKING:
-    from rd_pipeline.benchmarks.base import BenchmarkItem
 
 Split = Literal["train", "eval"]
 TRAIN_FRACTION = 0.5
@@ -20,7 +17,14 @@ def hash_split(benchmark: str, key: str, train_fraction: float = TRAIN_FRACTION)
     return "train" if unit_hash(benchmark, "split", key) < train_fraction else "eval"
 
 
-def check_unique(items: Sequence[BenchmarkItem], source: str) -> None:
+class Identified(Protocol):
+    """Anything with a record id, as benchmark items have."""
+
+    @property
+    def item_id(self) -> str: ...
+
+
+def check_unique(items: Sequence[Identified], source: str) -> None:
     """Fail if two items share an id (a duplicated question)."""
     seen: set[str] = set()
     for item in items:

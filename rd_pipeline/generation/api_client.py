@@ -24,8 +24,8 @@ import httpx
 
 from rd_pipeline.config import ApiConfig
 from rd_pipeline.generation.endpoints import EndpointPool
-from rd_pipeline.generation.observed import SourceUnavailable
 from rd_pipeline.hashing import short_hash
+from rd_pipeline.observed import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -365,3 +365,8 @@ def model_fingerprint(entry: dict[str, Any]) -> str:
     """A short hash of the stable fields of a GET /models entry."""
     stable = {name: entry[name] for name in STABLE_MODEL_FIELDS if name in entry}
     return short_hash(stable)
+
+
+def estimate_input_tokens(messages: list[dict[str, str]]) -> int:
+    """A deliberately high estimate of a chat request's prompt tokens (UTF-8 bytes / 3 plus overhead)."""
+    return sum(len(m.get("content", "").encode()) // 3 + 8 for m in messages) + 8

@@ -36,6 +36,7 @@ from rd_pipeline.generation.api_client import (
     ChatClient,
     ChatResult,
     RequestAbandoned,
+    estimate_input_tokens,
     fetch_model_entry,
     model_fingerprint,
 )
@@ -49,23 +50,18 @@ from rd_pipeline.generation.base import (
 )
 from rd_pipeline.generation.journal import PendingSample, SpendEntry, identity_version
 from rd_pipeline.generation.journaled import Batches, FinishedBatch, JournaledGenerator, JournalRun
-from rd_pipeline.generation.observed import SourceUnavailable, observe
 from rd_pipeline.generation.rate_limit import RateLimiter
+from rd_pipeline.observed import SourceUnavailable, observe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiError", "OpenAIGenerator", "derived_seed", "estimate_input_tokens"]
+__all__ = ["ApiError", "OpenAIGenerator", "derived_seed"]
 
 
 def derived_seed(base_seed: int, sample_index: int) -> int:
     """The seed of a sample asked for on its own: a hash of the base seed and the sample index (31 bits)."""
     digest = hashlib.sha256(f"{base_seed}/{sample_index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def estimate_input_tokens(request: GenerationRequest) -> int:
-    """A deliberately high estimate of a request's prompt tokens (UTF-8 bytes / 3 plus overhead)."""
-    return sum(len(m.get("content", "").encode()) // 3 + 8 for m in request.messages) + 8
 
 
 @dataclass
@@ -314,7 +310,7 @@ class _Sending:
                 self.not_sent += len(unit.samples)
                 return None
             params = unit.request.params
-            input_estimate = estimate_input_tokens(unit.request)
+            input_estimate = estimate_input_tokens(unit.request.messages)
             output_estimate = params.max_new_tokens * len(unit.samples)
             cost_estimate = self.gen.cost_of(input_estimate, output_estimate)
             budget = self.api.max_budget_usd

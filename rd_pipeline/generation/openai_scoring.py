@@ -13,14 +13,13 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rd_pipeline.generation.api_client import ApiError, ChatClient, RequestAbandoned
+from rd_pipeline.config import ApiConfig
+from rd_pipeline.generation.api_client import ApiError, ChatClient, RequestAbandoned, estimate_input_tokens
 from rd_pipeline.generation.base import (
     CandidateProbabilities,
-    GenerationRequest,
     GenerationStats,
-    SamplingParams,
     ScoringRequest,
 )
 from rd_pipeline.generation.candidates import (
@@ -33,13 +32,30 @@ from rd_pipeline.generation.candidates import (
 from rd_pipeline.generation.rate_limit import RateLimiter
 
 if TYPE_CHECKING:
-    from rd_pipeline.generation.openai_backend import OpenAIGenerator
+    from rd_pipeline.generation.journal import Journal, SpendEntry
 
 log = logging.getLogger(__name__)
 
 
+class ScoringEndpoint(Protocol):
+    """What scoring needs of the generator it scores for (the openai backend's ``OpenAIGenerator``)."""
+
+    api: ApiConfig
+    model_name: str
+    backoff_base_s: float
+    journal: Journal
+    spent_usd: float  # added to as scoring spends
+    spent_before_usd: float
+
+    def observe_identity(self) -> dict[str, str]: ...
+
+    def cost_of(self, input_tokens: int, output_tokens: int) -> float: ...
+
+    def spend_entry(self, input_tokens: int, output_tokens: int, cost_usd: float) -> SpendEntry: ...
+
+
 def score_with_top_logprobs(
-    generator: OpenAIGenerator, requests: Sequence[ScoringRequest]
+    generator: ScoringEndpoint, requests: Sequence[ScoringRequest]
 ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
     """Candidate probabilities per request, journaled under the generator's identity."""
     identity, journal = generator.observe_identity(), generator.journal
@@ -75,7 +91,7 @@ def scoring_payload(model_name: str, request: ScoringRequest) -> dict[str, Any]:
 class _Scoring:
     """The state of one batch of scoring requests."""
 
-    def __init__(self, generator: OpenAIGenerator, requests: list[ScoringRequest]) -> None:
+    def __init__(self, generator: ScoringEndpoint, requests: list[ScoringRequest]) -> None:
         self.gen = generator
         self.api = generator.api
         self.requests = requests
@@ -89,16 +105,12 @@ class _Scoring:
             await asyncio.gather(*(self._score(client, i) for i in range(len(self.requests))))
 
     async def _score(self, client: ChatClient, index: int) -> None:
-        from rd_pipeline.generation.openai_backend import estimate_input_tokens
-
         request = self.requests[index]
-        estimate = estimate_input_tokens(
-            GenerationRequest(request.request_id, request.messages, SamplingParams(temperature=0.0))
-        )
+        estimate = estimate_input_tokens(request.messages)
         async with client.slot() as slot:
             cost_estimate = self.gen.cost_of(estimate, SCORING_MAX_TOKENS)
             budget = self.api.max_budget_usd
-            spent = self.gen.spent_usd + getattr(self.gen, "spent_before_usd", 0.0)
+            spent = self.gen.spent_usd + self.gen.spent_before_usd
             if budget is not None and spent + self.reserved_usd + cost_estimate > budget:
                 self.stats.budget_exhausted = True
                 return

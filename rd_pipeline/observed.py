@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rd_pipeline.generation.journal import identity_version
+from rd_pipeline.hashing import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class IdentityUnobservable(RuntimeError):
 
 def record_path(journal_dir: Path, subject: dict[str, str]) -> Path:
     """Where the observation of ``subject`` (the configured part of an identity) is recorded."""
-    return Path(journal_dir) / OBSERVATIONS_DIR / f"{identity_version(subject)}.json"
+    return Path(journal_dir) / OBSERVATIONS_DIR / f"{short_hash(subject)}.json"
 
 
 def read_record(path: Path) -> dict | None:
