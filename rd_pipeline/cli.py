@@ -71,8 +71,6 @@ def _preflight(resource: PipelineResource, selection: list[str] | None, partitio
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     resource, config = _pipeline(args)
-    import dagster as dg
-
     from rd_pipeline.defs.logs import new_log_file, step_failure
     from rd_pipeline.defs.run import materialize_graph
 
@@ -84,8 +82,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     )
     failed = [r for r in results if not r.success]
     if failed:
-        instance = dg.DagsterInstance.get()  # the one materialize_graph used (it set DAGSTER_HOME)
-        print(step_failure(failed[0], instance).line(args.log_file), file=sys.stderr)
+        print(step_failure(failed[0]).line(args.log_file), file=sys.stderr)
         return 1
     print(f"rd: {len(results)} run(s) succeeded; state in {config.rd_home()}")
     if args.select is None or "report" in (_split(args.select) or []):

@@ -171,9 +171,13 @@ def external_errors(
     ]
 
 
-def step_failure(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> StepFailure:
+def step_failure(
+    result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance | None = None
+) -> StepFailure:
     """The first failed step of a run: its asset, partition and cause (for a failed external process, the error it
-    reported rather than its exit code)."""
+    reported rather than its exit code). ``instance`` defaults to the one DAGSTER_HOME names (the one
+    ``materialize_graph`` ran on)."""
+    instance = instance if instance is not None else dg.DagsterInstance.get()
     partition = result.dagster_run.tags.get("dagster/partition")
     for event in result.get_step_failure_events():
         data = event.step_failure_data
