@@ -21,8 +21,14 @@ import dagster as dg
 import pytest
 
 from rd_pipeline.store import SCHEMAS, Store
-from rd_pipeline_tests.api_pipeline_config import API_MODEL, KEY_ENV, write_api_config
-from rd_pipeline_tests.fault_server import FaultServer, FaultSettings, fake_text, server_process, server_stats
+from rd_pipeline_tests.support.api_pipeline_config import API_MODEL, KEY_ENV, write_api_config
+from rd_pipeline_tests.support.fault_server import (
+    FaultServer,
+    FaultSettings,
+    fake_text,
+    server_process,
+    server_stats,
+)
 
 KEY = "sk-rdtest-SECRET-4242-9b1e77c3d05a"
 KEY_FRAGMENT = "SECRET-4242"

@@ -17,3 +17,16 @@ def test_import_contracts_are_kept() -> None:
     )
     assert checked.returncode == 0, checked.stdout[-6000:] + checked.stderr[-2000:]
     assert "0 broken" in checked.stdout
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in conftest.py (fixtures) and rd_pipeline_tests/support/, never in a test module."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO_ROOT / "rd_pipeline_tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[-1].startswith("test_")]
+    assert not offenders, offenders

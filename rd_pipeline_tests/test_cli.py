@@ -328,7 +328,7 @@ def test_rd_ui_stopped_by_sigterm_leaves_no_process_serving(tmp_path: Path):
     import socket
     import time
 
-    from rd_pipeline_tests.ui_server import free_port
+    from rd_pipeline_tests.support.ui_server import free_port
 
     port, marker = free_port(), f"RD_UI_TEST_MARKER={tmp_path.name}"
     env = {**os.environ, "RD_HOME": str(tmp_path / "rd"), marker.split("=")[0]: marker.split("=")[1]}

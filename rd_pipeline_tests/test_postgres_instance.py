@@ -14,7 +14,7 @@ import yaml
 from rd_pipeline.config import PRESETS_DIR, PathsConfig, load_preset
 from rd_pipeline.defs.run import POSTGRES_URL_ENV, dagster_home
 from rd_pipeline.store import Store
-from rd_pipeline_tests.postgres_server import postgres_server, unavailable_reason
+from rd_pipeline_tests.support.postgres_server import postgres_server, unavailable_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NO_POSTGRES = unavailable_reason()

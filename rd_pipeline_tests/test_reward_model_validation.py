@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from rd_pipeline.config import RewardModelConfig, parse_config
-from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checks import evaluate_checks
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.training import RewardScorer, pairwise_accuracy, train_reward_model
@@ -29,11 +28,6 @@ def _reversed(pairs: list[dict]) -> list[dict]:
     """The pairs with chosen and rejected swapped: what training teaches makes their accuracy fall (from 1 to
     1/6 over 10 steps at learning rate 3e-5, from the tiny model's seeded score head)."""
     return [{**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]} for pair in pairs]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
 def _best_point(curve: list[dict]) -> dict:

@@ -16,7 +16,6 @@ from rd_pipeline.benchmarks import BenchmarkItem
 from rd_pipeline.benchmarks.base import item_to_json
 from rd_pipeline.config import RewardModelConfig, RewardSourceConfig, RlConfig, load_preset
 from rd_pipeline.evaluation.report import render_report
-from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checks import evaluate_checks
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.training import train_reward_model, train_rl
@@ -49,11 +48,6 @@ def _records(n: int, start: int = 0, vote: str | None = "12345") -> list[dict]:
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(directory / "model.safetensors"), "pt") as handle:
         return {key: handle.get_tensor(key) for key in handle.keys()}
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import make_benchmark_prompts
 from rd_pipeline.steps.teacher import make_teacher_responses
 from rd_pipeline.store import Store
-from rd_pipeline_tests.api_pipeline_config import API_MODEL, KEY_ENV, write_api_config
-from rd_pipeline_tests.fault_server import FaultServer, FaultSettings
+from rd_pipeline_tests.support.api_pipeline_config import API_MODEL, KEY_ENV, write_api_config
+from rd_pipeline_tests.support.fault_server import FaultServer, FaultSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRICES = {"price_input_per_m": 1000.0, "price_output_per_m": 2000.0}  # USD per million tokens

@@ -11,7 +11,6 @@ import torch
 from safetensors import safe_open
 
 from rd_pipeline.config import LaunchConfig, LoraConfig, RewardModelConfig, RlConfig, SftConfig
-from rd_pipeline.models import resolve_model
 from rd_pipeline.training import RewardScorer, pairwise_accuracy, train_reward_model, train_rl, train_sft
 from rd_pipeline.training.common import check_records, loss_metrics, step_values
 
@@ -58,11 +57,6 @@ def _assert_finite_metrics(metrics: dict, *keys: str) -> None:
     for key in ("train_loss", "steps", "examples", "runtime_s", *keys):
         assert key in metrics, key
         assert isinstance(metrics[key], int | float) and math.isfinite(metrics[key]), (key, metrics[key])
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from rd_pipeline.config import LaunchConfig, SftConfig
-from rd_pipeline.models import resolve_model
 from rd_pipeline.training.guard import GUARD_MODULE, guarded, set_parent_death_signal
 from rd_pipeline.training.launch import TrainingJob, launch_command, prepare_job
 from rd_pipeline.training.resume import saved_state, trainer_state_dir
@@ -127,11 +126,6 @@ def test_the_guard_is_left_out_off_linux(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(sys, "platform", "darwin")
     assert set_parent_death_signal() is False
     assert guarded(["accelerate", "launch"], parent=os.getpid()) == ["accelerate", "launch"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
 def _examples(n: int) -> list[dict]:

@@ -57,11 +57,6 @@ def _pairs(n: int, start: int = 0) -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
-
-
 def _sft_job(tmp: Path, base: str, cfg: SftConfig, name: str, revision: str | None = None):
     settings = {"base": base, "revision": revision, "seed": 0, "config": cfg.model_dump(mode="json")}
     return prepare_job(

@@ -23,7 +23,6 @@ from rd_pipeline.config import (
     load_preset,
     versioned_dump,
 )
-from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.checkpoints import LINEAGE_FILE, checkpoint_dir, train_once
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.training import train_reward_model, train_rl, train_sft
@@ -88,11 +87,6 @@ def _interrupt_before_step(step: int):
                 raise Interrupted(f"interrupted before step {step}")
 
     return Interrupt()
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return resolve_model("tiny-random", tmp_path_factory.mktemp("rd_home")).location
 
 
 # Section hashes and SFT config hashes of the presets before save_every_steps existed (sft and reward_model: since

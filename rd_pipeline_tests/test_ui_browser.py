@@ -18,7 +18,7 @@ import pytest
 from rd_pipeline.config import load_preset
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import dagster_home, materialize_graph
-from rd_pipeline_tests.ui_server import UiServer, dagster_ui
+from rd_pipeline_tests.support.ui_server import UiServer, dagster_ui
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"

@@ -1,9 +1,9 @@
 """Throughput of the openai backend against a local server that answers every request after a fixed latency.
 
-Starts ``rd_pipeline_tests.fault_server`` as a separate process (no faults), then for each concurrency level sends
-``rounds * concurrency`` single-sample requests through ``OpenAIGenerator.generate`` (fresh journal each time) and
-compares requests per second with the ideal ``concurrency / latency``. Prints a table and writes
-``bench-results/api.json``.
+Starts the test fault server (``rd_pipeline_tests.support``) as a separate process (no faults); for each
+concurrency level sends ``rounds * concurrency`` single-sample requests through ``OpenAIGenerator.generate``
+(fresh journal each time) and compares requests per second with the ideal ``concurrency / latency``. Prints a
+table and writes ``bench-results/api.json``.
 
     python scripts/bench_api.py [--latency-ms 200] [--concurrency 1 8 32 64] [--rounds 10]
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from rd_pipeline.config import ApiConfig, ModelConfig  # noqa: E402
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams  # noqa: E402
 from rd_pipeline.generation.openai_backend import OpenAIGenerator  # noqa: E402
-from rd_pipeline_tests.fault_server import server_process  # noqa: E402
+from rd_pipeline_tests.support.fault_server import server_process  # noqa: E402
 
 
 def measure(base_url: str, concurrency: int, rounds: int, latency_s: float) -> dict[str, float]:

@@ -8,7 +8,7 @@ fewer choices than ``n`` (only for n > 1). A request is *answered* when it gets 
 choices included); answers are counted per request key (a hash of the request body), so tests can check that
 nothing was asked twice.
 
-Run it alone: ``python -m rd_pipeline_tests.fault_server --port 0 --latency-ms 200 --fault-rate 0.3``; it
+Run it alone: ``python -m rd_pipeline_tests.support.fault_server --port 0 --latency-ms 200 --fault-rate 0.3``; it
 prints ``listening on http://127.0.0.1:PORT/v1`` once ready. ``server_process`` starts it that way (a server a test
 can kill), ``FaultServer`` in a thread of the caller.
 """
@@ -309,8 +309,8 @@ def server_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """This server in its own process on a free port, started with command-line ``args``: (process, base URL).
     The process is killed when the block ends."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "rd_pipeline_tests.fault_server", "--port", "0", *args],
-        cwd=Path(__file__).resolve().parent.parent,
+        [sys.executable, "-m", "rd_pipeline_tests.support.fault_server", "--port", "0", *args],
+        cwd=Path(__file__).resolve().parents[2],  # the repository root
         stdout=subprocess.PIPE,
         text=True,
     )

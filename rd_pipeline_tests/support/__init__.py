@@ -1,0 +1,1 @@
+"""Test servers and shared helpers (fault-injecting OpenAI-compatible server, PostgreSQL, the Dagster UI)."""
