@@ -30,3 +30,30 @@ def test_no_test_module_imports_another() -> None:
             names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             offenders += [f"{path.name}: {name}" for name in names if name.split(".")[-1].startswith("test_")]
     assert not offenders, offenders
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for a page's headings."""
+    import re
+
+    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_readme_is_a_short_front_door_and_every_doc_link_resolves() -> None:
+    import re
+
+    readme = REPO_ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) < 150
+    broken = []
+    for page in [readme, *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken

