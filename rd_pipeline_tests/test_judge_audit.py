@@ -14,9 +14,11 @@ from rd_pipeline.config import load_preset, parse_config
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import materialize_graph
+from rd_pipeline.evaluation import render_report
 from rd_pipeline.evaluation.judge_audit import (
     AuditPair,
     AuditResponse,
+    audit_findings,
     audited_responses,
     pairwise_metrics,
     pointwise_metrics,
@@ -25,6 +27,7 @@ from rd_pipeline.evaluation.judge_audit import (
 from rd_pipeline.generation.base import Completion, GenerationRequest, GenerationStats, Generator
 from rd_pipeline.labeling.judge import judge_pairwise, judge_pointwise
 from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.evaluation import audit_thresholds
 from rd_pipeline.store import Store
 
 BASE = {"teacher": {"ref": "tiny-random"}, "student": {"ref": "tiny-random"}}
@@ -233,3 +236,43 @@ def test_judge_audit_fills_every_tiny_partition_and_reruns_from_the_journal(tmp_
 
 def _dump(rows: list[dict]) -> list[str]:
     return sorted(repr(sorted(row.items())) for row in rows)
+
+
+def _row(benchmark: str, mode: str, metric: str, value: float, n: int) -> dict:
+    return {
+        "benchmark": benchmark,
+        "judge_role": "labeling",
+        "judge_ref": "tiny-random",
+        "judge_version": "v",
+        "mode": mode,
+        "metric": metric,
+        "value": value,
+        "ci_low": 0.0,
+        "ci_high": 0.32,
+        "n": n,
+        "teacher_version": "t",
+    }
+
+
+def test_the_report_has_a_judge_audit_section_that_names_a_weak_judge(tmp_path):
+    rows = [
+        _row("gsm8k", "pairwise", "swap_consistency", 0.0, 8),
+        _row("gsm8k", "pairwise", "position_bias", 0.0, 16),
+        _row("gsm8k", "pairwise", "gold_agreement", 0.5, 2),
+        _row("gsm8k", "pairwise", "verdict_probability", 1.0, 16),
+    ]
+    thresholds = audit_thresholds(parse_config(BASE))
+    findings = audit_findings(rows, thresholds)
+    assert findings == [
+        "labeling judge tiny-random on gsm8k (pairwise): same verdict in both orders on 0% of pairs",
+        "labeling judge tiny-random on gsm8k (pairwise): the first-shown response wins 0% of verdicts",
+        "labeling judge tiny-random on gsm8k (pairwise): prefers the correct response on 50% of gold pairs",
+    ]
+    scores = [
+        {"benchmark": "gsm8k", "model_role": "teacher", "model_version": "t", "metric": "accuracy",
+         "value": 0.5, "ci_low": 0.1, "ci_high": 0.9, "n": 4},
+    ]  # fmt: skip
+    report = render_report(scores, tmp_path, judge_audit=rows, judge_audit_findings=findings)
+    section = report.markdown.split("## Judge audit", 1)[1]
+    assert "| gsm8k | labeling: `tiny-random` | pairwise | 50% ±16 (n=2) |" in section
+    assert "probability 100%" in section and findings[2] in section

@@ -28,6 +28,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rd_pipeline.evaluation.metrics import Estimate, accuracy, win_rate
 from rd_pipeline.labeling.judge import VERDICT_PATHS, PairwiseJudgment, PointwiseJudgment
@@ -267,3 +268,100 @@ def audited_responses(pairs: Sequence[AuditPair]) -> list[AuditResponse]:
         for response in (pair.first, pair.second):
             seen.setdefault(response.key, response)
     return list(seen.values())
+
+
+_TABLE_METRICS = (
+    ("gold_agreement", "gold agreement"),
+    ("gold_auc", "gold AUC"),
+    ("gold_accuracy", "rating accuracy"),
+    ("swap_consistency", "swap consistency"),
+    ("position_bias", "first-position wins"),
+    ("length_bias", "length tau"),
+)
+
+
+@dataclass(frozen=True)
+class AuditThresholds:
+    """The levels a trustworthy judge reaches (the judge_audit checks' thresholds)."""
+
+    min_swap_consistency: float
+    max_position_bias: float
+    min_gold_agreement: float
+    max_length_bias: float
+
+
+def _measured(row: dict[str, Any]) -> bool:
+    return bool(row["n"]) and row["value"] is not None and not math.isnan(row["value"])
+
+
+def _share(row: dict[str, Any] | None) -> str:
+    if row is None or not _measured(row):
+        return "-"
+    if row["metric"] == "length_bias":
+        return f"{row['value']:+.2f} (n={row['n']})"
+    half = (row["ci_high"] - row["ci_low"]) / 2 if row["ci_low"] is not None else math.nan
+    spread = f" ±{100 * half:.0f}" if not math.isnan(half) else ""
+    return f"{100 * row['value']:.0f}%{spread} (n={row['n']})"
+
+
+def _verdicts(rows: dict[str, dict[str, Any]]) -> str:
+    parts = [
+        f"{path} {100 * rows[f'verdict_{path}']['value']:.0f}%"
+        for path in VERDICT_PATHS
+        if f"verdict_{path}" in rows and _measured(rows[f"verdict_{path}"])
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _by_judge(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, dict[str, Any]]]:
+    grouped: dict[tuple[str, str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        grouped[(row["benchmark"], row["judge_role"], row["judge_ref"], row["mode"])][row["metric"]] = row
+    return dict(sorted(grouped.items()))
+
+
+def audit_findings(rows: Sequence[dict[str, Any]], thresholds: AuditThresholds) -> list[str]:
+    """One line for each judge, benchmark and metric that misses its threshold, with the measured value."""
+    findings = []
+    for (benchmark, role, ref, mode), metrics in _by_judge(rows).items():
+        where = f"{role} judge {ref} on {benchmark} ({mode})"
+        for name, row in metrics.items():
+            if not _measured(row):
+                continue
+            value = row["value"]
+            if name == "swap_consistency" and value < thresholds.min_swap_consistency:
+                findings.append(f"{where}: same verdict in both orders on {100 * value:.0f}% of pairs")
+            elif name == "position_bias" and abs(value - 0.5) > thresholds.max_position_bias:
+                findings.append(f"{where}: the first-shown response wins {100 * value:.0f}% of verdicts")
+            elif name in ("gold_agreement", "gold_auc") and value < thresholds.min_gold_agreement:
+                findings.append(f"{where}: prefers the correct response on {100 * value:.0f}% of gold pairs")
+            elif name == "length_bias" and abs(value) > thresholds.max_length_bias:
+                findings.append(f"{where}: preference follows length (Kendall tau {value:+.2f})")
+    return findings
+
+
+def audit_markdown(rows: Sequence[dict[str, Any]], findings: Sequence[str] = ()) -> str:
+    """The report's "Judge audit" section: a table per judge, benchmark and mode, then what falls short."""
+    if not rows:
+        return ""
+    header = ["benchmark", "judge", "mode", *(label for _, label in _TABLE_METRICS), "verdicts"]
+    lines = [
+        "## Judge audit",
+        "",
+        "Each judge on pairs of teacher responses to the same training prompt, in both orders and rated alone. "
+        "Shares in %, ± half-width of the 95% Wilson interval; first-position wins: 50% is unbiased; length "
+        "tau: Kendall's tau-b of preference and length difference (0: none, 1: always the longer).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for (benchmark, role, ref, mode), metrics in _by_judge(rows).items():
+        cells = [benchmark, f"{role}: `{ref}`", mode]
+        cells += [_share(metrics.get(name)) for name, _ in _TABLE_METRICS]
+        cells.append(_verdicts(metrics))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if findings:
+        lines += ["Where a judge falls short of the checks' thresholds:", ""] + [f"- {f}" for f in findings]
+        lines.append("")
+    return "\n".join(lines)
