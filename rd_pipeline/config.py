@@ -673,6 +673,46 @@ class ChecksConfig(_Strict):
         description="the 95% Wilson lower bound of the reward model's held-out pairwise accuracy must exceed "
         "this (0.5: surely better than chance, which needs e.g. 60 of 100 pairs or 9 of 10 right)",
     )
+    min_judge_swap_consistency: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="judge_audit: share of pairs on which each judge gives the same verdict in both orders",
+    )
+    max_judge_position_bias: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="judge_audit: how far each judge's share of first-position wins may stray from 0.5",
+    )
+    min_judge_gold_agreement: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="judge_audit: where gold exists, share of (correct, incorrect) pairs each judge decides "
+        "for the correct response, pairwise and by its ratings",
+    )
+    max_judge_length_bias: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="judge_audit: largest Kendall tau-b between a judge's preference and the length difference",
+    )
+    judge_audit_blocking: bool = Field(
+        default=False,
+        description="a failed judge_audit check blocks like the other checks (with enforce); false: it warns",
+    )
+
+
+class JudgeAuditConfig(_Strict):
+    """How the judges are audited (``judge_audit``): how many pairs of teacher responses each one judges."""
+
+    max_pairs: int = Field(
+        default=8,
+        ge=0,
+        description="most pairs of teacher responses (to the same training prompt, (correct, incorrect) pairs "
+        "first) each judge compares in both orders and rates one by one, per benchmark; 0 audits nothing",
+    )
 
 
 class AutomationConfig(_Strict):
@@ -716,6 +756,9 @@ class PipelineConfig(_Strict):
     )
     rl: RlConfig = Field(default=RlConfig(), description="RL of the SFT student against the reward model")
     eval: EvalConfig = Field(default=EvalConfig(), description="evaluation of teacher, base, SFT and RL")
+    judge_audit: JudgeAuditConfig = Field(
+        default=JudgeAuditConfig(), description="how many response pairs each judge is audited on"
+    )
     checks: ChecksConfig = Field(default=ChecksConfig(), description="asset-check thresholds")
     automation: AutomationConfig = Field(default=AutomationConfig(), description="teacher observation")
     paths: PathsConfig = Field(default=PathsConfig(), description="state directories")

@@ -116,6 +116,9 @@ def step_gpus(asset: str, config: PipelineConfig) -> int:
             local_model_gpus(config.teacher),
             local_model_gpus(config.eval_judge_model),
         ),
+        "judge_audit": lambda: max(
+            local_model_gpus(config.judge_model), local_model_gpus(config.eval_judge_model)
+        ),
     }
     need = needs.get(asset)
     return need() if need is not None else 0

@@ -141,6 +141,20 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "value": "DOUBLE",
         "n": "INTEGER",
     },
+    # One row per audited judge (its role: labeling or eval), mode (pairwise, pointwise) and metric.
+    "judge_audit": {
+        "benchmark": "VARCHAR",
+        "judge_role": "VARCHAR",
+        "judge_ref": "VARCHAR",
+        "judge_version": "VARCHAR",
+        "mode": "VARCHAR",
+        "metric": "VARCHAR",
+        "value": "DOUBLE",
+        "ci_low": "DOUBLE",
+        "ci_high": "DOUBLE",
+        "n": "INTEGER",
+        "teacher_version": "VARCHAR",
+    },
     # Validation curves: one row per validation and benchmark of an sft_student version (step 0 is the base
     # student) and of an rl_student version (step 0 is the SFT student).
     "sft_validation": _validation_columns("sft_version"),

@@ -16,6 +16,7 @@ PARTITIONED = [
     "student_responses",
     "reward_labels",
     "eval_scores",
+    "judge_audit",
 ]
 UNPARTITIONED = ["sft_student", "reward_model", "rl_student", "report"]
 DOWNSTREAM_OF_TEACHER = {(a, b) for a in PARTITIONED if a != "benchmark_prompts" for b in BENCHMARKS} | {

@@ -20,6 +20,7 @@ CHECKED_ASSETS = [
     "reward_model",
     "rl_student",
     "eval_scores",
+    "judge_audit",
 ]
 
 

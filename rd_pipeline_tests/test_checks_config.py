@@ -18,6 +18,10 @@ MIDDLING_METADATA = {
     "heldout_accuracy": 0.4,
     "heldout_pairs": 5,
     "train_eval_overlaps": {},
+    "worst_swap_consistency": 0.4,
+    "worst_position_bias": 0.4,
+    "worst_gold_agreement": 0.4,
+    "worst_length_bias": 0.4,
 }
 BASE = {"teacher": {"ref": "tiny-random"}, "student": {"ref": "tiny-random"}}
 

@@ -256,6 +256,7 @@ def test_materialize_order_is_the_topological_order_of_the_graph():
         ("benchmark_prompts", True),
         ("teacher_responses", True),
         ("pseudo_labels", True),
+        ("judge_audit", True),
         ("sft_student", False),
         ("student_responses", True),
         ("reward_labels", True),

@@ -14,7 +14,12 @@ from rd_pipeline.config import PRESETS_DIR, load_config
 from rd_pipeline.defs import build_definitions
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import asset_names, materialize_graph, plan_runs
-from rd_pipeline.steps.checks import evaluate_checks, evaluation_only_benchmarks, evaluation_only_metadata
+from rd_pipeline.steps.checks import (
+    CHECKS,
+    evaluate_checks,
+    evaluation_only_benchmarks,
+    evaluation_only_metadata,
+)
 from rd_pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +77,12 @@ def test_eval_only_benchmark_flows_through_the_graph_with_checks_enforced(tmp_pa
     assert len(results) == len(planned), "the graph stopped early"
     evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
     failed_checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in evaluations if not e.passed}
-    # A random model's SFT cannot agree with the vote labels, so the base student ships: a warning only.
-    assert evaluations and set(failed_checks) <= {"sft_student:sft_improves"}, sorted(failed_checks)
+    # A random model's SFT cannot agree with the vote labels, so the base student ships, and a random judge fails
+    # its audit: warnings only.
+    judge_checks = {f"judge_audit:{check.name}" for check in CHECKS["judge_audit"]}
+    assert evaluations and set(failed_checks) <= {"sft_student:sft_improves", *judge_checks}, sorted(
+        failed_checks
+    )
     assert all(e.severity == dg.AssetCheckSeverity.WARN for e in failed_checks.values())
 
     store = Store(config.rd_home() / "rd.duckdb")
@@ -95,6 +104,8 @@ def test_eval_only_benchmark_flows_through_the_graph_with_checks_enforced(tmp_pa
         metadata = _latest_metadata(instance, asset)
         assert metadata["evaluation_only_benchmarks"] == "gsm_plus", asset
     assert _latest_metadata(instance, "eval_scores", "gsm_plus")["eval_prompts"] == 4
+    assert _latest_metadata(instance, "judge_audit", "gsm_plus")["evaluation_only"] is True
+    assert store.count("judge_audit", "gsm_plus") == 0 and store.count("judge_audit", "gsm8k") > 0
 
 
 @pytest.mark.parametrize("asset", ["teacher_responses", "student_responses"])

@@ -19,7 +19,7 @@ from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import materialize_graph
 from rd_pipeline.store import Store
 
-GENERATING_ASSETS = ("teacher_responses", "student_responses", "eval_scores")
+GENERATING_ASSETS = ("teacher_responses", "student_responses", "eval_scores", "judge_audit")
 MODEL_ASSETS = ("sft_student", "reward_model", "rl_student")
 WARNINGS_OF_FIRST_RUN: list[warnings.WarningMessage] = []
 
@@ -83,6 +83,7 @@ def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):
         "student_responses",
         "eval_responses",
         "eval_scores",
+        "judge_audit",
         "asset_versions",
         "generation_usage",
     ):
@@ -107,6 +108,7 @@ def test_every_run_succeeds_and_every_table_is_populated(tiny_graph):
     }
     report_md = rd_home / "reports" / "latest" / "report.md"
     assert report_md.is_file() and "gsm8k" in report_md.read_text()
+    assert "## Judge audit" in report_md.read_text()
 
 
 def test_rl_validation_curve_and_rollouts_are_stored(tiny_graph):

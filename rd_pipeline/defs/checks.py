@@ -19,9 +19,16 @@ from rd_pipeline.steps.checks import CHECKS, CheckOutcome, evaluate_checks
 __all__ = ["CHECKS", "check_results", "check_specs", "outcome_evaluations", "outcome_results"]
 
 
-def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+def check_specs(asset: str, config: PipelineConfig | None = None) -> list[dg.AssetCheckSpec]:
+    """``asset``'s check specs; a check made blocking by a setting (``blocking_setting``) is blocking when
+    ``config`` sets it."""
     return [
-        dg.AssetCheckSpec(check.name, asset=asset, blocking=check.blocking, description=check.description)
+        dg.AssetCheckSpec(
+            check.name,
+            asset=asset,
+            blocking=check.is_blocking(config) if config is not None else check.blocking,
+            description=check.description,
+        )
         for check in CHECKS.get(asset, ())
     ]
 

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rd_pipeline.config import MODEL_ROLES  # noqa: E402
+from rd_pipeline.evaluation.judge_audit import audit_markdown  # noqa: E402
 from rd_pipeline.evaluation.metrics import Estimate, surpass_summary, wilson_interval  # noqa: E402
 from rd_pipeline.evaluation.validation_curve import (  # noqa: E402
     RL_CURVE,
@@ -437,6 +438,8 @@ def render_report(
     warnings: list[str] | None = None,
     rl_validation: list[dict] | None = None,
     sft_validation: list[dict] | None = None,
+    judge_audit: list[dict] | None = None,
+    judge_audit_findings: list[str] | None = None,
 ) -> Report:
     """Render the comparison table, summary lines, charts and ``report.md`` into ``out_dir``.
 
@@ -447,6 +450,8 @@ def render_report(
     and ``reward_scores.png`` (reward-model score histograms of teacher vs. student responses), and with
     ``sft_validation`` rows (of one SFT student) and ``rl_validation`` rows (of one RL student)
     ``sft_validation.png`` and ``rl_validation.png``, the step each shipped and a table per benchmark of its curve.
+    With ``judge_audit`` rows, a "Judge audit" section: each judge's metrics, then ``judge_audit_findings`` (what
+    falls short of the checks' thresholds).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -504,6 +509,8 @@ def render_report(
     for (bench, kind), index in breakdowns.items():
         md += [_breakdown_markdown(bench, kind, index), ""]
     md += [validation_markdown(rows, stage) for stage, rows in curves if rows]
+    if judge_audit:
+        md.append(audit_markdown(judge_audit, judge_audit_findings or []))
     if skipped:
         md += ["## Not shown", ""] + [f"- {s}" for s in skipped] + [""]
     markdown = "\n".join(md)

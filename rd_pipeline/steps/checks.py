@@ -40,6 +40,7 @@ CHECKED_STEP_MODULES = (
     "rd_pipeline.steps.labels",
     "rd_pipeline.steps.students",
     "rd_pipeline.steps.evaluation",
+    "rd_pipeline.steps.judge_audit",
 )
 
 
@@ -52,6 +53,12 @@ class AssetCheck:
     description: str
     evaluate: CheckFn
     always_blocking: bool = False  # refuses the commit even with checks.enforce off
+    # A boolean field of the config's ``checks`` section that makes this check blocking when true.
+    blocking_setting: str | None = None
+
+    def is_blocking(self, config: PipelineConfig) -> bool:
+        """Whether the check is blocking under ``config`` (declared so, or made so by its setting)."""
+        return self.blocking or bool(self.blocking_setting and getattr(config.checks, self.blocking_setting))
 
 
 def evaluation_only_metadata(benchmark: BenchmarkConfig, train_prompts: int) -> dict[str, Any]:
@@ -155,13 +162,14 @@ def evaluate_checks(
     outcomes = []
     for check in checks:
         passed, details = check.evaluate(result, config)
-        enforced = check.blocking and (config.checks.enforce or check.always_blocking)
+        blocking = check.is_blocking(config)
+        enforced = blocking and (config.checks.enforce or check.always_blocking)
         outcomes.append(
             CheckOutcome(
                 asset,
                 check.name,
                 bool(passed),
-                check.blocking,
+                blocking,
                 enforced and not passed,
                 check.description,
                 details,

@@ -12,6 +12,7 @@ from typing import Any
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
 from rd_pipeline.config import MODEL_ROLES, ModelConfig, PipelineConfig
 from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, render_report, win_rate
+from rd_pipeline.evaluation.judge_audit import AuditThresholds, audit_findings
 from rd_pipeline.evaluation.metrics import Estimate
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
@@ -395,6 +396,17 @@ def _judge_against_reference(
     return judgments
 
 
+def audit_thresholds(config: PipelineConfig) -> AuditThresholds:
+    """The judge_audit checks' thresholds (``checks:``)."""
+    checks = config.checks
+    return AuditThresholds(
+        min_swap_consistency=checks.min_judge_swap_consistency,
+        max_position_bias=checks.max_judge_position_bias,
+        min_gold_agreement=checks.min_judge_gold_agreement,
+        max_length_bias=checks.max_judge_length_bias,
+    )
+
+
 @committed("report")
 def make_report(ctx: StepContext) -> StepResult:
     store = ctx.store
@@ -416,7 +428,13 @@ def make_report(ctx: StepContext) -> StepResult:
     sft, rl = store.latest_version("sft_student"), store.latest_version("rl_student")
     sft_curve = store.read("sft_validation", sft_version=sft["data_version"]) if sft else []
     rl_curve = store.read("rl_validation", rl_version=rl["data_version"]) if rl else []
-    data_version = content_hash(scores, breakdown_rows, reward_rows, warnings, rl_curve, sft_curve)
+    audit_rows = sorted(
+        store.read("judge_audit"), key=lambda r: (r["benchmark"], r["judge_role"], r["mode"], r["metric"])
+    )
+    findings = audit_findings(audit_rows, audit_thresholds(ctx.config)) if audit_rows else []
+    data_version = content_hash(
+        scores, breakdown_rows, reward_rows, warnings, rl_curve, sft_curve, audit_rows, findings
+    )
     out_dir = ctx.rd_home / "reports" / data_version
     report = render_report(
         scores,
@@ -426,6 +444,8 @@ def make_report(ctx: StepContext) -> StepResult:
         warnings=warnings,
         rl_validation=rl_curve,
         sft_validation=sft_curve,
+        judge_audit=audit_rows,
+        judge_audit_findings=findings,
     )
     latest = ctx.rd_home / "reports" / "latest"
     if latest.is_symlink() or latest.is_file():

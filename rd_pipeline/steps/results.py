@@ -206,6 +206,26 @@ class EvalScores(StepOutput):
         return cls(**known, scores=scores, details=rest)
 
 
+@dataclass(frozen=True, kw_only=True)
+class JudgeAudit(PartitionOutput):
+    """judge_audit: the pairs audited and, over every audited judge, the worst of each checked metric (None where
+    nothing was measured): the lowest swap consistency and gold agreement, the share of first-position wins
+    farthest from 0.5 and the length bias farthest from 0."""
+
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"worst_swap_consistency", "worst_position_bias", "worst_gold_agreement", "worst_length_bias"}
+    )
+
+    pairs: int = 0
+    gold_pairs: int = 0
+    judges: list[str] = field(default_factory=list)
+    samples_generated: int = 0
+    worst_swap_consistency: float | None = None
+    worst_position_bias: float | None = None
+    worst_gold_agreement: float | None = None
+    worst_length_bias: float | None = None
+
+
 # The typed result of each asset's step (assets not listed report plain metadata and have no checks).
 OUTPUT_TYPES: dict[str, type[StepOutput]] = {
     "benchmark_prompts": BenchmarkPrompts,
@@ -217,4 +237,5 @@ OUTPUT_TYPES: dict[str, type[StepOutput]] = {
     "reward_model": TrainedModel,
     "rl_student": TrainedModel,
     "eval_scores": EvalScores,
+    "judge_audit": JudgeAudit,
 }

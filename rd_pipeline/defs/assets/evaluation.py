@@ -9,6 +9,7 @@ from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.evaluation import make_eval_scores, make_report
+from rd_pipeline.steps.judge_audit import make_judge_audit
 
 
 def evaluation_assets(
@@ -32,7 +33,23 @@ def evaluation_assets(
         return run_step(context, pipeline, make_eval_scores)
 
     @dg.asset(
-        deps=[eval_scores],
+        partitions_def=partitions,
+        deps=["teacher_responses"],
+        group_name="evaluation",
+        kinds={"duckdb"},
+        owners=OWNERS,
+        pool="gpu",
+        op_tags=gpu_op_tags("judge_audit", config),
+        automation_condition=ON_CHANGE,
+        check_specs=check_specs("judge_audit", config),
+    )
+    def judge_audit(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Every judge (labelling, eval) on pairs of teacher responses: agreement with gold where it exists,
+        swap consistency, position and length bias, and where its verdicts came from, with 95% intervals."""
+        return run_step(context, pipeline, make_judge_audit)
+
+    @dg.asset(
+        deps=[eval_scores, judge_audit],
         group_name="evaluation",
         kinds={"markdown"},
         owners=OWNERS,
@@ -42,4 +59,4 @@ def evaluation_assets(
         """The comparison table and charts across benchmarks, written under RD_HOME/reports/."""
         return run_step(context, pipeline, make_report)
 
-    return [eval_scores, report]
+    return [eval_scores, judge_audit, report]
