@@ -574,7 +574,8 @@ class RlConfig(TrainerConfig):
         default_factory=_combined_rewards,
         min_length=1,
         description="the reward: a weighted sum of sources. Default: the reward model plus agreement with the "
-        "majority vote (see docs/configuration.md, 'Rewards for RL'); the paper's setting is `[{source: reward_model}]`",
+        "majority vote (see docs/configuration.md, 'Rewards for RL'); the paper's setting is "
+        "`[{source: reward_model}]`",
     )
     scale_rewards: Literal["group", "batch", "none"] = Field(
         default="batch",
