@@ -10,9 +10,9 @@ from rd_pipeline.export.facts import BenchmarkSize, ModelFacts, Score, Usage, Va
 NOT_MEASURED = "not measured"
 TASK = {"reward_model": "text-classification"}
 ROLE_TEXT = {
-    "sft_student": "the student after supervised fine-tuning on the teacher's well-labelled responses",
-    "rl_student": "the SFT student after RL against a reward model learnt from the teacher's labels",
-    "reward_model": "a Bradley-Terry reward model (one score per response) learnt from the teacher's labels",
+    "sft_student": "The student after supervised fine-tuning on the teacher's well-labelled responses",
+    "rl_student": "The SFT student after RL against a reward model learnt from the teacher's labels",
+    "reward_model": "A Bradley-Terry reward model (one score per response) learnt from the teacher's labels",
 }
 
 
@@ -22,7 +22,7 @@ def render_card(facts: ModelFacts) -> ModelCard:
     data = ModelCardData(
         model_name=f"{facts.asset}-{facts.version}",
         base_model=facts.base_model,
-        datasets=sorted({b.hub_id for b in facts.benchmarks}) or None,
+        datasets=sorted({b.training_dataset for b in facts.benchmarks if b.training_dataset}) or None,
         tags=["rd-pipeline", "distillation", facts.asset.replace("_", "-")],
         library_name="transformers",
         pipeline_tag=TASK.get(facts.asset, "text-generation"),
@@ -104,7 +104,7 @@ def _intro(facts: ModelFacts) -> str:
     loader = "AutoModelForSequenceClassification" if facts.asset == "reward_model" else "AutoModelForCausalLM"
     return (
         f"# {facts.asset} {facts.version}\n\n"
-        f"{ROLE_TEXT[facts.asset].capitalize()}, made by rd-pipeline from `{facts.base_model}`"
+        f"{ROLE_TEXT[facts.asset]}, made by rd-pipeline from `{facts.base_model}`"
         f" (version `{facts.version}` of the `{facts.asset}` asset). Every number below was read from the run's "
         "lineage and its DuckDB tables; what was not measured says so.\n\n"
         "```python\n"
@@ -138,25 +138,26 @@ def _data(facts: ModelFacts) -> str:
     if not facts.benchmarks:
         return "## Data\n\nNo benchmark partition is recorded in this model's lineage."
     rows = [
-        [
-            b.name,
-            b.source + ("" if b.source != "builtin" else " sample"),
-            f"`{b.hub_id}`",
-            str(b.train_prompts),
-            str(b.eval_prompts),
-            _label_accuracy(b),
-        ]
+        [b.name, _source(b), str(b.train_prompts), str(b.eval_prompts), _label_accuracy(b)]
         for b in facts.benchmarks
     ]
-    header = ["benchmark", "source", "dataset", "train prompts", "eval prompts", "label accuracy vs gold"]
-    return (
-        "## Data\n\n"
-        + _table(header, rows)
-        + (
-            "\n\nLabel accuracy: the share of labelled train prompts whose majority answer equals the gold answer "
-            "(gold is read only to measure labels, never to train or select)."
+    header = ["benchmark", "source", "train prompts", "eval prompts", "label accuracy vs gold"]
+    notes = [
+        "Label accuracy: the share of labelled train prompts whose majority answer equals the gold answer (gold "
+        "is read only to measure labels, never to train or select)."
+    ]
+    if not any(b.training_dataset for b in facts.benchmarks):
+        notes.append(
+            "No hub dataset is named in the metadata: the train prompts are built-in samples or local files."
         )
-    )
+    return "## Data\n\n" + _table(header, rows) + "".join(f"\n\n{note}" for note in notes)
+
+
+def _source(bench: BenchmarkSize) -> str:
+    if bench.source == "builtin":
+        return f"built-in sample written for rd-pipeline (format of `{bench.hub_id}`)"
+    trained_on = f"; train prompts from `{bench.training_dataset}`" if bench.training_dataset else ""
+    return f"`{bench.hub_id}` ({bench.source}){trained_on}"
 
 
 def _label_accuracy(bench: BenchmarkSize) -> str:

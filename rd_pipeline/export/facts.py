@@ -61,6 +61,9 @@ class BenchmarkSize:
     verifiable: bool
     train_prompts: int
     eval_prompts: int
+    training_dataset: str | None = (
+        None  # the hub dataset its train prompts came from; None: built-in or unnamed
+    )
     labelled_with_gold: int | None = None  # labelled train prompts that have a gold answer
     label_accuracy: float | None = None  # their majority answers equal to gold; None: not measured
 
@@ -224,19 +227,34 @@ def _benchmark_sizes(store: Store, config: PipelineConfig, nodes: list[LineageNo
         bench = get_benchmark(name)
         prompts = store.read("benchmark_prompts", name)
         labels = _label_accuracy(store, name, prompts, nodes) if bench.verifiable else (None, None)
+        train_prompts = sum(1 for p in prompts if p["split"] == "train")
         sizes.append(
             BenchmarkSize(
                 name=name,
                 source=config.benchmark(name).source,
                 hub_id=bench.hub_id,
                 verifiable=bench.verifiable,
-                train_prompts=sum(1 for p in prompts if p["split"] == "train"),
+                train_prompts=train_prompts,
                 eval_prompts=sum(1 for p in prompts if p["split"] == "eval"),
+                training_dataset=_training_dataset(config, name) if train_prompts else None,
                 labelled_with_gold=labels[0],
                 label_accuracy=labels[1],
             )
         )
     return sizes
+
+
+def _training_dataset(config: PipelineConfig, name: str) -> str | None:
+    """The hub dataset a benchmark's train prompts came from: the benchmark's own (its published files, read
+    locally or from the hub), the instruction source of an open-ended one, None for the built-in samples
+    (written for this project) and for instructions from an unnamed local file."""
+    bench_config = config.benchmark(name)
+    if bench_config.source == "builtin":
+        return None
+    if get_benchmark(name).verifiable:
+        return get_benchmark(name).hub_id
+    instructions = bench_config.instructions
+    return instructions.hub_id if instructions is not None and instructions.source == "hub" else None
 
 
 def _label_accuracy(
