@@ -1,4 +1,4 @@
-"""The ``rd`` command: materialize the graph, print the report, open the UI, trace lineage."""
+"""The ``rd`` command: materialize the graph, print the report, open the UI, trace lineage, export a model."""
 
 from __future__ import annotations
 
@@ -125,6 +125,25 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print(f"teacher version(s): {', '.join(sorted(teacher_versions(node))) or 'none recorded'}\n")
     if not found:
         print(f"rd: no materialization of {args.asset} recorded in {config.rd_home()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rd_pipeline.export import ExportError, export_model, hub_target, push_folder
+
+    config = _config(args)
+    try:
+        target = hub_target(args.push) if args.push else None  # a missing token fails before any work
+        exported = export_model(config, args.asset, Path(args.to))
+        print(
+            f"rd: exported {args.asset} {exported.facts.version} to {exported.folder} (model card: README.md)"
+        )
+        if target is not None:
+            url = push_folder(exported.folder, target, private=args.private)
+            print(f"rd: pushed {exported.folder} to {target.repo_id} at {target.endpoint}: {url}")
+    except ExportError as error:
+        print(f"rd: {error}", file=sys.stderr)
         return 1
     return 0
 
@@ -317,6 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("asset", help="asset name, e.g. rl_student")
     lineage.add_argument("--partition", help="benchmark partition (partitioned assets)")
     lineage.set_defaults(func=cmd_lineage)
+
+    export = commands.add_parser(
+        "export", help="write a model asset as a Hugging Face model folder with a lineage model card"
+    )
+    _add_config_args(export)
+    export.add_argument("asset", choices=["sft_student", "rl_student", "reward_model"])
+    export.add_argument("--to", required=True, help="the folder to write (new or empty)")
+    export.add_argument("--push", metavar="REPO_ID", help="also upload it to this hub repository (HF_TOKEN)")
+    export.add_argument("--private", action="store_true", help="create the hub repository as private")
+    export.set_defaults(func=cmd_export)
 
     budget = commands.add_parser(
         "budget", help="show the API spend that budgets count, or reset it (start counting from $0)"
