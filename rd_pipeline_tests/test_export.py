@@ -452,35 +452,3 @@ def test_push_refused_by_the_hub_fails_in_one_line(
     line = _one_line(capsys.readouterr().err)
     assert f"refused the upload to me/tiny-sft: HTTP {status}" in line and hub.url in line
     assert not hub.state.files
-
-
-# ------------------------------------------------------------------------------------------ a real graph
-
-
-@pytest.mark.slow
-def test_export_from_a_materialized_tiny_graph(tmp_path: Path, monkeypatch, capsys):
-    from rd_pipeline.defs.resources import PipelineResource
-    from rd_pipeline.defs.run import materialize_graph
-
-    monkeypatch.setenv("RD_HOME", str(tmp_path / "rd_home"))
-    monkeypatch.setenv("RD_PRESET", "tiny")
-    results = materialize_graph(load_preset("tiny"), PipelineResource(preset="tiny"), log_level="WARNING")
-    assert all(r.success for r in results)
-    for asset in ("rl_student", "reward_model"):
-        out = tmp_path / asset
-        assert main(["export", asset, "--to", str(out), "--preset", "tiny"]) == 0
-        card = ModelCard.load(out / "README.md")
-        assert card.data.eval_results, f"{asset} card has no scores"
-        assert "not measured" not in card.text.split("## Tokens and cost")[1].split("##")[0]
-    rl_card = ModelCard.load(tmp_path / "rl_student" / "README.md")
-    assert {r.dataset_type for r in rl_card.data.eval_results} >= {"openai/gsm8k", "TIGER-Lab/MMLU-Pro"}
-    assert "Selected step:" in rl_card.text and "this is the config that trained it" in rl_card.text
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "rl_student")
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "rl_student")
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "2+3?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )["input_ids"]
-    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]

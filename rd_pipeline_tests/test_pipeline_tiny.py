@@ -397,3 +397,29 @@ def test_no_op_training_steps_load_no_training_stack(tiny_graph):
     env = dict(os.environ, RD_HOME=str(rd_home))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-2:] == ["[False, False, False]", "[]"]
+
+
+def test_export_writes_loadable_folders_with_lineage_cards(tiny_graph, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rd_pipeline.cli import main
+
+    for asset in ("rl_student", "reward_model"):
+        out = tmp_path / asset
+        assert main(["export", asset, "--to", str(out), "--preset", "tiny"]) == 0
+        card = ModelCard.load(out / "README.md")
+        assert card.data.eval_results, f"{asset} card has no scores"
+        assert "not measured" not in card.text.split("## Tokens and cost")[1].split("##")[0]
+    rl_card = ModelCard.load(tmp_path / "rl_student" / "README.md")
+    assert {r.dataset_type for r in rl_card.data.eval_results} >= {"openai/gsm8k", "TIGER-Lab/MMLU-Pro"}
+    assert "Selected step:" in rl_card.text and "this is the config that trained it" in rl_card.text
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "rl_student")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "rl_student")
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "2+3?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
