@@ -10,10 +10,8 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 import pytest
 
-from rd_pipeline.config import load_preset, parse_config
+from rd_pipeline.config import parse_config
 from rd_pipeline.defs.checks import check_specs
-from rd_pipeline.defs.resources import PipelineResource
-from rd_pipeline.defs.run import materialize_graph
 from rd_pipeline.evaluation import render_report
 from rd_pipeline.evaluation.judge_audit import (
     AuditPair,
@@ -28,7 +26,6 @@ from rd_pipeline.generation.base import Completion, GenerationRequest, Generatio
 from rd_pipeline.labeling.judge import judge_pairwise, judge_pointwise
 from rd_pipeline.steps.checks import evaluate_checks
 from rd_pipeline.steps.evaluation import audit_thresholds
-from rd_pipeline.store import Store
 
 BASE = {"teacher": {"ref": "tiny-random"}, "student": {"ref": "tiny-random"}}
 AUDITED = ("benchmark_prompts", "teacher_responses", "judge_audit")
@@ -194,44 +191,6 @@ def _latest_metadata(instance: dg.DagsterInstance, partition: str) -> dict:
     ).records
     assert records, f"no materialization of judge_audit[{partition}]"
     return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
-
-
-@pytest.mark.slow
-def test_judge_audit_fills_every_tiny_partition_and_reruns_from_the_journal(tmp_path, monkeypatch):
-    monkeypatch.setenv("RD_HOME", str(tmp_path / "rd_home"))
-    monkeypatch.setenv("RD_PRESET", "tiny")
-    monkeypatch.delenv("RD_CONFIG", raising=False)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    config = load_preset("tiny")
-    resource = PipelineResource(preset="tiny")
-    assert config.judge_audit.max_pairs <= 8
-
-    results = materialize_graph(config, resource, selection=AUDITED, log_level="WARNING")
-    assert results and all(r.success for r in results)
-    store = Store(config.rd_home() / "rd.duckdb")
-    first = store.read("judge_audit")
-    for benchmark in config.benchmark_names:
-        rows = [r for r in first if r["benchmark"] == benchmark]
-        assert {r["judge_role"] for r in rows} == {"labeling", "eval"}, benchmark
-        metrics = {(r["mode"], r["metric"]) for r in rows}
-        assert {("pairwise", "swap_consistency"), ("pairwise", "position_bias")} <= metrics, benchmark
-        assert ("pairwise", "verdict_probability") in metrics and ("pointwise", "length_bias") in metrics
-        gold = benchmark != "alpaca_eval"
-        assert (("pairwise", "gold_agreement") in metrics) is gold, benchmark
-        assert all(r["n"] > 0 for r in rows if r["metric"] == "swap_consistency"), benchmark
-
-    # The tiny judge is a random model: the audit says it is weak, and its checks warn without blocking.
-    evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
-    weak = [e for e in evaluations if e.asset_key.to_user_string() == "judge_audit" and not e.passed]
-    assert weak and all(e.severity == dg.AssetCheckSeverity.WARN for e in weak)
-    assert {e.check_name for e in weak} >= {"judge_swap_consistency", "judge_position_bias"}
-
-    again = materialize_graph(config, resource, selection=["judge_audit"], log_level="WARNING")
-    assert all(r.success for r in again)
-    instance = dg.DagsterInstance.get()
-    for benchmark in config.benchmark_names:
-        assert _latest_metadata(instance, benchmark)["samples_generated"] == 0, benchmark
-    assert _dump(store.read("judge_audit")) == _dump(first)
 
 
 def _dump(rows: list[dict]) -> list[str]:

@@ -423,3 +423,21 @@ def test_export_writes_loadable_folders_with_lineage_cards(tiny_graph, tmp_path,
         return_dict=True,
     )["input_ids"]
     assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] > ids.shape[1]
+
+
+def test_judge_audit_fills_every_partition_and_warns_on_the_random_judge(tiny_graph):
+    config, _, rd_home, first = tiny_graph
+    rows = Store(rd_home / "rd.duckdb").read("judge_audit")
+    for benchmark in config.benchmark_names:
+        mine = [r for r in rows if r["benchmark"] == benchmark]
+        assert {r["judge_role"] for r in mine} == {"labeling", "eval"}, benchmark
+        metrics = {(r["mode"], r["metric"]) for r in mine}
+        assert {("pairwise", "swap_consistency"), ("pairwise", "position_bias")} <= metrics, benchmark
+        assert ("pairwise", "verdict_probability") in metrics and ("pointwise", "length_bias") in metrics
+        assert (("pairwise", "gold_agreement") in metrics) is (benchmark != "alpaca_eval"), benchmark
+        assert all(r["n"] > 0 for r in mine if r["metric"] == "swap_consistency"), benchmark
+    # The tiny judge is a random model: the audit says it is weak, and its checks warn without blocking.
+    evaluations = [e for r in first for e in r.get_asset_check_evaluations()]
+    weak = [e for e in evaluations if e.asset_key.to_user_string() == "judge_audit" and not e.passed]
+    assert weak and all(e.severity == dg.AssetCheckSeverity.WARN for e in weak)
+    assert {e.check_name for e in weak} >= {"judge_swap_consistency", "judge_position_bias"}
