@@ -128,7 +128,7 @@ def test_reads_are_read_only_and_run_beside_another_process_reading(tmp_path: Pa
 
     import duckdb
 
-    import rd_pipeline.store as store_module
+    import rd_pipeline.store.database as store_module
 
     store = Store(tmp_path / "rd.duckdb")
     store.replace_partition("teacher_responses", "gsm8k", _rows("gsm8k", 3))

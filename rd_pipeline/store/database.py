@@ -1,6 +1,6 @@
-"""The DuckDB store: table schemas, idempotent replacement of one benchmark partition, reads.
+"""The DuckDB store: idempotent replacement of one benchmark partition, staged commits, reads.
 
-The only module with DuckDB SQL (the generation journal keeps its own SQLite). Connections are opened per operation
+The only code with DuckDB SQL (the generation journal keeps its own SQLite). Connections are opened per operation
 and closed at once, so no connection is held while models generate or train; a writer that finds the file locked by
 another process waits and retries.
 """
@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import duckdb
 import pyarrow as pa
 
 from rd_pipeline.locks import held_lock
+from rd_pipeline.store.schema import ARROW_SCHEMAS, SCHEMAS
+from rd_pipeline.store.spend import SpendLedger
 
 STORE_FILE = "rd.duckdb"
 
@@ -30,202 +31,6 @@ def store_path(rd_home: Path) -> Path:
     return Path(rd_home) / STORE_FILE
 
 
-def _response_columns(version_column: str) -> dict[str, str]:
-    """Sampled responses: one row per (prompt, temperature, sample index), with the version of the model."""
-    return {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "temperature": "DOUBLE",
-        "sample_index": "INTEGER",
-        "response": "VARCHAR",
-        "input_tokens": "INTEGER",
-        "output_tokens": "INTEGER",
-        version_column: "VARCHAR",
-    }
-
-
-def _validation_columns(version_column: str) -> dict[str, str]:
-    """A validation curve: the greedy answers to a stage's held-out prompts at one step, for one benchmark."""
-    return {
-        "benchmark": "VARCHAR",
-        version_column: "VARCHAR",
-        "step": "INTEGER",
-        "agreement": "DOUBLE",  # greedy answers that equal the vote label, over labelled prompts
-        "agreement_n": "INTEGER",
-        "gold_accuracy": "DOUBLE",  # a monitor only, never used for selection
-        "gold_n": "INTEGER",
-        "mean_reward": "DOUBLE",  # the reward model's raw score (RL only)
-        "mean_length": "DOUBLE",
-        "kl": "DOUBLE",  # mean training KL to the SFT student since the previous validation (RL only)
-        "prompts": "INTEGER",
-        "selected": "BOOLEAN",
-    }
-
-
-# Every table has a `benchmark` column (the partition key) except where noted.
-SCHEMAS: dict[str, dict[str, str]] = {
-    "benchmark_prompts": {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "split": "VARCHAR",
-        "question": "VARCHAR",
-        "prompt": "VARCHAR",
-        "gold": "VARCHAR",
-        "reference": "VARCHAR",
-        "meta": "VARCHAR",
-        "data_version": "VARCHAR",
-    },
-    "teacher_responses": _response_columns("teacher_version"),
-    "pseudo_labels": {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "temperature": "DOUBLE",
-        "sample_index": "INTEGER",
-        "extracted_answer": "VARCHAR",
-        "prompt_answer": "VARCHAR",
-        "vote_share": "DOUBLE",
-        "valid_votes": "INTEGER",
-        "judge_score": "DOUBLE",
-        "prompt_labelled": "BOOLEAN",
-        "good": "BOOLEAN",
-        "teacher_version": "VARCHAR",
-        "label_version": "VARCHAR",
-    },
-    "student_responses": _response_columns("student_version"),
-    "reward_labels": {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "source": "VARCHAR",
-        "temperature": "DOUBLE",
-        "sample_index": "INTEGER",
-        "response": "VARCHAR",
-        "good": "BOOLEAN",
-        "judge_score": "DOUBLE",
-        "label_version": "VARCHAR",
-    },
-    "reward_pairs": {
-        "benchmark": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "prompt": "VARCHAR",
-        "chosen": "VARCHAR",
-        "rejected": "VARCHAR",
-        "margin": "DOUBLE",
-        "split": "VARCHAR",
-        "label_version": "VARCHAR",
-    },
-    "eval_responses": {
-        "benchmark": "VARCHAR",
-        "model_role": "VARCHAR",
-        "model_version": "VARCHAR",
-        "prompt_id": "VARCHAR",
-        "response": "VARCHAR",
-        "correct": "BOOLEAN",
-        "preference": "DOUBLE",
-        "reward_score": "DOUBLE",
-    },
-    "eval_scores": {
-        "benchmark": "VARCHAR",
-        "model_role": "VARCHAR",
-        "model_version": "VARCHAR",
-        "metric": "VARCHAR",
-        "value": "DOUBLE",
-        "ci_low": "DOUBLE",
-        "ci_high": "DOUBLE",
-        "n": "INTEGER",
-    },
-    "eval_breakdown": {
-        "benchmark": "VARCHAR",
-        "model_role": "VARCHAR",
-        "group_kind": "VARCHAR",
-        "group": "VARCHAR",
-        "value": "DOUBLE",
-        "n": "INTEGER",
-    },
-    # One row per audited judge (its role: labeling or eval), mode (pairwise, pointwise) and metric.
-    "judge_audit": {
-        "benchmark": "VARCHAR",
-        "judge_role": "VARCHAR",
-        "judge_ref": "VARCHAR",
-        "judge_version": "VARCHAR",
-        "mode": "VARCHAR",
-        "metric": "VARCHAR",
-        "value": "DOUBLE",
-        "ci_low": "DOUBLE",
-        "ci_high": "DOUBLE",
-        "n": "INTEGER",
-        "teacher_version": "VARCHAR",
-    },
-    # Validation curves: one row per validation and benchmark of an sft_student version (step 0 is the base
-    # student) and of an rl_student version (step 0 is the SFT student).
-    "sft_validation": _validation_columns("sft_version"),
-    "rl_validation": _validation_columns("rl_version"),
-    # RL rollouts: one row per completion sampled in training (as many per step as rl.log_rollouts keeps).
-    "rl_rollouts": {
-        "benchmark": "VARCHAR",
-        "rl_version": "VARCHAR",
-        "step": "INTEGER",
-        "prompt_id": "VARCHAR",
-        "completion": "VARCHAR",
-        "reward_model": "DOUBLE",  # standardised reward-model score
-        "vote_agreement": "DOUBLE",
-        "reward": "DOUBLE",  # the weighted sum of the sources
-        "advantage": "DOUBLE",
-        "length": "INTEGER",
-        "truncated": "BOOLEAN",
-    },
-    "generation_usage": {
-        "benchmark": "VARCHAR",
-        "asset": "VARCHAR",
-        "run_id": "VARCHAR",
-        "model_version": "VARCHAR",
-        "samples_generated": "INTEGER",
-        "samples_from_journal": "INTEGER",
-        "input_tokens": "BIGINT",
-        "output_tokens": "BIGINT",
-        "cost_usd": "DOUBLE",
-        "recorded_at": "TIMESTAMP",
-    },
-    "asset_versions": {
-        "benchmark": "VARCHAR",  # '' for unpartitioned assets
-        "asset": "VARCHAR",
-        "data_version": "VARCHAR",
-        "run_id": "VARCHAR",
-        "teacher_version": "VARCHAR",
-        "upstream": "VARCHAR",  # JSON: upstream asset/partition -> {data_version, run_id}
-        "recorded_at": "TIMESTAMP",
-    },
-    # Not partitioned: money spent per API endpoint and model, one row per answered request (imported from
-    # the journals, where each is written with the samples it paid for), and the resets of that spend.
-    "api_spend": {
-        "endpoint": "VARCHAR",
-        "model": "VARCHAR",
-        "entry_id": "VARCHAR",
-        "label": "VARCHAR",  # which step and run spent it
-        "input_tokens": "BIGINT",
-        "output_tokens": "BIGINT",
-        "cost_usd": "DOUBLE",
-        "recorded_at": "TIMESTAMP",
-    },
-    "api_spend_resets": {
-        "endpoint": "VARCHAR",
-        "model": "VARCHAR",
-        "spent_usd": "DOUBLE",  # what had been spent since the previous reset
-        "reset_at": "TIMESTAMP",
-    },
-}
-
-_ARROW_TYPES = {
-    "VARCHAR": pa.string(),
-    "DOUBLE": pa.float64(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "BOOLEAN": pa.bool_(),
-    "TIMESTAMP": pa.timestamp("us"),
-}
-_ARROW_SCHEMAS = {
-    table: pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in columns.items()])
-    for table, columns in SCHEMAS.items()
-}
 _LOCK_WAIT_S = 300.0
 
 
@@ -300,7 +105,7 @@ def _reason(error: BaseException) -> str:
     return re.sub(r'\s*(from )?(file )?"[^"]*"', "", line.removeprefix("IO Error: "))
 
 
-class Store:
+class Store(SpendLedger):
     """Tables in one DuckDB file, one short-lived connection per operation."""
 
     def __init__(self, path: Path) -> None:
@@ -384,7 +189,7 @@ class Store:
         if not all(row.keys() >= required for row in rows):
             number, row = next((n, r) for n, r in enumerate(rows) if not r.keys() >= required)
             raise StoreError(f"row {number} for {table} lacks columns {sorted(required - set(row))}")
-        return pa.Table.from_pylist(list(rows), schema=_ARROW_SCHEMAS[table])
+        return pa.Table.from_pylist(list(rows), schema=ARROW_SCHEMAS[table])
 
     def replace_partition(
         self, table: str, benchmark: str, rows: Sequence[dict[str, Any]] | pa.Table, **match: str
@@ -509,80 +314,3 @@ class Store:
         """The most recent version record of an asset partition, or None."""
         rows = self.read("asset_versions", benchmark=benchmark, asset=asset, order_by="recorded_at DESC")
         return rows[0] if rows else None
-
-    def import_api_spend(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Add spend rows whose ``entry_id`` is not recorded yet (importing twice counts once). Returns how many."""
-        data = self._arrow("api_spend", rows)
-
-        def write(connection: duckdb.DuckDBPyConnection) -> int:
-            self._ensure_table(connection, "api_spend")
-            connection.register("incoming_spend", data)
-            try:
-                before = connection.execute("SELECT count(*) FROM api_spend").fetchall()[0][0]
-                connection.execute(
-                    "INSERT INTO api_spend SELECT DISTINCT ON (entry_id) * FROM incoming_spend WHERE entry_id NOT "
-                    "IN (SELECT entry_id FROM api_spend)"
-                )
-                return connection.execute("SELECT count(*) FROM api_spend").fetchall()[0][0] - before
-            finally:
-                connection.unregister("incoming_spend")
-
-        return self._run(write) if data.num_rows else 0
-
-    def api_spend(self) -> list[dict[str, Any]]:
-        """Per endpoint and model: ``spent_usd`` and ``requests`` since the last reset (what a budget counts),
-        ``total_usd`` over all time and ``last_reset`` (None if never)."""
-
-        def query(connection: duckdb.DuckDBPyConnection | None) -> list[dict[str, Any]]:
-            if connection is None or not self._has_table(connection, "api_spend"):
-                return []
-            resets = (
-                "SELECT endpoint, model, max(reset_at) AS reset_at FROM api_spend_resets GROUP BY endpoint, model"
-                if self._has_table(connection, "api_spend_resets")
-                else "SELECT NULL::VARCHAR AS endpoint, NULL::VARCHAR AS model, NULL::TIMESTAMP AS reset_at"
-            )
-            since_reset = "r.reset_at IS NULL OR s.recorded_at > r.reset_at"
-            result = connection.execute(
-                f"SELECT s.endpoint, s.model, sum(s.cost_usd) FILTER (WHERE {since_reset}) AS spent_usd, "
-                f"count(*) FILTER (WHERE {since_reset}) AS requests, sum(s.cost_usd) AS total_usd, "
-                f"max(r.reset_at) AS last_reset FROM api_spend s LEFT JOIN ({resets}) r USING (endpoint, model) "
-                "GROUP BY s.endpoint, s.model ORDER BY s.endpoint, s.model"
-            )
-            names = [d[0] for d in result.description]
-            return [
-                {**dict(zip(names, row, strict=True)), "spent_usd": row[2] or 0.0}
-                for row in result.fetchall()
-            ]
-
-        return self._run(query, read_only=True)
-
-    def api_spent_usd(self, endpoint: str, model: str) -> float:
-        """Money spent on ``model`` at ``endpoint`` since its last reset, over every run."""
-        return next(
-            (
-                row["spent_usd"]
-                for row in self.api_spend()
-                if (row["endpoint"], row["model"]) == (endpoint, model)
-            ),
-            0.0,
-        )
-
-    def reset_api_spend(self, endpoint: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-        """Start counting spend afresh for every endpoint and model (or only the given ones); the history stays.
-
-        Returns the reset rows written (endpoint, model, what had been spent since the previous reset).
-        """
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        resets = [
-            {
-                "endpoint": row["endpoint"],
-                "model": row["model"],
-                "spent_usd": row["spent_usd"],
-                "reset_at": now,
-            }
-            for row in self.api_spend()
-            if endpoint in (None, row["endpoint"]) and model in (None, row["model"])
-        ]
-        if resets:
-            self.append("api_spend_resets", resets)
-        return resets
