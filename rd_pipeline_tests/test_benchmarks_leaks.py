@@ -16,7 +16,7 @@ from rd_pipeline.benchmarks import (
 )
 from rd_pipeline.benchmarks.leaks import normalize_text
 from rd_pipeline.config import EVAL_ONLY_BENCHMARKS, BenchmarkConfig, ConfigError, parse_config
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import make_benchmark_prompts
 

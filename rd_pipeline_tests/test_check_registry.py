@@ -9,7 +9,13 @@ import sys
 
 import pytest
 
-from rd_pipeline.steps.checks import CHECKED_STEP_MODULES, CHECKS, AssetCheck, declare_checks, not_empty
+from rd_pipeline.steps.check_registry import (
+    CHECKED_STEP_MODULES,
+    CHECKS,
+    AssetCheck,
+    declare_checks,
+    not_empty,
+)
 
 CHECKED_ASSETS = [
     "benchmark_prompts",
@@ -26,7 +32,11 @@ CHECKED_ASSETS = [
 
 def test_a_fresh_interpreter_reading_the_registry_sees_every_assets_checks() -> None:
     listed = subprocess.run(
-        [sys.executable, "-c", "from rd_pipeline.steps.checks import CHECKS; print(' '.join(CHECKS))"],
+        [
+            sys.executable,
+            "-c",
+            "from rd_pipeline.steps.check_registry import CHECKS; print(' '.join(CHECKS))",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -48,7 +58,7 @@ def test_an_assets_checks_are_declared_in_the_module_of_its_step(asset: str) -> 
         "no committed step there"
     )
     for check in CHECKS[asset]:
-        assert check.evaluate.__module__ in (module.__name__, "rd_pipeline.steps.checks"), check.name
+        assert check.evaluate.__module__ in (module.__name__, "rd_pipeline.steps.check_registry"), check.name
 
 
 def test_checks_declared_outside_the_step_modules_are_refused() -> None:

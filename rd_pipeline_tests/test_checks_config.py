@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rd_pipeline.config import ChecksConfig, parse_config
-from rd_pipeline.steps.checks import CHECKS, evaluate_checks
+from rd_pipeline.steps.check_registry import CHECKS, evaluate_checks
 
 # One step result with every metric the checks read, each between the lowest and highest threshold.
 MIDDLING_METADATA = {
@@ -52,4 +52,4 @@ def test_every_checks_field_changes_some_check_outcome(name: str) -> None:
         changed = _outcomes({**strict, name: True}) != _outcomes({**strict, name: False})
     else:
         pytest.fail(f"checks.{name}: no probe for a {annotation} field; add one to this test")
-    assert changed, f"checks.{name} is read by no asset check (see rd_pipeline/steps/checks.py)"
+    assert changed, f"checks.{name} is read by no asset check (see rd_pipeline/steps/check_registry.py)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rd_pipeline.config import parse_config
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 
 LABELS = {"rows": 48, "coverage": 1.0, "mean_vote_share": 0.8, "n_labelled": 8}
 

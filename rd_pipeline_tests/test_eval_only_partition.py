@@ -14,7 +14,7 @@ from rd_pipeline.config import PRESETS_DIR, load_config
 from rd_pipeline.defs import build_definitions
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import asset_names, materialize_graph, plan_runs
-from rd_pipeline.steps.checks import (
+from rd_pipeline.steps.check_registry import (
     CHECKS,
     evaluate_checks,
     evaluation_only_benchmarks,

@@ -13,7 +13,7 @@ from rd_pipeline.config import ConfigError, parse_config
 from rd_pipeline.evaluation.metrics import win_rate
 from rd_pipeline.evaluation.report import render_report
 from rd_pipeline.steps.context import StepContext
-from rd_pipeline.steps.evaluation import _judge_against_reference, judge_warnings
+from rd_pipeline.steps.eval_scores import _judge_against_reference, judge_warnings
 from rd_pipeline_tests.support.fault_server import FaultServer, FaultSettings
 
 BASE = {"teacher": {"ref": "teacher-model"}, "student": {"ref": "tiny-random"}}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rd_pipeline.config import RewardModelConfig, parse_config
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.training import RewardScorer, pairwise_accuracy, train_reward_model
 

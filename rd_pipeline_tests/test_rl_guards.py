@@ -16,7 +16,7 @@ from rd_pipeline.benchmarks import BenchmarkItem
 from rd_pipeline.benchmarks.base import item_to_json
 from rd_pipeline.config import RewardModelConfig, RewardSourceConfig, RlConfig, load_preset
 from rd_pipeline.evaluation.report import render_report
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.training import train_reward_model, train_rl
 from rd_pipeline.training.rl_rewards import Standardisation, VoteAgreementReward

@@ -18,7 +18,7 @@ from rd_pipeline.config import SftConfig, load_preset
 from rd_pipeline.evaluation.metrics import training_phase
 from rd_pipeline.evaluation.report import render_report
 from rd_pipeline.models import resolve_model
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import make_benchmark_prompts
 from rd_pipeline.steps.results import TrainedModel

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from rd_pipeline.config import load_config
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.commit import CommitRefused, failed_checks_text
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.labels import make_pseudo_labels

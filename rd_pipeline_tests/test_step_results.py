@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rd_pipeline.config import parse_config
-from rd_pipeline.steps.checks import evaluate_checks
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult
 from rd_pipeline.steps.results import (
     OUTPUT_TYPES,

@@ -8,8 +8,8 @@ import pytest
 
 from rd_pipeline.config import ConfigError, parse_config
 from rd_pipeline.models import ensure_tiny_random
+from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.checkpoints import LINEAGE_FILE, checkpoint_dir
-from rd_pipeline.steps.checks import evaluate_checks
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import make_benchmark_prompts
 from rd_pipeline.steps.students import make_student_responses

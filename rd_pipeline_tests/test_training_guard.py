@@ -164,7 +164,7 @@ import sys
 from pathlib import Path
 import dagster as dg
 from rd_pipeline.config import LaunchConfig
-from rd_pipeline.defs.assets.models import pipes_launcher
+from rd_pipeline.defs.assets.trained import pipes_launcher
 from rd_pipeline.training.launch import TrainingJob
 
 @dg.asset

@@ -127,7 +127,7 @@ def test_failed_training_names_the_job_and_shows_its_output(tmp_path: Path) -> N
 
 
 def test_failed_training_under_dagster_pipes_says_why(tmp_path: Path) -> None:
-    from rd_pipeline.defs.assets.models import pipes_launcher
+    from rd_pipeline.defs.assets.trained import pipes_launcher
     from rd_pipeline.defs.logs import error_text
 
     job = _sft_job(tmp_path, str(tmp_path / "no-such-model"), SftConfig(max_steps=1), "sft")
@@ -150,7 +150,7 @@ def test_pipes_launch_returns_the_metrics_the_worker_wrote_without_its_report(
     """A training group whose Pipes materialization report never arrives (lost on a loaded machine) still gives
     the step the metrics its worker wrote to the job directory."""
     import rd_pipeline.training.launch as launch
-    from rd_pipeline.defs.assets.models import pipes_launcher
+    from rd_pipeline.defs.assets.trained import pipes_launcher
 
     job = _sft_job(tmp_path, "unused", SftConfig(max_steps=1), "sft")
     worker = (

@@ -11,7 +11,7 @@ import dagster as dg
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs.assets.data import data_assets, teacher
 from rd_pipeline.defs.assets.evaluation import evaluation_assets
-from rd_pipeline.defs.assets.models import model_assets
+from rd_pipeline.defs.assets.trained import model_assets
 from rd_pipeline.defs.automation import automation_sensor, teacher_observation_schedule
 from rd_pipeline.defs.partitions import benchmark_partitions
 from rd_pipeline.defs.resources import PipelineResource

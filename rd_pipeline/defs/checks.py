@@ -1,7 +1,7 @@
 """Asset checks, evaluated from what each step reports and attached to its materialization.
 
 The checks themselves are plain functions declared next to each asset's step, in its ``rd_pipeline.steps``
-module, and registered in ``rd_pipeline.steps.checks.CHECKS`` (add a new one to its asset's ``<ASSET>_CHECKS``
+module, and registered in ``rd_pipeline.steps.check_registry.CHECKS`` (add a new one to its asset's ``<ASSET>_CHECKS``
 there); they run before a step's writes are committed, so a failed blocking check leaves the stored data unchanged
 and fails the step, which stops downstream steps: bad labels never reach SFT, and a reward model no better than
 chance never drives RL.
@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.steps.checks import CHECKS, CheckOutcome, evaluate_checks
+from rd_pipeline.steps.check_registry import CHECKS, CheckOutcome, evaluate_checks
 
 __all__ = ["CHECKS", "check_results", "check_specs", "outcome_evaluations", "outcome_results"]
 

@@ -49,7 +49,7 @@ from rd_pipeline.generation.base import (
     ScoringRequest,
 )
 from rd_pipeline.generation.journal import PendingSample, SpendEntry, identity_version
-from rd_pipeline.generation.journaled import Batches, FinishedBatch, JournaledGenerator, JournalRun
+from rd_pipeline.generation.loop import Batches, FinishedBatch, JournaledGenerator, JournalRun
 from rd_pipeline.generation.rate_limit import RateLimiter
 from rd_pipeline.observed import SourceUnavailable, observe
 

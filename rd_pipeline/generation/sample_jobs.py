@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rd_pipeline.generation.base import Completion, GenerationRequest
 from rd_pipeline.generation.journal import PendingSample
-from rd_pipeline.generation.journaled import FinishedBatch
+from rd_pipeline.generation.loop import FinishedBatch
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from rd_pipeline.generation.base import (
 )
 from rd_pipeline.generation.candidates import Scored, journaled_scores
 from rd_pipeline.generation.journal import Journal
-from rd_pipeline.generation.journaled import Batches, JournaledGenerator, JournalRun
+from rd_pipeline.generation.loop import Batches, JournaledGenerator, JournalRun
 from rd_pipeline.generation.sample_jobs import SampleJob, batch_seed, finished_jobs, make_batches, plan_jobs
 from rd_pipeline.models import ResolvedModel
 

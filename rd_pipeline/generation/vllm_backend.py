@@ -40,7 +40,7 @@ from rd_pipeline.generation.candidates import (
     probabilities_from_top_logprobs,
 )
 from rd_pipeline.generation.journal import Journal
-from rd_pipeline.generation.journaled import Batches, JournaledGenerator, JournalRun
+from rd_pipeline.generation.loop import Batches, JournaledGenerator, JournalRun
 from rd_pipeline.generation.sample_jobs import SampleJob, batch_seed, finished_jobs, plan_jobs
 from rd_pipeline.generation.vllm_worker import EngineJob, EngineResult, EngineSpec
 from rd_pipeline.models import ResolvedModel

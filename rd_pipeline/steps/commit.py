@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from rd_pipeline.steps.checks import CHECKS, AssetCheck, CheckOutcome, declare_checks, evaluate_checks
+from rd_pipeline.steps.check_registry import CHECKS, AssetCheck, CheckOutcome, declare_checks, evaluate_checks
 from rd_pipeline.steps.context import StepContext, StepResult
 from rd_pipeline.steps.results import SampledResponses, StepOutput
 from rd_pipeline.store import StagedWrites
@@ -84,7 +84,7 @@ def commit_step(
 
 def committed(asset: str, checks: Sequence[AssetCheck] = ()) -> Callable[[StepFn], StepFn]:
     """Make a step stage its writes and commit them only when ``asset``'s blocking checks pass; ``checks`` are the
-    asset's checks, declared next to the step and registered in ``rd_pipeline.steps.checks.CHECKS``."""
+    asset's checks, declared next to the step and registered in ``rd_pipeline.steps.check_registry.CHECKS``."""
 
     def decorate(make: StepFn) -> StepFn:
         if checks:

@@ -16,7 +16,7 @@ from rd_pipeline.config import PipelineConfig
 from rd_pipeline.generation.base import GenerationStats, ProgressCallback
 from rd_pipeline.generation.progress import log_progress, progress_bar
 from rd_pipeline.hashing import short_hash
-from rd_pipeline.steps.checks import CheckOutcome
+from rd_pipeline.steps.check_registry import CheckOutcome
 from rd_pipeline.steps.results import StepOutput
 from rd_pipeline.store import StagedWrites, Store, store_path
 

@@ -27,7 +27,7 @@ from rd_pipeline.evaluation.judge_audit import (
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationStats
 from rd_pipeline.labeling.judge import JUDGE_VERSION, add_stats, judge_pairwise, judge_pointwise
-from rd_pipeline.steps.checks import AssetCheck, CheckDetails
+from rd_pipeline.steps.check_registry import AssetCheck, CheckDetails
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation

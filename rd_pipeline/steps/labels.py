@@ -21,7 +21,7 @@ from rd_pipeline.labeling.judge import JUDGE_VERSION, judge_pointwise, judge_sum
 from rd_pipeline.labeling.pairs import LabelledResponse, RewardPair, build_reward_pairs, pair_source_stats
 from rd_pipeline.labeling.quality import label_quality, label_record
 from rd_pipeline.labeling.vote import majority_vote
-from rd_pipeline.steps.checks import AssetCheck, CheckDetails, not_empty
+from rd_pipeline.steps.check_registry import AssetCheck, CheckDetails, not_empty
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation

@@ -8,7 +8,7 @@ from typing import Any
 
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, select_prompts
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.steps.checks import AssetCheck, CheckDetails, not_empty
+from rd_pipeline.steps.check_registry import AssetCheck, CheckDetails, not_empty
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash
 from rd_pipeline.steps.results import BenchmarkPrompts

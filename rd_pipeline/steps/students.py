@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 from rd_pipeline.config import PipelineConfig, versioned_dump
 from rd_pipeline.evaluation.metrics import training_phase, wilson_interval
 from rd_pipeline.models import resolve_model
-from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
-from rd_pipeline.steps.checks import (
+from rd_pipeline.steps.check_registry import (
     AssetCheck,
     CheckDetails,
     evaluation_only_benchmarks,
     not_empty,
     samples_match,
 )
+from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
 from rd_pipeline.steps.prompts import read_prompts

@@ -14,7 +14,7 @@ from rd_pipeline.generation.base import (
     Generator,
     SamplingParams,
 )
-from rd_pipeline.steps.checks import AssetCheck, CheckDetails, not_empty, samples_match
+from rd_pipeline.steps.check_registry import AssetCheck, CheckDetails, not_empty, samples_match
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs.assets.common import OWNERS, run_step
+from rd_pipeline.defs.assets.materialization import OWNERS, run_step
 from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags

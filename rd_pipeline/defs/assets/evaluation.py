@@ -3,12 +3,12 @@
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs.assets.common import OWNERS, run_step
+from rd_pipeline.defs.assets.materialization import OWNERS, run_step
 from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
-from rd_pipeline.steps.evaluation import make_eval_scores, make_report
+from rd_pipeline.steps.eval_scores import make_eval_scores, make_report
 from rd_pipeline.steps.judge_audit import make_judge_audit
 
 

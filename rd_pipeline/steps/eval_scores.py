@@ -18,8 +18,8 @@ from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.labeling.judge import JUDGE_VERSION, PairwiseJudgment, judge_pairwise, judge_summary
 from rd_pipeline.models import resolve_model
+from rd_pipeline.steps.check_registry import AssetCheck, CheckDetails
 from rd_pipeline.steps.checkpoints import latest_checkpoint
-from rd_pipeline.steps.checks import AssetCheck, CheckDetails
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation

@@ -39,7 +39,7 @@ CHECKED_STEP_MODULES = (
     "rd_pipeline.steps.teacher",
     "rd_pipeline.steps.labels",
     "rd_pipeline.steps.students",
-    "rd_pipeline.steps.evaluation",
+    "rd_pipeline.steps.eval_scores",
     "rd_pipeline.steps.judge_audit",
 )
 
@@ -99,7 +99,7 @@ def declare_checks(asset: str, checks: Iterable[AssetCheck], module: str) -> Non
     if module not in CHECKED_STEP_MODULES:
         raise ValueError(
             f"checks of {asset} are declared in {module}, which is not in CHECKED_STEP_MODULES "
-            "(rd_pipeline/steps/checks.py): add it there so the registry loads it"
+            "(rd_pipeline/steps/check_registry.py): add it there so the registry loads it"
         )
     declared = _DECLARED.get(asset)
     if declared is not None and declared[0] != module:
