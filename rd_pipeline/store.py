@@ -52,6 +52,10 @@ def _validation_columns(version_column: str) -> dict[str, str]:
         "step": "INTEGER",
         "agreement": "DOUBLE",  # greedy answers that equal the vote label, over labelled prompts
         "agreement_n": "INTEGER",
+        # open-ended prompts (SFT): the judge's preference of the greedy answer over the base student's, both
+        # orders, ties and disagreeing orders as half; 0.5 at step 0 (the base student) by construction
+        "win_rate": "DOUBLE",
+        "win_n": "INTEGER",
         "gold_accuracy": "DOUBLE",  # a monitor only, never used for selection
         "gold_n": "INTEGER",
         "mean_reward": "DOUBLE",  # the reward model's raw score (RL only)
@@ -354,8 +358,19 @@ class Store:
 
     @staticmethod
     def _ensure_table(connection: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Create ``table``, or add the columns its schema gained since a store file was written (empty in
+        existing rows)."""
         columns = ", ".join(f'"{name}" {kind}' for name, kind in SCHEMAS[table].items())
         connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns})')
+        present = {
+            row[0]
+            for row in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            ).fetchall()
+        }
+        for name, kind in SCHEMAS[table].items():
+            if name not in present:
+                connection.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
 
     def _arrow(self, table: str, rows: Sequence[dict[str, Any]] | pa.Table) -> pa.Table:
         if table not in SCHEMAS:
