@@ -282,3 +282,68 @@ def test_report_shows_the_win_rate_curve(tmp_path: Path) -> None:
     assert "win rate vs step 0 (n)" in report.markdown and "| 2 | - (0) | 0.875 (4) |" in report.markdown
     assert "the judge's preference of each answer over the base student's answer" in report.markdown
     assert "Shipped: step 2 of 4 trained" in report.markdown
+
+
+def test_verifiable_and_open_ended_prompts_select_on_the_mean_per_prompt_score(tmp_path: Path) -> None:
+    """With both kinds of validation prompts, the selection score is the mean over prompts of agreement (1/0)
+    and the judge's preference (1/0.5/0): step 0 scores 0.5 on each open-ended prompt."""
+    from transformers import AutoModelForCausalLM
+
+    from rd_pipeline.training.base_comparison import BaseComparison
+    from rd_pipeline.training.common import load_tokenizer
+    from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
+
+    base = resolve_model("tiny-random", tmp_path).location
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(base), load_tokenizer(base)
+    verifiable = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus 1?"}],
+            "benchmark": "gsm8k",
+            "prompt_id": f"g{i}",
+            "vote_answer": "12345",  # no random model writes it: agreement 0
+            "item": item_to_json(BenchmarkItem("gsm8k", f"g{i}", "train", f"What is {i} plus 1?")),
+        }
+        for i in range(2)
+    ]
+    asked: list[tuple] = []
+
+    def always_prefers_the_student(items):
+        asked.extend(items)
+        return [1.0] * len(items)
+
+    prompts = [ValidationPrompt.from_record(r) for r in verifiable + _validation(2)]
+    comparison = BaseComparison(always_prefers_the_student, tmp_path / "base.json")
+    validator = PolicyValidator(prompts, tokenizer, 4, base_comparison=comparison)
+    assert validator.selection_metric == "combined_score"
+    score_0, values_0 = validator(0, model)
+    assert not asked and (tmp_path / "base.json").is_file()
+    assert (score_0, values_0["combined_n"]) == (0.25, 4)  # (0 + 0 + 0.5 + 0.5) / 4
+    assert (values_0["agreement"], values_0["win_rate"]) == (0.0, 0.5)
+    resumed = BaseComparison(always_prefers_the_student, tmp_path / "base.json")  # reads the base answers
+    score_1, values_1 = PolicyValidator(prompts, tokenizer, 4, base_comparison=resumed)(1, model)
+    assert (score_1, values_1["win_rate"]) == (0.5, 1.0)
+    assert [item[3] for item in asked] == [item[2] for item in asked]  # the same model answered both
+
+
+def test_a_store_written_before_the_win_rate_columns_gains_them(tmp_path: Path) -> None:
+    import duckdb
+
+    from rd_pipeline.store import Store
+
+    path = tmp_path / "rd.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(
+            "CREATE TABLE sft_validation (benchmark VARCHAR, sft_version VARCHAR, step INTEGER, agreement DOUBLE, "
+            "agreement_n INTEGER, gold_accuracy DOUBLE, gold_n INTEGER, mean_reward DOUBLE, mean_length DOUBLE, "
+            "kl DOUBLE, prompts INTEGER, selected BOOLEAN)"
+        )
+        connection.execute(
+            "INSERT INTO sft_validation VALUES ('gsm8k', 'old', 0, 0.5, 4, NULL, 0, NULL, 3.0, NULL, 4, true)"
+        )
+    store = Store(path)
+    row = {"benchmark": "alpaca_eval", "sft_version": "new", "step": 0, "agreement": None, "agreement_n": 0}
+    row |= {"win_rate": 0.5, "win_n": 4, "gold_accuracy": None, "gold_n": 0, "mean_reward": None}
+    row |= {"mean_length": 3.0, "kl": None, "prompts": 4, "selected": True}
+    store.replace_partition("sft_validation", "alpaca_eval", [row], sft_version="new")
+    assert store.read("sft_validation", "alpaca_eval")[0]["win_rate"] == 0.5
+    assert store.read("sft_validation", "gsm8k")[0]["win_rate"] is None

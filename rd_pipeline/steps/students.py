@@ -24,6 +24,7 @@ from rd_pipeline.steps.checks import (
 )
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
+from rd_pipeline.steps.generation_guard import import_journal_spend
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.results import SampledResponses, TrainedModel, evaluation_only_fields
 from rd_pipeline.steps.rl_data import reference_responses, rollout_table_rows
@@ -281,6 +282,8 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         lineage,
         config.student.ref,
     )
+    if has_open_ended(validation):
+        import_journal_spend(ctx)  # what the judge spent inside the training job, into the api_spend ledger
     curve = validation_rows("sft", version, metrics.get("validation") or {})
     for benchmark in config.benchmark_names:
         ctx.stage("sft_validation", benchmark, curve.get(benchmark, []), sft_version=version)
