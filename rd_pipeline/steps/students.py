@@ -43,6 +43,7 @@ from rd_pipeline.steps.validation import (
     split_prompts,
     validation_rows,
 )
+from rd_pipeline.training.base_comparison import JudgeSettings
 
 if TYPE_CHECKING:
     from rd_pipeline.training.launch import JobKind
@@ -223,8 +224,6 @@ def _validation_judge(ctx: StepContext, validation: list[dict[str, Any]]) -> dic
     (none without such prompts): the labelling judge (default the teacher), RD_HOME and its token allowance."""
     if not has_open_ended(validation):
         return {}
-    from rd_pipeline.training.base_comparison import JudgeSettings
-
     judge = JudgeSettings(
         ctx.config.judge_model.model_dump(mode="json"),
         str(ctx.rd_home),

@@ -1,9 +1,9 @@
 """Validation on open-ended prompts: the judge's preference of the policy's greedy response over the base
 student's greedy response to the same held-out prompt, judged in both orders.
 
-The base student's responses are decoded once, at step 0 (where the policy is the base student, so its win rate
-is 0.5 by construction and the judge is not asked), saved next to the trainer state so a resumed run compares
-against the same responses, and reused at every later validation. The judge is the project's pairwise judge
+The base student's responses are decoded once, at step 0 (where the policy is the base student, so its win
+rate is 0.5 by construction and the judge is not asked), saved next to the trainer state so a resumed run
+compares against the same responses, and reused at every later validation. The judge is the project's pairwise judge
 (``labeling.judge.judge_pairwise``): each comparison is made with either response first; a tie, or orders that
 disagree, count as half a win, and soft verdict probabilities give a preference in between. Its requests go
 through the judge's journal (``make_generator``), so a resumed job does not send them again.

@@ -4,7 +4,8 @@ preference over the base student's response (``base_comparison``), and in RL als
 the SFT student, with its answers' length.
 
 Validation prompts are training prompts held out of the stage. Their gold answers, where a benchmark has them,
-are measured as a monitor only: selection uses agreement with the vote label, which needs no gold.
+are measured as a monitor only: selection uses agreement with the vote label and the judge's preference, which
+need no gold.
 """
 
 from __future__ import annotations
@@ -103,10 +104,11 @@ def greedy_completions(
 
 
 def selection_metric(labelled: bool, judged: bool, rewarded: bool) -> str | None:
-    """What selects the shipped step: ``combined_score`` (the mean over prompts of per-prompt scores: agreement 1/0 on
-    labelled verifiable prompts, the judge's preference 1/0.5/0 against the base student on open-ended ones)
-    when both kinds are measured, else ``agreement`` or ``win_rate`` alone, else the mean reward-model score;
-    None when nothing is measured (nothing selects)."""
+    """What selects the shipped step: ``combined_score`` (the mean over prompts of per-prompt scores:
+    agreement 1/0 on labelled verifiable prompts, the judge's preference 1/0.5/0 against the base student on
+    open-ended ones) when both kinds are measured, else ``agreement`` or ``win_rate`` alone, else the mean
+    reward-model score; None when nothing is measured (nothing selects). A prompt weighs the same whichever
+    kind it is, so the mix of held-out prompts sets the weight of each kind."""
     if labelled and judged:
         return "combined_score"
     if labelled:
