@@ -472,7 +472,10 @@ class SftConfig(EpochTrainerConfig):
         "examples, and neither are those of RL's validation prompts. 0 = no validation, the last step ships",
     )
     max_validation_prompts: int = Field(
-        default=256, ge=1, description="at most this many validation prompts (a stable subset)"
+        default=256,
+        ge=1,
+        description="at most this many validation prompts (a stable subset); bounds the judge's work too: two "
+        "verdicts (both orders) per open-ended validation prompt and validation",
     )
     validation_max_new_tokens: int = Field(
         default=256, ge=1, description="longest greedy answer to a validation prompt, in tokens"
@@ -481,12 +484,14 @@ class SftConfig(EpochTrainerConfig):
         default=20,
         ge=1,
         description="decode the validation prompts greedily every this many optimizer steps and at the last "
-        "step; the checkpoint with the best agreement with their vote labels ships",
+        "step; the checkpoint with the best validation score ships: agreement with the vote labels on verifiable "
+        "prompts, the judge's preference over the base student's answer on open-ended ones (both kinds: the mean "
+        "of per-prompt scores)",
     )
     patience: int = Field(
         default=3,
         ge=0,
-        description="stop after this many validations without a better validation agreement; 0 = never",
+        description="stop after this many validations without a better validation score; 0 = never",
     )
 
 

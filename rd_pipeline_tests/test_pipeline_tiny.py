@@ -136,7 +136,8 @@ def test_rl_validation_curve_and_rollouts_are_stored(tiny_graph):
 
 def test_sft_validation_curve_is_stored(tiny_graph):
     """sft_student validates every step from the base student (step 0) on prompts held out of SFT; open-ended
-    prompts are decoded but have no vote label to agree with."""
+    prompts are judged against the base student's answers inside the training job (the tiny judge is the
+    teacher), step 0 at 0.5 by construction."""
     config, _, rd_home, _ = tiny_graph
     store = Store(rd_home / "rd.duckdb")
     version = store.latest_version("sft_student")["data_version"]
@@ -149,12 +150,16 @@ def test_sft_validation_curve_is_stored(tiny_graph):
         curve = [row for row in validation if row["benchmark"] == benchmark]
         assert sorted(row["step"] for row in curve) == list(range(config.sft.max_steps + 1))
         assert all(row["kl"] is None and row["mean_reward"] is None for row in curve)
-    for row in validation:
-        if row["benchmark"] == "alpaca_eval":
-            assert row["agreement_n"] == 0 and row["agreement"] is None
+    open_ended = sorted((r for r in validation if r["benchmark"] == "alpaca_eval"), key=lambda r: r["step"])
+    assert open_ended and all(r["agreement_n"] == 0 and r["agreement"] is None for r in open_ended)
+    assert open_ended[0]["win_rate"] == 0.5 and all(
+        r["win_n"] == open_ended[0]["prompts"] for r in open_ended
+    )
+    assert all(0.0 <= r["win_rate"] <= 1.0 for r in open_ended)
     metadata = _latest_metadata(dg.DagsterInstance.get(), "sft_student")
     assert metadata["validation_prompts"] == sum(row["prompts"] for row in validation if row["step"] == 0)
-    assert "shipped" in metadata
+    assert "shipped" in metadata and "alpaca_eval" not in metadata.get("validation_unscored", "")
+    assert metadata["validation_curve"][0]["win_rate"] == 0.5
     report = (rd_home / "reports" / "latest" / "report.md").read_text()
     assert "## SFT validation" in report
 

@@ -2,8 +2,9 @@
 per benchmark.
 
 Rows are ``sft_validation`` or ``rl_validation`` rows of one model version: per validation step, agreement with
-the vote labels (what selects the shipped step), gold accuracy where gold exists (a monitor only), mean length,
-and for RL the reward model's mean score and the KL. Reward rising while agreement falls is reward hacking; the
+the vote labels and, on open-ended prompts in SFT, the judge's win rate against the base student (what selects
+the shipped step), gold accuracy where gold exists (a monitor only), mean length, and for RL the reward model's
+mean score and the KL. Reward rising while agreement falls is reward hacking; the
 chart shows both on one time axis with the selected step marked. Where the selected step falls in training (its
 start, or the early, middle or late third) hints at over- or under-training.
 """
@@ -65,6 +66,7 @@ def chart_validation(rows: Sequence[dict[str, Any]], out_dir: Path, stage: Curve
     for ax, (benchmark, curve) in zip(axes.flat, curves.items(), strict=True):
         for key, label, style in (
             ("agreement", "agreement with vote labels", "-o"),
+            ("win_rate", f"win rate vs {stage.start_model} (judge)", "-D"),
             ("gold_accuracy", "gold accuracy (monitor)", ":s"),
         ):
             steps, values = _series(curve, key)
@@ -91,7 +93,8 @@ def chart_validation(rows: Sequence[dict[str, Any]], out_dir: Path, stage: Curve
         handles = ax.get_legend_handles_labels()
         ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="best")
     versus = " vs. reward" if rewarded else ""
-    fig.suptitle(f"{stage.title}: agreement{versus}, and the shipped step", fontsize=11)
+    judged = " and win rate" if any(row.get("win_rate") is not None for row in rows) else ""
+    fig.suptitle(f"{stage.title}: agreement{judged}{versus}, and the shipped step", fontsize=11)
     path = Path(out_dir) / stage.chart_file
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -115,6 +118,12 @@ _COLUMNS: tuple[_Column, ...] = (
         lambda row: f"{_cell(row.get('agreement'))} ({row.get('agreement_n') or 0})",
         None,
     ),
+    (
+        "win rate vs step 0 (n)",
+        "---:",
+        lambda row: f"{_cell(row.get('win_rate'))} ({row.get('win_n') or 0})",
+        "win_rate",
+    ),
     ("gold accuracy (monitor)", "---:", lambda row: _cell(row.get("gold_accuracy")), None),
     ("mean reward", "---:", lambda row: _cell(row.get("mean_reward")), "mean_reward"),
     ("mean length", "---:", lambda row: _cell(row.get("mean_length"), 1), None),
@@ -131,7 +140,7 @@ def shipped_summary(rows: Sequence[dict[str, Any]], stage: CurveStage) -> str:
     if selected == 0:
         return (
             f"Shipped: the {stage.start_model} (step 0): {stage.name.upper()} did not improve validation "
-            "agreement."
+            f"{'agreement or win rate' if any(row.get('win_n') for row in rows) else 'agreement'}."
         )
     trained = max(row["step"] for row in rows)
     phase = training_phase(selected, trained)
@@ -139,16 +148,22 @@ def shipped_summary(rows: Sequence[dict[str, Any]], stage: CurveStage) -> str:
 
 
 def validation_markdown(rows: Sequence[dict[str, Any]], stage: CurveStage) -> str:
-    """The shipped step, then a table per benchmark: step, agreement (n), gold accuracy, mean reward and KL
-    where measured, length, the selected step; a benchmark without vote labels says it took no part in
-    selection."""
+    """The shipped step, then a table per benchmark: step, agreement (n), win rate against step 0 (n), gold
+    accuracy, mean reward and KL where measured, length, the selected step; an open-ended benchmark says how it
+    was judged, a benchmark with neither vote labels nor judgments that it took no part in selection."""
     if not rows:
         return ""
     columns = [c for c in _COLUMNS if c[3] is None or any(row.get(c[3]) is not None for row in rows)]
     parts = [f"## {stage.title}", "", shipped_summary(rows, stage), ""]
     for benchmark, curve in _by_benchmark(rows).items():
         parts += [f"### {benchmark}", ""]
-        if not any(row.get("agreement_n") for row in curve):
+        if any(row.get("win_n") for row in curve):
+            parts += [
+                f"Open-ended: the judge's preference of each answer over the {stage.start_model}'s answer to the "
+                "same prompt, in both orders (ties and disagreeing orders count half; step 0 is 0.5).",
+                "",
+            ]
+        elif not any(row.get("agreement_n") for row in curve):
             parts += [
                 "No vote labels to agree with (open-ended, or none labelled): not used for selection.",
                 "",

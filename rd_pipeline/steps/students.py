@@ -9,8 +9,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rd_pipeline.benchmarks import get_benchmark
 from rd_pipeline.config import PipelineConfig, versioned_dump
 from rd_pipeline.evaluation.metrics import training_phase, wilson_interval
+from rd_pipeline.labeling.judge import JUDGE_VERSION
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.check_registry import (
     AssetCheck,
@@ -22,6 +24,7 @@ from rd_pipeline.steps.check_registry import (
 from rd_pipeline.steps.checkpoints import latest_checkpoint, train_once
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash, teacher_versions_of
+from rd_pipeline.steps.generation_guard import import_journal_spend
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.results import SampledResponses, TrainedModel, evaluation_only_fields
 from rd_pipeline.steps.rl_data import reference_responses, rollout_table_rows
@@ -32,7 +35,15 @@ from rd_pipeline.steps.teacher import (
     sampling_requests,
     usage_row,
 )
-from rd_pipeline.steps.validation import agreement_change, held_out_of_sft, split_prompts, validation_rows
+from rd_pipeline.steps.validation import (
+    agreement_change,
+    has_open_ended,
+    held_out_of_sft,
+    score_change,
+    split_prompts,
+    validation_rows,
+)
+from rd_pipeline.training.base_comparison import JudgeSettings
 
 if TYPE_CHECKING:
     from rd_pipeline.training.launch import JobKind
@@ -128,26 +139,36 @@ def _sft_examples(ctx: StepContext, benchmark: str, held_out: set[str]) -> list[
     return examples
 
 
-def _against_start(validation: dict[str, Any], start: str, passes: Callable[[dict], bool]) -> CheckDetails:
-    """A check of the shipped model's validation agreement against the model its stage started from (step 0,
-    named ``start``; see ``agreement_change``): passes with a note when no agreement was measured."""
-    change = agreement_change(validation, start)
+def _against_start(
+    validation: dict[str, Any],
+    start: str,
+    passes: Callable[[dict], bool],
+    change_of: Callable[[dict[str, Any], str], dict[str, Any]] = agreement_change,
+) -> CheckDetails:
+    """A check of the shipped model's validation measure against the model its stage started from (step 0,
+    named ``start``; see ``change_of``): passes with a note when nothing was measured."""
+    change = change_of(validation, start)
     if change["difference"] is None:
-        return True, change | {"note": "no validation agreement measured (no labelled validation prompts)"}
+        return True, change | {
+            "note": "no validation agreement or win rate measured (no labelled or judged validation prompts)"
+        }
     return passes(change), {k: _rounded(v) for k, v in change.items()}
 
 
 def _sft_improves(result: TrainedModel, _: PipelineConfig) -> CheckDetails:
-    """Warns when the shipped SFT student's validation agreement with the vote labels is not above the base
+    """Warns when the shipped SFT student's validation measure (agreement with the vote labels, win rate against
+    the base student on open-ended prompts, or both combined; see ``score_change``) is not above the base
     student's (step 0), e.g. when the base student itself shipped."""
-    return _against_start(result.metrics.get("validation") or {}, "base", lambda c: c["difference"] > 0)
+    return _against_start(
+        result.metrics.get("validation") or {}, "base", lambda c: c["difference"] > 0, score_change
+    )
 
 
 def _sft_not_worse(result: TrainedModel, _: PipelineConfig) -> CheckDetails:
-    """Fails when the shipped SFT student agrees with the validation prompts' vote labels less than the base
-    student did, by more than the 95% interval of the difference."""
+    """Fails when the shipped SFT student's validation measure is below the base student's by more than the 95%
+    interval of the difference."""
     return _against_start(
-        result.metrics.get("validation") or {}, "base", lambda c: c["difference_ci_high"] >= 0
+        result.metrics.get("validation") or {}, "base", lambda c: c["difference_ci_high"] >= 0, score_change
     )
 
 
@@ -155,15 +176,17 @@ SFT_STUDENT_CHECKS = (
     AssetCheck(
         "sft_improves",
         False,
-        "the shipped SFT student's validation agreement with the vote labels is above the base student's; a "
-        "warning only (ties ship the base student, step 0)",
+        "the shipped SFT student's validation measure (agreement with the vote labels; on open-ended prompts the "
+        "judge's preference over the base student's response) is above the base student's; a warning only (ties "
+        "ship the base student, step 0)",
         _sft_improves,
     ),
     AssetCheck(
         "sft_not_worse",
         True,
-        "the shipped SFT student's validation agreement with the vote labels is not below the base student's by "
-        "more than the 95% interval of the difference",
+        "the shipped SFT student's validation measure (agreement with the vote labels; on open-ended prompts the "
+        "judge's preference over the base student's response) is not below the base student's by more than the "
+        "95% interval of the difference",
         _sft_not_worse,
     ),
 )
@@ -173,23 +196,47 @@ def _shipped(validation: dict[str, Any], steps: int | None) -> str:
     """Which weights ship, in words: the base student, a step and its third of training, or the last step."""
     selected = validation.get("selected_step")
     if selected == 0:
-        return "base student (step 0): SFT did not improve validation agreement"
+        return "base student (step 0): SFT did not improve its validation measure"
     if selected is None:
         return f"last step, not selected ({validation.get('note', 'no validation score')})"
     return f"step {selected} of {steps} trained ({training_phase(selected, steps)} third)"
 
 
 def _unscored_benchmarks(validation: list[dict[str, Any]]) -> dict[str, Any]:
-    """The benchmarks whose validation prompts have no vote label to agree with (open-ended ones): decoded, but
-    left out of selection."""
-    labelled = {record["benchmark"] for record in validation if record["vote_answer"] is not None}
-    names = sorted({record["benchmark"] for record in validation} - labelled)
+    """The verifiable benchmarks whose validation prompts have no vote label to agree with: decoded, but left out
+    of selection (open-ended ones are judged against the base student)."""
+    scored = {
+        record["benchmark"]
+        for record in validation
+        if record["vote_answer"] is not None or not get_benchmark(record["benchmark"]).verifiable
+    }
+    names = sorted({record["benchmark"] for record in validation} - scored)
     if not names:
         return {}
     return {
-        "validation_unscored": f"{', '.join(names)}: no vote labels (open-ended, or none labelled); their "
-        "validation prompts are decoded but not scored, and do not take part in selection"
+        "validation_unscored": f"{', '.join(names)}: no vote labels; their validation prompts are decoded but "
+        "not scored, and do not take part in selection"
     }
+
+
+def _validation_judge(ctx: StepContext, validation: list[dict[str, Any]]) -> dict[str, Any]:
+    """The judge settings the SFT job needs to judge open-ended validation prompts against the base student
+    (none without such prompts): the labelling judge (default the teacher), RD_HOME and its token allowance."""
+    if not has_open_ended(validation):
+        return {}
+    judge = JudgeSettings(
+        ctx.config.judge_model.model_dump(mode="json"),
+        str(ctx.rd_home),
+        ctx.config.labeling.judge_max_new_tokens,
+    )
+    return {"judge": judge.to_json()}
+
+
+def _judge_version(config: PipelineConfig, validation: list[dict[str, Any]]) -> list[Any]:
+    """What of the judge a SFT student's version depends on: its identity when it selects among steps."""
+    if not has_open_ended(validation):
+        return []
+    return [versioned_dump(config.judge_model), JUDGE_VERSION, config.labeling.judge_max_new_tokens]
 
 
 @committed("sft_student", checks=SFT_STUDENT_CHECKS)
@@ -217,6 +264,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         base.fingerprint,
         versioned_dump(config.sft),
         {name: record["data_version"] for name, record in labels.items()},
+        *_judge_version(config, validation),
     )
     ctx.log(
         f"sft_student: {len(examples)} examples from {len(labels)} benchmarks, {len(validation)} prompts held "
@@ -228,11 +276,13 @@ def make_sft_student(ctx: StepContext) -> StepResult:
         "sft",
         "sft_student",
         version,
-        {"base": base.location, "revision": base.revision},
+        {"base": base.location, "revision": base.revision, **_validation_judge(ctx, validation)},
         {"examples": examples, "validation": validation},
         lineage,
         config.student.ref,
     )
+    if has_open_ended(validation):
+        import_journal_spend(ctx)  # what the judge spent inside the training job, into the api_spend ledger
     curve = validation_rows("sft", version, metrics.get("validation") or {})
     for benchmark in config.benchmark_names:
         ctx.stage("sft_validation", benchmark, curve.get(benchmark, []), sft_version=version)

@@ -24,7 +24,17 @@ from rd_pipeline.steps.prompts import read_prompts, row_to_item
 
 ValidatedStage = Literal["sft", "rl"]
 # Measures of one validation step and benchmark, as the validator reports them and the tables store them.
-MEASURES = ("agreement", "agreement_n", "gold_accuracy", "gold_n", "mean_reward", "mean_length", "prompts")
+MEASURES = (
+    "agreement",
+    "agreement_n",
+    "win_rate",
+    "win_n",
+    "gold_accuracy",
+    "gold_n",
+    "mean_reward",
+    "mean_length",
+    "prompts",
+)
 
 
 def validation_split(benchmark: str, prompt_id: str, fraction: float) -> str:
@@ -108,6 +118,11 @@ def validation_rows(
     return rows
 
 
+def has_open_ended(validation: list[dict[str, Any]]) -> bool:
+    """Whether any validation prompt record is of an open-ended benchmark (judged against the base student)."""
+    return any(not get_benchmark(record["benchmark"]).verifiable for record in validation)
+
+
 def _point(curve: list[dict[str, Any]], step: int | None) -> dict[str, Any]:
     return next((point for point in curve if point["step"] == step), {})
 
@@ -138,12 +153,53 @@ def agreement_change(validation: dict[str, Any], start: str) -> dict[str, Any]:
     }
     p0, p1, n = first.get("agreement"), shipped.get("agreement"), first.get("agreement_n") or 0
     if p0 is None or p1 is None or n == 0:
-        return change | {"difference": None, "difference_ci_low": None, "difference_ci_high": None}
+        return change | _NO_DIFFERENCE
+    return change | _newcombe(p0, p1, n)
+
+
+_NO_DIFFERENCE = {"difference": None, "difference_ci_low": None, "difference_ci_high": None}
+
+
+def _newcombe(p0: float, p1: float, n: int) -> dict[str, float]:
+    """``p1 - p0`` with the 95% interval of Newcombe's hybrid score method (two Wilson intervals on ``n``)."""
     low0, high0 = wilson_interval(round(p0 * n), n)
     low1, high1 = wilson_interval(round(p1 * n), n)
     difference = p1 - p0
-    return change | {
+    return {
         "difference": difference,
         "difference_ci_low": difference - math.sqrt((p1 - low1) ** 2 + (high0 - p0) ** 2),
         "difference_ci_high": difference + math.sqrt((high1 - p1) ** 2 + (p0 - low0) ** 2),
     }
+
+
+def score_change(validation: dict[str, Any], start: str) -> dict[str, Any]:
+    """The shipped model against step 0 (named ``start``) on the measure that selected it.
+
+    Agreement alone (``selection_metric`` "agreement" or unset): ``agreement_change``. Win rate against the
+    base student alone ("win_rate"): step 0 is 0.5 by construction, not an estimate, so the difference is the
+    shipped win rate minus 0.5 with the shipped win rate's own Wilson interval (ties and soft preferences as half
+    credit). Both ("combined_score", the mean of per-prompt scores): Newcombe's interval of the score difference, the
+    score treated as a share of ``combined_n`` prompts, as agreement is."""
+    metric = validation.get("selection_metric") or "agreement"
+    if metric not in ("win_rate", "combined_score"):
+        return agreement_change(validation, start)
+    curve = validation.get("curve") or []
+    first, shipped = _point(curve, 0), _point(curve, validation.get("selected_step"))
+    change = agreement_change(validation, start) if metric == "combined_score" else {}
+    value, count = ("win_rate", "win_n") if metric == "win_rate" else ("combined_score", "combined_n")
+    change |= {
+        "selection_metric": metric,
+        f"{value}_{start}": first.get(value),
+        f"{value}_shipped": shipped.get(value),
+        f"{value}_last": curve[-1].get(value) if curve else None,
+        "shipped_step": validation.get("selected_step"),
+        "last_step": curve[-1].get("step") if curve else None,
+        f"{count}_shipped": shipped.get(count),
+    }
+    p0, p1, n = first.get(value), shipped.get(value), shipped.get(count) or 0
+    if p0 is None or p1 is None or n == 0:
+        return change | _NO_DIFFERENCE
+    if metric == "combined_score":
+        return change | _newcombe(p0, p1, n)
+    low, high = wilson_interval(min(float(n), p1 * n), n)
+    return change | {"difference": p1 - 0.5, "difference_ci_low": low - 0.5, "difference_ci_high": high - 0.5}

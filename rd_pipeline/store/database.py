@@ -173,8 +173,19 @@ class Store(SpendLedger):
 
     @staticmethod
     def _ensure_table(connection: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Create ``table``, or add the columns its schema gained since a store file was written (empty in
+        existing rows)."""
         columns = ", ".join(f'"{name}" {kind}' for name, kind in SCHEMAS[table].items())
         connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns})')
+        present = {
+            row[0]
+            for row in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            ).fetchall()
+        }
+        for name, kind in SCHEMAS[table].items():
+            if name not in present:
+                connection.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
 
     def _arrow(self, table: str, rows: Sequence[dict[str, Any]] | pa.Table) -> pa.Table:
         if table not in SCHEMAS:

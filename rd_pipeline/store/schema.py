@@ -27,6 +27,10 @@ def _validation_columns(version_column: str) -> dict[str, str]:
         "step": "INTEGER",
         "agreement": "DOUBLE",  # greedy answers that equal the vote label, over labelled prompts
         "agreement_n": "INTEGER",
+        # open-ended prompts (SFT): the judge's preference of the greedy answer over the base student's, both
+        # orders, ties and disagreeing orders as half; 0.5 at step 0 (the base student) by construction
+        "win_rate": "DOUBLE",
+        "win_n": "INTEGER",
         "gold_accuracy": "DOUBLE",  # a monitor only, never used for selection
         "gold_n": "INTEGER",
         "mean_reward": "DOUBLE",  # the reward model's raw score (RL only)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import SftConfig
+from rd_pipeline.training.base_comparison import BASE_RESPONSES_FILE, BaseComparison, PairwiseJudge
 from rd_pipeline.training.common import Stage, check_records
+from rd_pipeline.training.resume import trainer_state_dir
 from rd_pipeline.training.selection import BestWeights, selection_callback
 from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
@@ -26,13 +28,16 @@ def train_sft(
     revision: str | None = None,
     callbacks: Sequence[Any] = (),
     validation: Sequence[dict] = (),
+    judge: PairwiseJudge | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``base`` (at ``revision``) on ``examples`` ({"prompt": [messages], "completion": [message]}).
 
     The loss covers the completion tokens only. Every ``cfg.eval_every_steps`` steps, at the last step and before
     the first (the base model is step 0) the model decodes the ``validation`` prompts (RL prompt records, see
-    ``train_rl``) greedily; the weights with the best agreement with their vote labels are the ones saved (ties
-    keep the earlier step) and training stops after ``cfg.patience`` validations without improvement. The merged
+    ``train_rl``) greedily. Verifiable prompts are scored by agreement with their vote labels; with a ``judge``,
+    open-ended prompts by its preference of the response over the base model's (step 0) in both orders (see
+    ``PolicyValidator`` for how both combine). The weights with the best score are the ones saved (ties keep the
+    earlier step) and training stops after ``cfg.patience`` validations without improvement. The merged
     checkpoint and tokenizer are written to ``out_dir``; returns train_loss (mean), first_loss, final_loss,
     per_step, steps, examples, epochs, runtime_s and ``validation`` (the curve, selected_step, stopped_early_at).
     Runs in one process or in every process of an ``accelerate launch`` group.
@@ -48,7 +53,12 @@ def train_sft(
     validator = None
     if validation:
         prompts = [ValidationPrompt.from_record(record) for record in validation]
-        validator = PolicyValidator(prompts, stage.tokenizer, cfg.validation_max_new_tokens)
+        comparison = None
+        if judge is not None and any(p.open_ended for p in prompts):
+            comparison = BaseComparison(judge, trainer_state_dir(out_dir) / BASE_RESPONSES_FILE)
+        validator = PolicyValidator(
+            prompts, stage.tokenizer, cfg.validation_max_new_tokens, base_comparison=comparison
+        )
         selection = selection_callback(best, cfg.eval_every_steps, validator, at_start=True)
         stage = replace(stage, callbacks=(*stage.callbacks, selection))
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
@@ -77,6 +87,6 @@ def _validation_metrics(best: BestWeights, prompts: int, validator: PolicyValida
     metric = validator.selection_metric if validator else None
     metrics = {**best.summary(), "prompts": prompts, "selection_metric": metric}
     if metric is None:
-        why = "no labelled validation prompts" if prompts else "no validation prompts"
+        why = "no labelled or judged validation prompts" if prompts else "no validation prompts"
         metrics["note"] = f"{why}: not selected, the last step ships"
     return metrics

@@ -1,9 +1,11 @@
 """Validation of a student during SFT or RL: it decodes held-out training prompts greedily, and is measured
-against their pseudo-labels (agreement with the majority vote), and in RL also the reward model and its KL to the
-SFT student, with its answers' length.
+against their pseudo-labels (agreement with the majority vote), on open-ended prompts in SFT by the judge's
+preference over the base student's response (``base_comparison``), and in RL also the reward model and its KL to
+the SFT student, with its answers' length.
 
 Validation prompts are training prompts held out of the stage. Their gold answers, where a benchmark has them,
-are measured as a monitor only: selection uses agreement with the vote label, which needs no gold.
+are measured as a monitor only: selection uses agreement with the vote label and the judge's preference, which
+need no gold.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
 from rd_pipeline.benchmarks.base import item_from_json
+from rd_pipeline.training.base_comparison import BaseComparison
 from rd_pipeline.training.rl_rewards import agrees
 
 KlSince = Callable[[], float | None]  # mean training KL since the previous validation, or None
@@ -33,6 +36,14 @@ class ValidationPrompt:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ValidationPrompt:
         return cls(record["prompt"], item_from_json(record["item"]), record.get("vote_answer"))
+
+    @property
+    def key(self) -> str:
+        return f"{self.item.benchmark}/{self.item.item_id}"
+
+    @property
+    def open_ended(self) -> bool:
+        return not get_benchmark(self.item.benchmark).verifiable
 
 
 def _has_gold(item: BenchmarkItem) -> bool:
@@ -92,10 +103,27 @@ def greedy_completions(
     return texts, lengths
 
 
+def selection_metric(labelled: bool, judged: bool, rewarded: bool) -> str | None:
+    """What selects the shipped step: ``combined_score`` (the mean over prompts of per-prompt scores:
+    agreement 1/0 on labelled verifiable prompts, the judge's preference 1/0.5/0 against the base student on
+    open-ended ones) when both kinds are measured, else ``agreement`` or ``win_rate`` alone, else the mean
+    reward-model score; None when nothing is measured (nothing selects). A prompt weighs the same whichever
+    kind it is, so the mix of held-out prompts sets the weight of each kind."""
+    if labelled and judged:
+        return "combined_score"
+    if labelled:
+        return "agreement"
+    if judged:
+        return "win_rate"
+    return "mean_reward" if rewarded else None
+
+
 class PolicyValidator:
-    """Measures the policy on the validation prompts; its score (what selection maximises) is the agreement
-    with the vote labels over every labelled verifiable prompt, or, with no such prompt, the mean reward-model
-    score (None without a reward model: nothing selects). Without ``kl_since`` the KL is not measured."""
+    """Measures the policy on the validation prompts; its score (what selection maximises) is named by
+    ``selection_metric``: agreement with the vote labels over every labelled verifiable prompt, with
+    ``base_comparison`` the judge's preference over the base student's response on open-ended prompts (win rate;
+    both kinds: the mean of per-prompt scores), or the mean reward-model score. Without ``kl_since`` the KL is
+    not measured."""
 
     def __init__(
         self,
@@ -104,16 +132,17 @@ class PolicyValidator:
         max_new_tokens: int,
         reward_model: Callable[[Sequence[list[dict]]], list[float]] | None = None,
         kl_since: KlSince | None = None,
+        base_comparison: BaseComparison | None = None,
     ) -> None:
         self.prompts = list(prompts)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.reward_model = reward_model
         self.kl_since = kl_since
+        self.base_comparison = base_comparison
+        self.judged = [p for p in self.prompts if p.open_ended] if base_comparison is not None else []
         labelled = any(p.vote_answer is not None for p in self.prompts)
-        self.selection_metric: str | None = (
-            "agreement" if labelled else "mean_reward" if reward_model is not None else None
-        )
+        self.selection_metric = selection_metric(labelled, bool(self.judged), reward_model is not None)
 
     def __call__(self, step: int, model) -> tuple[float | None, dict[str, Any]]:
         texts, lengths = greedy_completions(
@@ -127,6 +156,7 @@ class PolicyValidator:
                     for p, t in zip(self.prompts, texts, strict=True)
                 ]
             )
+        preferences = self._preferences(step, texts)
         rows = [
             {
                 "benchmark": p.item.benchmark,
@@ -134,24 +164,47 @@ class PolicyValidator:
                 "correct": is_item_correct(p.item, text) if _has_gold(p.item) else None,
                 "reward": reward,
                 "length": length,
+                "preference": preferences.get(p.key),
             }
             for p, text, reward, length in zip(self.prompts, texts, rewards, lengths, strict=True)
         ]
         kl = None if self.kl_since is None else self.kl_since() if step > 0 else 0.0
-        values = {**_measures(rows), "kl": kl, "benchmarks": {}}
+        values = {**_measures(rows), **_combined_score(rows), "kl": kl, "benchmarks": {}}
         by_benchmark: dict[str, list[dict]] = defaultdict(list)
         for row in rows:
             by_benchmark[row["benchmark"]].append(row)
         values["benchmarks"] = {name: _measures(group) for name, group in sorted(by_benchmark.items())}
         return (values[self.selection_metric] if self.selection_metric else None), values
 
+    def _preferences(self, step: int, texts: Sequence[str]) -> dict[str, float | None]:
+        """The judge's preference of each open-ended prompt's response over the base student's, by prompt key."""
+        if self.base_comparison is None or not self.judged:
+            return {}
+        by_key = {p.key: text for p, text in zip(self.prompts, texts, strict=True)}
+        keys = [p.key for p in self.judged]
+        preferences = self.base_comparison.preferences(
+            step, keys, [p.item.question for p in self.judged], [by_key[key] for key in keys]
+        )
+        return dict(zip(keys, preferences, strict=True))
+
+
+def _combined_score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over prompts of per-prompt scores: agreement 1/0 where a vote label exists, the judge's
+    preference (1 win, 0.5 tie or orders that disagree, 0 loss; soft in between) where judged."""
+    scores = [float(row["agrees"]) for row in rows if row["agrees"] is not None]
+    scores += [row["preference"] for row in rows if row["preference"] is not None]
+    return {"combined_score": _mean(scores), "combined_n": len(scores)}
+
 
 def _measures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     agreement, labelled = _share([row["agrees"] for row in rows])
     gold_accuracy, with_gold = _share([row["correct"] for row in rows])
+    judged = [row["preference"] for row in rows if row["preference"] is not None]
     return {
         "agreement": agreement,
         "agreement_n": labelled,
+        "win_rate": _mean(judged),
+        "win_n": len(judged),
         "gold_accuracy": gold_accuracy,
         "gold_n": with_gold,
         "mean_reward": _mean([row["reward"] for row in rows if row["reward"] is not None]),

@@ -93,9 +93,11 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
     settings, records, out_dir = job["settings"], job["records"], Path(job["out_dir"])
     seed = settings["seed"]
     if job["kind"] == "sft":
+        from rd_pipeline.training.base_comparison import JudgeSettings, pairwise_judge
         from rd_pipeline.training.sft import train_sft
 
         cfg = SftConfig.model_validate(settings["config"])
+        judge = settings.get("judge")
         return train_sft(
             settings["base"],
             records["examples"],
@@ -105,6 +107,7 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
             settings.get("revision"),
             callbacks,
             validation=records.get("validation", []),
+            judge=pairwise_judge(JudgeSettings.from_json(judge), seed) if judge else None,
         )
     if job["kind"] == "reward_model":
         from rd_pipeline.training.reward import train_reward_model
