@@ -12,7 +12,7 @@ from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts, read_prompts
-from rd_pipeline.steps.students import _training_pairs
+from rd_pipeline.steps.reward_model import _training_pairs
 from rd_pipeline.training import train_reward_model
 
 

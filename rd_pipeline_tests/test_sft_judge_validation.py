@@ -26,7 +26,7 @@ from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.labels import make_pseudo_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
 from rd_pipeline.steps.results import TrainedModel
-from rd_pipeline.steps.students import make_sft_student
+from rd_pipeline.steps.sft_student import make_sft_student
 from rd_pipeline.steps.teacher import make_teacher_responses
 from rd_pipeline.training import train_sft
 from rd_pipeline.training.base_comparison import JudgeSettings, pairwise_judge

@@ -12,7 +12,7 @@ from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.checkpoints import LINEAGE_FILE, checkpoint_dir
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import make_benchmark_prompts
-from rd_pipeline.steps.students import make_student_responses
+from rd_pipeline.steps.student_responses import make_student_responses
 from rd_pipeline.steps.teacher import version_from_identity
 
 TEACHER_SAMPLING = {"n": 2, "temperatures": [1.0], "max_new_tokens": 4, "top_p": 0.9, "seed": 3}

@@ -38,7 +38,10 @@ CHECKED_STEP_MODULES = (
     "rd_pipeline.steps.prompts",
     "rd_pipeline.steps.teacher",
     "rd_pipeline.steps.labels",
-    "rd_pipeline.steps.students",
+    "rd_pipeline.steps.sft_student",
+    "rd_pipeline.steps.student_responses",
+    "rd_pipeline.steps.reward_model",
+    "rd_pipeline.steps.rl_student",
     "rd_pipeline.steps.eval_scores",
     "rd_pipeline.steps.judge_audit",
 )

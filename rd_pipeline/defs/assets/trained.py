@@ -12,12 +12,10 @@ from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
-from rd_pipeline.steps.students import (
-    make_reward_model,
-    make_rl_student,
-    make_sft_student,
-    make_student_responses,
-)
+from rd_pipeline.steps.reward_model import make_reward_model
+from rd_pipeline.steps.rl_student import make_rl_student
+from rd_pipeline.steps.sft_student import make_sft_student
+from rd_pipeline.steps.student_responses import make_student_responses
 
 MODEL_KINDS = {"pytorch", "huggingface"}
 
