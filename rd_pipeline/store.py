@@ -132,6 +132,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "ci_low": "DOUBLE",
         "ci_high": "DOUBLE",
         "n": "INTEGER",
+        "eval_key": "VARCHAR",  # the hash of everything the score depends on (rd_pipeline.evaluation.key)
+        "eval_key_parts": "VARCHAR",  # JSON: those parts
     },
     "eval_breakdown": {
         "benchmark": "VARCHAR",
@@ -354,8 +356,19 @@ class Store:
 
     @staticmethod
     def _ensure_table(connection: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Create ``table`` if missing, and add the columns a table made by an older release lacks (NULL in
+        its rows)."""
         columns = ", ".join(f'"{name}" {kind}' for name, kind in SCHEMAS[table].items())
         connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns})')
+        present = {
+            row[0]
+            for row in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            ).fetchall()
+        }
+        for name, kind in SCHEMAS[table].items():
+            if name not in present:
+                connection.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
 
     def _arrow(self, table: str, rows: Sequence[dict[str, Any]] | pa.Table) -> pa.Table:
         if table not in SCHEMAS:
