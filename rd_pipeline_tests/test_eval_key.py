@@ -158,6 +158,35 @@ def test_key_changes_with_each_part(key_inputs, monkeypatch):
     assert _key(key_inputs).hash == first.hash
 
 
+def test_a_journal_salt_generates_afresh_and_journals_what_it_generates(key_inputs):
+    """A salted generator (a forced re-evaluation) decodes samples the journal holds unsalted, and journals its
+    own as they finish: the same salt again (a refresh resumed after a crash) decodes nothing."""
+    from rd_pipeline.config import ModelConfig
+    from rd_pipeline.generation import make_generator
+    from rd_pipeline.generation.base import GenerationRequest, SamplingParams
+
+    rd_home = key_inputs["root"] / "rd_home"
+    params = SamplingParams(temperature=0.0, max_new_tokens=4)
+    requests = [
+        GenerationRequest(f"r{i}", ({"role": "user", "content": f"{i} + 1 ="},), params) for i in range(2)
+    ]
+
+    def decoded(salt: str) -> tuple[int, list[str]]:
+        generator = make_generator(ModelConfig(ref="tiny-random"), rd_home, journal_salt=salt)
+        try:
+            completions, stats = generator.generate(requests)
+        finally:
+            generator.close()
+        return stats.samples_generated, [c.text for c in completions]
+
+    decoded("")
+    plain = decoded("")
+    assert plain[0] == 0
+    assert decoded("refresh-1") == (2, plain[1])  # greedy: the same texts, generated again
+    assert decoded("refresh-1") == (0, plain[1])
+    assert decoded("refresh-2")[0] == 2
+
+
 # ------------------------------------------------------------------------------------- drift and the report
 
 
