@@ -54,7 +54,12 @@ def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
 
-def _preflight(resource: PipelineResource, selection: list[str] | None, partitions: list[str] | None) -> None:
+def _preflight(
+    resource: PipelineResource,
+    selection: list[str] | None,
+    partitions: list[str] | None,
+    refresh: bool = False,
+) -> None:
     """Fail on bad input (exit 2) or unreadable state (exit 1) before the teacher is observed or a model loaded."""
     from rd_pipeline import preflight
     from rd_pipeline.defs import build_definitions
@@ -62,6 +67,7 @@ def _preflight(resource: PipelineResource, selection: list[str] | None, partitio
 
     config = resource.pipeline_config()
     preflight.check_selection(selection, asset_names(build_definitions(resource)))
+    preflight.check_refresh(refresh, selection)
     preflight.check_partitions(partitions, config)
     preflight.check_api_keys(config)
     if selection is None or "benchmark_prompts" in selection:
@@ -75,10 +81,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from rd_pipeline.defs.run import materialize_graph
 
     selection, partitions = _split(args.select), _split(args.partition)
-    _preflight(resource, selection, partitions)
+    refresh = getattr(args, "refresh", False)
+    _preflight(resource, selection, partitions, refresh)
     args.log_file = new_log_file(config)
     results = materialize_graph(
-        config, resource, selection, partitions, args.log_level, log_file=args.log_file
+        config, resource, selection, partitions, args.log_level, log_file=args.log_file, refresh=refresh
     )
     failed = [r for r in results if not r.success]
     if failed:
@@ -92,6 +99,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rd_pipeline.evaluation import format_table
+    from rd_pipeline.evaluation.report import eval_key_lines
     from rd_pipeline.store import Store
 
     config = _config(args)
@@ -100,6 +108,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("rd: no eval scores yet; run `rd materialize` first.", file=sys.stderr)
         return 1
     print(format_table(scores))
+    print("\n".join(["", "Evaluation keys:", *eval_key_lines(scores)]))
     summary = config.rd_home() / "reports" / "latest" / "report.md"
     if summary.is_file():
         print(f"\nFull report with charts: {summary}")
@@ -325,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     materialize.add_argument("--select", help="comma-separated asset names (default: all)")
     materialize.add_argument("--partition", help="comma-separated benchmarks (default: all configured)")
     materialize.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    materialize.add_argument(
+        "--refresh",
+        action="store_true",
+        help="evaluate eval_scores again even where its evaluation key is unchanged (generating and judging "
+        "afresh) and warn (check eval_drift) where a score left the 95%% interval of the stored one",
+    )
     materialize.set_defaults(func=cmd_materialize)
 
     report = commands.add_parser("report", help="print the comparison table")

@@ -112,18 +112,22 @@ def hub_commit(ref: str, revision: str | None, rd_home: Path) -> str:
 
 
 FINGERPRINT_CACHE = ".fingerprint.json"
+WEIGHTS_FINGERPRINT_CACHE = ".weights_fingerprint.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
-def fingerprint_directory(path: Path) -> str:
-    """A hash of every file of a checkpoint (names and bytes; ``lineage.json`` and dot-files left out).
-
-    Remembered in ``.fingerprint.json`` beside the files, and recomputed when their names, sizes or modification
-    times change (a copy that does not keep times is hashed again, to the same value).
-    """
+def _checkpoint_files(path: Path) -> list[Path]:
+    """The files of a checkpoint directory (not its subdirectories), ``lineage.json`` and dot-files left out."""
     files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.name != "lineage.json")
-    files = [p for p in files if not p.name.startswith(".")]
+    return [p for p in files if not p.name.startswith(".")]
+
+
+def _cached_files_hash(files: list[Path], cache: Path) -> str:
+    """A hash of ``files`` (names and bytes), remembered in ``cache`` while their names, sizes and modification
+    times stay unchanged (a copy that does not keep times is hashed again, to the same value)."""
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    cache = Path(path) / FINGERPRINT_CACHE
     try:
         remembered = json.loads(cache.read_text())
         if remembered.get("files") == stamp:
@@ -138,13 +142,65 @@ def fingerprint_directory(path: Path) -> str:
                 digest.update(chunk)
         digest.update(b"\0")
     fingerprint = digest.hexdigest()[:16]
-    staging = cache.with_name(f"{FINGERPRINT_CACHE}.{os.getpid()}.new")
+    staging = cache.with_name(f"{cache.name}.{os.getpid()}.new")
     try:
         staging.write_text(json.dumps({"files": stamp, "fingerprint": fingerprint}))
         os.replace(staging, cache)
     except OSError:  # a read-only checkpoint: hashed again next time
         pass
     return fingerprint
+
+
+def fingerprint_directory(path: Path) -> str:
+    """A hash of every file of a checkpoint (names and bytes; ``lineage.json`` and dot-files left out).
+
+    Remembered in ``.fingerprint.json`` beside the files, and recomputed when their names, sizes or modification
+    times change (a copy that does not keep times is hashed again, to the same value).
+    """
+    return _cached_files_hash(_checkpoint_files(path), Path(path) / FINGERPRINT_CACHE)
+
+
+def weights_fingerprint(path: Path) -> str:
+    """A hash of a checkpoint's weight files only (``*.safetensors``, ``*.bin``, ...: names and bytes), remembered
+    in ``.weights_fingerprint.json`` beside them like ``fingerprint_directory``; empty-input hash if it has none."""
+    files = [p for p in _checkpoint_files(path) if p.suffix in WEIGHT_SUFFIXES]
+    return _cached_files_hash(files, Path(path) / WEIGHTS_FINGERPRINT_CACHE)
+
+
+def chat_template(path: Path) -> str | None:
+    """The chat template a checkpoint's tokenizer applies: ``chat_template.jinja``, else ``chat_template.json``,
+    else the ``chat_template`` entry of ``tokenizer_config.json`` (a string, or named templates as JSON); None if
+    it has none."""
+    path = Path(path)
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    for name in ("chat_template.json", TOKENIZER_CONFIG):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            template = json.loads(file.read_text()).get("chat_template")
+        except (ValueError, AttributeError) as error:
+            raise ModelResolutionError(f"{file} is not a JSON object: {error}") from None
+        if template is not None:
+            return template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return None
+
+
+def config_files_fingerprint(path: Path) -> str:
+    """A hash of a checkpoint's other files (model and generation config, tokenizer): everything but the weight
+    files and the chat template, which are hashed on their own (``weights_fingerprint``, ``chat_template``)."""
+    digest = hashlib.sha256()
+    for file in _checkpoint_files(path):
+        if file.suffix in WEIGHT_SUFFIXES or file.name in CHAT_TEMPLATE_FILES:
+            continue
+        content = file.read_bytes()
+        if file.name == TOKENIZER_CONFIG:
+            settings = json.loads(content)
+            settings.pop("chat_template", None)
+            content = json.dumps(settings, sort_keys=True).encode()
+        digest.update(file.name.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _build_lock(target: Path) -> AbstractContextManager[None]:

@@ -33,6 +33,14 @@ def check_selection(selection: Sequence[str] | None, assets: Sequence[str]) -> N
     _unknown("asset", "--select", selection or [], assets)
 
 
+def check_refresh(refresh: bool, selection: Sequence[str] | None) -> None:
+    """--refresh re-evaluates eval_scores: a selection without it would refresh nothing."""
+    if refresh and selection is not None and "eval_scores" not in selection:
+        raise InputError(
+            "--refresh re-evaluates eval_scores, which --select leaves out; add it (--select eval_scores)"
+        )
+
+
 def check_partitions(partitions: Sequence[str] | None, config: PipelineConfig) -> None:
     """Every name given to --partition is a configured benchmark."""
     _unknown("partition", "--partition", partitions or [], config.benchmark_names)

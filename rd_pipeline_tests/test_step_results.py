@@ -107,8 +107,9 @@ def test_step_result_of_a_typed_output_carries_it_for_the_checks():
     result = StepResult.of("v1", output)
     assert result.reported is output and result.metadata == output.to_metadata()
     assert StepResult("v2", {"rows": 1}).reported == {"rows": 1}
-    (complete,) = evaluate_checks("eval_scores", result.reported, _config())
+    complete, drift = evaluate_checks("eval_scores", result.reported, _config())
     assert not complete.passed and "sft_student" in complete.details["missing_roles"]
+    assert drift.name == "eval_drift" and drift.passed and drift.details == {"status": "not re-evaluated"}
 
 
 def test_lineage_is_recorded_from_one_record(tmp_path: Path):

@@ -145,6 +145,19 @@ class Benchmark(ABC):
         parts = [_SourcePart(self._read_file(file), str(file), split) for file, split in files]
         return parts, " + ".join(part.where for part in parts)
 
+    def eval_sources(self, source: str, path: str | None) -> list[Path | str]:
+        """Where the eval records of the chosen source come from: the files of the parts that hold them (an eval
+        part, or one whose records are split later), or the hub splits by name."""
+        parts = [p for p in self.parts if p.split in ("eval", None)]
+        if source == "hub":
+            return [hub_source(self.hub_id, self.hub_config, p.hub_split) for p in parts]
+        if source == "builtin":
+            return [SAMPLES / p.sample_file for p in parts]
+        if path is None:
+            raise ValueError(f"{self.name}: source 'local' needs a path")
+        root = Path(path)
+        return [root / p.file_name for p in parts] if root.is_dir() else [root]
+
     def _read_file(self, file: Path) -> Iterator[Record]:
         if self.file_format == "jsonl" or file.suffix == ".jsonl":
             return read_jsonl(file)

@@ -10,6 +10,9 @@ import dagster as dg
 from rd_pipeline.config import PipelineConfig, resolve_config
 from rd_pipeline.steps.context import StepContext
 
+# A run tag: "true" makes eval_scores re-evaluate an unchanged key and compare (`rd materialize --refresh`).
+REFRESH_TAG = "rd/refresh"
+
 _RESOLVED: dict[tuple[str | None, str | None, int], PipelineConfig] = {}
 
 
@@ -53,4 +56,9 @@ class PipelineResource(dg.ConfigurableResource):
         return _RESOLVED[key]
 
     def step_context(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> StepContext:
-        return StepContext(self.pipeline_config(), run_id=context.run.run_id, log=context.log.info)
+        return StepContext(
+            self.pipeline_config(),
+            run_id=context.run.run_id,
+            log=context.log.info,
+            refresh=context.run.tags.get(REFRESH_TAG) == "true",
+        )

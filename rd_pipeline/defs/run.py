@@ -16,7 +16,7 @@ from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs import build_definitions, teacher
 from rd_pipeline.defs.gpus import size_gpu_pool
 from rd_pipeline.defs.logs import materialize_logged, observe_logged, record_failure
-from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.defs.resources import REFRESH_TAG, PipelineResource
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance.yaml")
 POSTGRES_INSTANCE_TEMPLATE = Path(__file__).with_name("dagster_instance_postgres.yaml")
@@ -162,10 +162,13 @@ def materialize_graph(
     partitions: Sequence[str] | None = None,
     log_level: str = "INFO",
     log_file: Path | None = None,
+    refresh: bool = False,
 ) -> list[dg.ExecuteInProcessResult]:
     """Observe the teacher, then materialize the selected assets in dependency order; stop at the first failure.
 
     With ``log_file`` the terminal shows step logs without failure tracebacks and the file gets every event in full.
+    With ``refresh`` the runs carry the ``rd/refresh`` tag: eval_scores evaluates again even under an unchanged
+    key and compares the new scores with the stored ones (its ``eval_drift`` check).
     """
     definitions = build_definitions(resource)
     assets = list(definitions.assets or [])
@@ -179,6 +182,8 @@ def materialize_graph(
     resources = {"pipeline": resource}
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = {"rd/entry": "cli", "rd/pid": str(os.getpid()), "rd/host": socket.gethostname()}
+    if refresh:
+        tags[REFRESH_TAG] = "true"
     observe_logged([teacher], instance, resources, run_config, tags, log_file)
     results = []
     for selected, partition in plan_runs(definitions, selection, partitions):

@@ -2,7 +2,8 @@
 
 Inputs are plain row dicts (as read from the ``eval_scores`` table):
 
-- scores: benchmark, model_role, model_version, metric, value, ci_low, ci_high, n
+- scores: benchmark, model_role, model_version, metric, value, ci_low, ci_high, n (optional eval_key and
+  eval_key_parts, the evaluation key the score was made under, shown per benchmark)
 - breakdown rows: benchmark, model_role, group_kind, group, value, n (optional ci_low, ci_high)
 - reward scores: benchmark, source ("teacher" or "student"), score
 
@@ -13,6 +14,7 @@ markdown says which and why.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rd_pipeline.config import MODEL_ROLES  # noqa: E402
 from rd_pipeline.evaluation.judge_audit import audit_markdown  # noqa: E402
+from rd_pipeline.evaluation.key import EvalKey  # noqa: E402
 from rd_pipeline.evaluation.metrics import Estimate, surpass_summary, wilson_interval  # noqa: E402
 from rd_pipeline.evaluation.validation_curve import (  # noqa: E402
     RL_CURVE,
@@ -70,6 +73,7 @@ class Report:
     markdown_path: Path | None = None
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    key_lines: list[str] = field(default_factory=list)  # each benchmark's evaluation key (``eval_key_lines``)
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,44 @@ def format_table(scores: list[dict]) -> str:
     rule = "  ".join("-" * w for w in widths)
     foot = "values in %, ± half-width of the 95% CI; '-' = not evaluated"
     return "\n".join([line(header), rule, *(line(r) for r in rows), foot])
+
+
+def _eval_keys(scores: list[dict]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
+    """Per benchmark, the evaluation key of its scores and the key's parts (None where rows carry no key)."""
+    keys: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
+    for row in scores:
+        key, parts = row.get("eval_key"), row.get("eval_key_parts")
+        keys[str(row["benchmark"])] = (key, json.loads(parts) if parts else None)
+    return keys
+
+
+def eval_key_lines(scores: list[dict]) -> list[str]:
+    """One line per benchmark: the evaluation key its scores were made under (short hash) and a short hash of
+    each of the key's parts (see ``rd_pipeline.evaluation.key``)."""
+    lines = []
+    for bench, (key, parts) in _eval_keys(scores).items():
+        if key is None or parts is None:
+            lines.append(f"{bench}: evaluation key not recorded (scored before evaluation keys)")
+            continue
+        shown = ", ".join(f"{name} {value}" for name, value in EvalKey(parts).part_hashes().items())
+        lines.append(f"{bench}: evaluation key {key[:8]} ({shown})")
+    return lines
+
+
+def _eval_keys_markdown(scores: list[dict]) -> list[str]:
+    """The "Evaluation keys" section: each benchmark's key and its parts in full."""
+    md = [
+        "## Evaluation keys",
+        "",
+        "Scores are reused while their key is unchanged; `rd materialize --select eval_scores --refresh` "
+        "evaluates again and compares.",
+        "",
+    ]
+    for line, (_, parts) in zip(eval_key_lines(scores), _eval_keys(scores).values(), strict=True):
+        md += [f"- {line}", ""]
+        if parts is not None:
+            md += ["```json", json.dumps(parts, indent=2, sort_keys=True), "```", ""]
+    return md
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -497,6 +539,7 @@ def render_report(
         md += [_markdown_table(header, rows), ""]
         versions = sorted({(MODEL_ROLES.index(s.role), s.role, s.version) for s in parsed})
         md += ["Model versions: " + ", ".join(f"{ROLE_LABELS[r]} `{v}`" for _, r, v in versions), ""]
+        md += _eval_keys_markdown(scores)
     else:
         md += ["No evaluation scores yet.", ""]
     md += ["## Student vs. teacher", ""]
@@ -516,4 +559,4 @@ def render_report(
     markdown = "\n".join(md)
     markdown_path = out_dir / "report.md"
     markdown_path.write_text(markdown)
-    return Report(markdown, table_text, lines, pngs, markdown_path, skipped, warnings)
+    return Report(markdown, table_text, lines, pngs, markdown_path, skipped, warnings, eval_key_lines(scores))

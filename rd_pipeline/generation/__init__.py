@@ -16,6 +16,7 @@ from rd_pipeline.generation.base import (
     SamplingParams,
 )
 from rd_pipeline.generation.journal import Journal
+from rd_pipeline.generation.loop import JournaledGenerator
 
 __all__ = [
     "Completion",
@@ -31,14 +32,28 @@ __all__ = [
 
 
 def make_generator(
-    model: ModelConfig, rd_home: Path, location: str | None = None, role: str = "model"
+    model: ModelConfig,
+    rd_home: Path,
+    location: str | None = None,
+    role: str = "model",
+    journal_salt: str = "",
 ) -> Generator:
     """The generator for ``model``'s backend, journaled under ``rd_home/journal``.
 
     ``location`` (e.g. a trained student's checkpoint) replaces ``model.ref`` for the local backends.
-    ``role`` (teacher, student, judge, ...) only names the model in error messages.
+    ``role`` (teacher, student, judge, ...) only names the model in error messages. A ``journal_salt`` gives its
+    samples journal keys of their own (see ``JournaledGenerator.journal_salt``).
     """
-    rd_home = Path(rd_home)
+    generator = _backend_generator(model, Path(rd_home), location, role)
+    if journal_salt:
+        generator.journal_salt = journal_salt
+    return generator
+
+
+def _backend_generator(
+    model: ModelConfig, rd_home: Path, location: str | None, role: str
+) -> JournaledGenerator:
+    """The journaled generator of ``model``'s backend (see ``make_generator``)."""
     if model.backend == "openai":
         from rd_pipeline.generation.openai_backend import OpenAIGenerator
 

@@ -105,6 +105,9 @@ class JournaledGenerator(Generator):
     """A generator whose samples go through its journal; subclasses implement ``decode`` and their identity."""
 
     progress_interval_s: float = 0.0  # least time between progress callbacks (the last one always comes)
+    # Set: journal keys of their own, so that nothing journaled without it is reused (a forced re-evaluation
+    # generates afresh, and what it generates is journaled as it finishes, like any sample).
+    journal_salt: str = ""
     _journal: Journal | None = None
 
     @abstractmethod
@@ -117,6 +120,11 @@ class JournaledGenerator(Generator):
         before the next is asked for. A backend that stops early (budget) yields what it has and sets
         ``run.stats`` accordingly."""
 
+    def journal_identity(self) -> dict[str, str]:
+        """The identity journal keys hash: the generator's own, with ``journal_salt`` when one is set."""
+        identity = self.observe_identity()
+        return identity | {"journal_salt": self.journal_salt} if self.journal_salt else identity
+
     @property
     def journal(self) -> Journal:
         """The journal, opened on first use (again after ``close()``)."""
@@ -128,7 +136,7 @@ class JournaledGenerator(Generator):
         self, requests: collections.abc.Sequence[GenerationRequest], progress: ProgressCallback | None = None
     ) -> tuple[list[Completion], GenerationStats]:
         """All samples of every request, in request order then sample index; only pending keys are decoded."""
-        identity = self.observe_identity()
+        identity = self.journal_identity()
         run = JournalRun(self.journal, identity, list(requests), progress, self.progress_interval_s)
         try:
             if run.pending:

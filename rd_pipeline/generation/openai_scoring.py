@@ -58,7 +58,7 @@ def score_with_top_logprobs(
     generator: ScoringEndpoint, requests: Sequence[ScoringRequest]
 ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
     """Candidate probabilities per request, journaled under the generator's identity."""
-    identity, journal = generator.observe_identity(), generator.journal
+    identity, journal = generator.journal_identity(), generator.journal
 
     def score_pending(pending: list[ScoringRequest]) -> tuple[list[Scored | None], GenerationStats]:
         scoring = _Scoring(generator, pending)

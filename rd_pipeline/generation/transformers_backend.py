@@ -204,7 +204,7 @@ class TransformersGenerator(JournaledGenerator):
     ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
         """Exact probabilities of each candidate continuation (all its tokens), journaled; loads the model only
         for requests missing from the journal."""
-        return journaled_scores(self.journal, self._identity, requests, self._score_pending)
+        return journaled_scores(self.journal, self.journal_identity(), requests, self._score_pending)
 
     def _score_pending(self, requests: list[ScoringRequest]) -> tuple[list[Scored | None], GenerationStats]:
         """Score requests in batches of ``batch_size`` prompts of similar length sharing a candidate set."""

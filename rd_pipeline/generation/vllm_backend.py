@@ -258,7 +258,7 @@ class VllmGenerator(JournaledGenerator):
     ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
         """Candidate probabilities from the top logprobs of a few greedy tokens (see ``candidates``), journaled;
         starts the engines only for requests missing from the journal."""
-        return journaled_scores(self.journal, self._identity, requests, self._score_pending)
+        return journaled_scores(self.journal, self.journal_identity(), requests, self._score_pending)
 
     def _score_pending(self, requests: list[ScoringRequest]) -> tuple[list[Scored | None], GenerationStats]:
         self._ensure_started()

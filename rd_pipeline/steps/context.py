@@ -63,6 +63,9 @@ class StepContext:
     # Runs a prepared training job (rd_pipeline.training.launch.TrainingJob) and returns its metrics; None: a
     # plain `accelerate launch` subprocess. Dagster sets one that launches through Pipes.
     launch_training: Callable[[Any], dict[str, Any]] | None = None
+    # A forced re-evaluation (`rd materialize --refresh`): eval_scores evaluates again under an unchanged key,
+    # without reusing its stored rows or journaled samples, and compares the new scores with the stored ones.
+    refresh: bool = False
 
     @property
     def rd_home(self) -> Path:

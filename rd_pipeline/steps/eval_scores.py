@@ -12,7 +12,9 @@ from typing import Any
 from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
 from rd_pipeline.config import MODEL_ROLES, ModelConfig, PipelineConfig
 from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, render_report, win_rate
+from rd_pipeline.evaluation.drift import ScoreDrift, compare_scores
 from rd_pipeline.evaluation.judge_audit import AuditThresholds, audit_findings
+from rd_pipeline.evaluation.key import EvalKey, KeyedModel, build_eval_key, generation_salt
 from rd_pipeline.evaluation.metrics import Estimate
 from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
@@ -68,26 +70,66 @@ def _eval_complete(result: EvalScores, _: PipelineConfig) -> CheckDetails:
     return not missing and result.eval_prompts > 0, {"missing_roles": ", ".join(missing) or "none"}
 
 
-EVAL_SCORES_CHECKS = (AssetCheck("complete", False, "every model was scored", _eval_complete),)
+def _eval_drift(result: EvalScores, _: PipelineConfig) -> CheckDetails:
+    """After a forced re-evaluation, every new score lies within the 95% interval of the one stored under the
+    same evaluation key."""
+    if not result.refreshed:
+        return True, {"status": "not re-evaluated"}
+    if result.drift is None:
+        return True, {"status": f"re-evaluated; no scores were stored under key {result.eval_key} to compare"}
+    drifted = [f"{d['model_role']} {d['metric']}" for d in result.drift if d["drifted"]]
+    status = f"{len(drifted)} of {len(result.drift)} scores outside the stored 95% interval"
+    return not drifted, {
+        "status": status,
+        "drifted": ", ".join(drifted) or "none",
+        "scores": {
+            f"{d['model_role']} {d['metric']}": {
+                "old": d["old"],
+                "new": d["new"],
+                "interval": [d["ci_low"], d["ci_high"]],
+                "drifted": d["drifted"],
+            }
+            for d in result.drift
+        },
+    }
+
+
+EVAL_SCORES_CHECKS = (
+    AssetCheck("complete", False, "every model was scored", _eval_complete),
+    AssetCheck(
+        "eval_drift",
+        False,
+        "a forced re-evaluation (rd materialize --refresh) scored every model within the 95% interval of the "
+        "scores stored under the same evaluation key",
+        _eval_drift,
+    ),
+)
 
 
 @committed("eval_scores", checks=EVAL_SCORES_CHECKS)
 def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
-    """Generate each model's answers to the eval prompts, score them, and score them with the reward model."""
+    """Generate each model's answers to the eval prompts, score them, and score them with the reward model; or,
+    under an unchanged evaluation key and without ``ctx.refresh``, keep the stored scores."""
     prompts = read_prompts(ctx, benchmark, "eval")
     models = evaluated_models(ctx)
     rm_path, rm = latest_checkpoint(ctx, "reward_model")
     rl = ctx.upstream_version("rl_student")
-    inputs_key = _eval_inputs_key(ctx, benchmark, models, rm)
-    reused = _reuse_stored_scores(ctx, benchmark, inputs_key, len(prompts))
-    if reused is not None:
-        return reused
-    generated = _generate_eval_responses(ctx, benchmark, prompts, models)
-    scored = _ScoredModels()
+    key = _eval_key(ctx, benchmark, prompts, models, rm_path)
+    stored = ctx.store.read("eval_scores", benchmark)
+    same_key = bool(stored) and all(row.get("eval_key") == key.hash for row in stored)
+    if same_key and not ctx.refresh:
+        reused = _reuse_stored_scores(ctx, benchmark, key, len(prompts))
+        if reused is not None:
+            return reused
+    refresh = _refresh_number(ctx, benchmark, key) if ctx.refresh else 0
+    generated = _generate_eval_responses(ctx, benchmark, prompts, models, key, refresh)
+    scored = _ScoredModels(judge_salt=generation_salt(key, ctx.config.eval_judge_model, refresh))
     items = [row_to_item(row) for row in prompts]
     for model in models:
         _score_model(ctx, benchmark, items, model, generated.responses[model.role], scored)
     _add_reward_scores(rm_path, prompts, scored.response_rows)
+    for row in scored.scores:
+        row |= {"eval_key": key.hash, "eval_key_parts": key.parts_json()}
     ctx.stage("eval_responses", benchmark, scored.response_rows)
     ctx.stage("eval_scores", benchmark, scored.scores)
     ctx.stage("eval_breakdown", benchmark, scored.breakdown_rows)
@@ -95,40 +137,50 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     lineage = StepLineage.of(
         rl["teacher_version"],
         {"rl_student": rl, "sft_student": ctx.upstream_version("sft_student"), "reward_model": rm},
-        inputs_key=inputs_key,
+        eval_key=key.hash,
+        refresh=refresh,
     )
     lineage.record(ctx, "eval_scores", benchmark, data_version)
-    return StepResult.of(
-        data_version, _eval_output(ctx, benchmark, len(prompts), len(models), generated, scored)
-    )
+    drift = compare_scores(stored, scored.scores) if ctx.refresh and same_key else None
+    output = _eval_output(ctx, benchmark, len(prompts), len(models), generated, scored, key, drift)
+    return StepResult.of(data_version, output)
 
 
-def _eval_inputs_key(
-    ctx: StepContext, benchmark: str, models: list[EvaluatedModel], rm: dict[str, Any]
-) -> str:
-    """A hash of everything the scores depend on: prompts, model versions, reward model, eval settings and
-    (open-ended benchmarks) the eval judge."""
-    config = ctx.config
+def _eval_key(
+    ctx: StepContext,
+    benchmark: str,
+    prompts: list[dict[str, Any]],
+    models: list[EvaluatedModel],
+    rm_path: Path,
+) -> EvalKey:
+    """The evaluation key of this partition (see ``rd_pipeline.evaluation.key``); the judge is part of it on
+    open-ended benchmarks only."""
     judged = not get_benchmark(benchmark).verifiable
-    return content_hash(
-        ctx.upstream_version("benchmark_prompts", benchmark)["data_version"],
-        [(m.role, m.version) for m in models],
-        rm["data_version"],
-        config.eval.model_dump(mode="json"),
-        config.eval_judge_model.model_dump(mode="json") if judged else None,
+    return build_eval_key(
+        ctx.config,
+        benchmark,
+        [KeyedModel(m.role, m.model, m.location) for m in models],
+        rm_path,
+        prompts,
         JUDGE_VERSION if judged else None,
     )
 
 
-def _reuse_stored_scores(
-    ctx: StepContext, benchmark: str, inputs_key: str, n_prompts: int
-) -> StepResult | None:
-    """The stored scores, recorded again as this run's version, when they were made from the same inputs."""
+def _refresh_number(ctx: StepContext, benchmark: str, key: EvalKey) -> int:
+    """The number of this forced re-evaluation of ``key``: one more than the last one committed, so that a
+    refresh that crashed resumes from what it journaled and a finished one is not replayed by the next."""
+    records = ctx.store.read("asset_versions", benchmark, asset="eval_scores")
+    upstream = [json.loads(record["upstream"] or "{}") for record in records]
+    return 1 + max((u.get("refresh", 0) for u in upstream if u.get("eval_key") == key.hash), default=0)
+
+
+def _reuse_stored_scores(ctx: StepContext, benchmark: str, key: EvalKey, n_prompts: int) -> StepResult | None:
+    """The stored scores, recorded again as this run's version, when they were made under the same key."""
     previous = ctx.store.latest_version("eval_scores", benchmark)
-    stored = ctx.store.read("eval_scores", benchmark)
-    if not (previous and stored and json.loads(previous["upstream"]).get("inputs_key") == inputs_key):
+    if previous is None:
         return None
-    ctx.log(f"eval_scores[{benchmark}]: models, prompts and settings unchanged; keeping the stored scores")
+    stored = ctx.store.read("eval_scores", benchmark)
+    ctx.log(f"eval_scores[{benchmark}]: evaluation key {key.short} unchanged; keeping the stored scores")
     ctx.record_version(
         "eval_scores",
         benchmark,
@@ -138,7 +190,14 @@ def _reuse_stored_scores(
     )
     return StepResult.of(
         previous["data_version"],
-        EvalScores(eval_prompts=n_prompts, samples_generated=0, reused=True, scores=_score_metadata(stored)),
+        EvalScores(
+            eval_prompts=n_prompts,
+            samples_generated=0,
+            reused=True,
+            eval_key=key.hash,
+            scores=_score_metadata(stored),
+            details={"eval_key_parts": key.part_hashes()},
+        ),
     )
 
 
@@ -152,9 +211,15 @@ class _EvalGeneration:
 
 
 def _generate_eval_responses(
-    ctx: StepContext, benchmark: str, prompts: list[dict[str, Any]], models: list[EvaluatedModel]
+    ctx: StepContext,
+    benchmark: str,
+    prompts: list[dict[str, Any]],
+    models: list[EvaluatedModel],
+    key: EvalKey,
+    refresh: int,
 ) -> _EvalGeneration:
-    """One response per eval prompt from each model, at the eval temperature."""
+    """One response per eval prompt from each model, at the eval temperature; journaled under ``key``'s salt for
+    each model (see ``generation_salt``)."""
     config = ctx.config
     params = SamplingParams(
         temperature=config.eval.temperature,
@@ -171,7 +236,12 @@ def _generate_eval_responses(
     generated = 0
     for model in models:
         completions, stats, _ = generate_rows(
-            ctx, model.model, requests, f"eval_scores[{benchmark}] {model.role}", location=model.location
+            ctx,
+            model.model,
+            requests,
+            f"eval_scores[{benchmark}] {model.role}",
+            location=model.location,
+            journal_salt=generation_salt(key, model.model, refresh),
         )
         responses[model.role] = [c.text for c in completions]
         generated += stats.samples_generated
@@ -182,8 +252,10 @@ def _generate_eval_responses(
 
 @dataclass
 class _ScoredModels:
-    """The rows eval_scores stages, filled model by model, and the eval judge's verdict statistics."""
+    """The rows eval_scores stages, filled model by model, and the eval judge's verdict statistics; the judge's
+    requests are journaled under ``judge_salt``."""
 
+    judge_salt: str = ""
     scores: list[dict[str, Any]] = field(default_factory=list)
     breakdown_rows: list[dict[str, Any]] = field(default_factory=list)
     response_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -249,7 +321,7 @@ def _add_win_rates(
     scored: _ScoredModels,
 ) -> list[float | None]:
     """Win rate and length-controlled win rate against the references; returns each response's preference."""
-    judgments = _judge_against_reference(ctx, items, texts)
+    judgments = _judge_against_reference(ctx, items, texts, scored.judge_salt)
     preferences = [j.preference for j in judgments]
     scored.judge_metadata.update(
         {f"{model.role}_judge_{k}": round(v, 4) for k, v in judge_summary(pairwise=judgments).items()}
@@ -318,8 +390,11 @@ def _eval_output(
     n_models: int,
     generated: _EvalGeneration,
     scored: _ScoredModels,
+    key: EvalKey,
+    drift: list[ScoreDrift] | None,
 ) -> EvalScores:
-    """What eval_scores reports; warns in the log when the eval judge is one of the evaluated models."""
+    """What eval_scores reports; warns in the log when the eval judge is one of the evaluated models, or when a
+    forced re-evaluation moved a score outside its stored interval."""
     config = ctx.config
     per_s = round(n_prompts * n_models / generated.seconds, 3) if generated.samples_generated else None
     # NaN rates (nothing parsed) left out
@@ -328,12 +403,20 @@ def _eval_output(
         details["eval_judge"] = config.eval_judge_model.ref
         for warning in judge_warnings(config):
             ctx.log(f"eval_scores[{benchmark}]: {warning}")
+    for moved in [d for d in drift or [] if d.drifted]:
+        ctx.log(
+            f"WARNING eval_scores[{benchmark}]: {moved.label} is {moved.new} on re-evaluation, outside the 95% "
+            f"interval [{moved.ci_low}, {moved.ci_high}] of the {moved.old} stored under key {key.short}"
+        )
     return EvalScores(
         eval_prompts=n_prompts,
         samples_generated=generated.samples_generated,
         reused=False,
+        eval_key=key.hash,
+        refreshed=ctx.refresh,
+        drift=[d.to_json() for d in drift] if drift is not None else None,
         scores=_score_metadata(scored.scores),
-        details={"eval_prompts_per_s": per_s, **details},
+        details={"eval_prompts_per_s": per_s, "eval_key_parts": key.part_hashes(), **details},
     )
 
 
@@ -376,11 +459,13 @@ def _score_metadata(scores: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _judge_against_reference(
-    ctx: StepContext, items: list[BenchmarkItem], texts: list[str]
+    ctx: StepContext, items: list[BenchmarkItem], texts: list[str], journal_salt: str
 ) -> list[PairwiseJudgment]:
     """Pairwise judgments of each response against the item's reference output by the eval judge, made in both
     orders."""
-    judge = make_generator(ctx.config.eval_judge_model, ctx.rd_home, role="eval judge")
+    judge = make_generator(
+        ctx.config.eval_judge_model, ctx.rd_home, role="eval judge", journal_salt=journal_salt
+    )
     try:
         with guarded_generation(ctx, judge, "eval_scores[judge]"):
             judgments, _ = judge_pairwise(
@@ -453,7 +538,8 @@ def make_report(ctx: StepContext) -> StepResult:
     elif latest.exists():  # a copy of RD_HOME that followed the link made it a directory
         shutil.rmtree(latest)
     latest.symlink_to(out_dir.name)
-    ctx.log("report:\n" + report.table_text + "\n" + "\n".join([*report.summary_lines, *warnings]))
+    shown = [*report.summary_lines, *report.key_lines, *warnings]
+    ctx.log("report:\n" + report.table_text + "\n" + "\n".join(shown))
     ctx.record_version("report", "", data_version)
     return StepResult(
         data_version,
@@ -461,6 +547,7 @@ def make_report(ctx: StepContext) -> StepResult:
             "markdown": report.markdown,
             "table": report.table_text,
             "summary": "\n".join(report.summary_lines),
+            "eval_keys": "\n".join(report.key_lines),
             "path": str(out_dir),
             "charts": [str(Path(p)) for p in report.png_paths],
             "warnings": "\n".join(warnings),

@@ -182,11 +182,17 @@ class TrainedModel(StepOutput):
 
 @dataclass(frozen=True, kw_only=True)
 class EvalScores(StepOutput):
-    """eval_scores: each model's scores (``<role>_<metric>``) on the partition's eval prompts."""
+    """eval_scores: each model's scores (``<role>_<metric>``) on the partition's eval prompts, the evaluation key
+    they were made under, and (a forced re-evaluation) each score compared with the one stored under that key."""
+
+    optional: ClassVar[frozenset[str]] = frozenset({"drift"})
 
     eval_prompts: int = 0
     samples_generated: int = 0
     reused: bool = False
+    eval_key: str = ""
+    refreshed: bool = False
+    drift: list[dict[str, Any]] | None = None  # per model and metric: old, new, interval, drifted
     scores: dict[str, float] = field(default_factory=dict)
 
     def scored_roles(self) -> set[str]:

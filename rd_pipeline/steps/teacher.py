@@ -65,12 +65,14 @@ def generate_rows(
     requests: Sequence[GenerationRequest],
     label: str,
     location: str | None = None,
+    journal_salt: str = "",
 ) -> tuple[list[Completion], GenerationStats, dict[str, str]]:
     """Run requests through a journaled generator with progress, then release the model.
 
-    ``label`` (asset and partition) is the scope of the generation lock (see ``generation_guard``).
+    ``label`` (asset and partition) is the scope of the generation lock (see ``generation_guard``);
+    ``journal_salt`` gives the samples journal keys of their own (see ``make_generator``).
     """
-    generator = make_generator(model, ctx.rd_home, location=location, role=label)
+    generator = make_generator(model, ctx.rd_home, location=location, role=label, journal_salt=journal_salt)
     try:
         with guarded_generation(ctx, generator, label) as identity, ctx.progress(label) as progress:
             completions, stats = generator.generate(requests, progress=progress)

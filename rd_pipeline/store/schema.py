@@ -111,6 +111,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "ci_low": "DOUBLE",
         "ci_high": "DOUBLE",
         "n": "INTEGER",
+        "eval_key": "VARCHAR",  # the hash of everything the score depends on (rd_pipeline.evaluation.key)
+        "eval_key_parts": "VARCHAR",  # JSON: those parts
     },
     "eval_breakdown": {
         "benchmark": "VARCHAR",

@@ -19,7 +19,7 @@ OWNERS = ["team:rd-pipeline"]
 def _metadata_value(key: str, value: Any) -> Any:
     if key in ("markdown",) and isinstance(value, str):
         return dg.MetadataValue.md(value)
-    if key in ("table", "summary") and isinstance(value, str):
+    if key in ("table", "summary", "eval_keys") and isinstance(value, str):
         return dg.MetadataValue.md(f"```\n{value}\n```")
     if key == "path" and isinstance(value, str):
         return dg.MetadataValue.path(value)
