@@ -57,7 +57,7 @@ test-slow: $(STAMP)
 test-all: test
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/rd bench
 
 # On a machine with CUDA: the tiny graph end to end on the GPU(s) (vLLM generation, bf16-autocast training of the
 # three trainers, two training processes where two GPUs are present), then what ran on which device. Fails with
@@ -66,14 +66,14 @@ bench: $(STAMP)
 # precision): about 2 minutes on 2 cores; it is not a GPU check.
 .PHONY: gpu-check gpu-check-cpu
 gpu-check: $(STAMP)
-	$(BIN)/python scripts/gpu_check.py
+	$(BIN)/rd gpu-check
 
 gpu-check-cpu: $(STAMP)
-	$(BIN)/python scripts/gpu_check.py --cpu
+	$(BIN)/rd gpu-check --cpu
 
 lint: $(STAMP)
-	$(BIN)/ruff check rd_pipeline rd_pipeline_tests scripts
-	$(BIN)/ruff format --check rd_pipeline rd_pipeline_tests scripts
+	$(BIN)/ruff check rd_pipeline rd_pipeline_tests tools
+	$(BIN)/ruff format --check rd_pipeline rd_pipeline_tests tools
 
 ui: $(STAMP)
 	$(BIN)/rd ui --preset smol

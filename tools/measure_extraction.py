@@ -1,6 +1,6 @@
 """Measure answer extraction on every GSM8K and GSM-Plus gold solution, and the judge parser on injections.
 
-Usage: python scripts/measure_extraction.py [DATA_DIR]   (default: ../shared/data)
+Usage: python -m tools.measure_extraction [DATA_DIR]   (default: ../shared/data)
 """
 
 from __future__ import annotations

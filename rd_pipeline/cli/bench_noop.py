@@ -10,7 +10,7 @@ libraries are already imported; ``rd materialize`` in a new process (what a user
 ``--profile`` a third no-op pass runs under cProfile and the
 most expensive ``rd_pipeline`` functions (cumulative time) are listed. Writes ``bench-results/noop.json``.
 
-    python scripts/bench_noop.py [--profile] [--keep DIR]
+    python -m rd_pipeline.cli.bench_noop [--profile] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 TARGET_SECONDS = 30.0
 MODEL_ASSETS = ("sft_student", "reward_model", "rl_student")
@@ -100,19 +97,19 @@ def fresh_process_seconds(rd_home: Path) -> float:
     env = dict(os.environ, RD_HOME=str(rd_home), RD_PRESET="tiny", DAGSTER_HOME=str(rd_home / "dagster"))
     command = [sys.executable, "-m", "rd_pipeline.cli", "materialize", "--preset", "tiny"]
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(command, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="a third no-op pass under cProfile")
     parser.add_argument("--top", type=int, default=25, help="profiled functions to list")
     parser.add_argument(
         "--keep", type=Path, default=None, help="use (and keep) this RD_HOME instead of a temp dir"
     )
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results" / "noop.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path("bench-results") / "noop.json")
+    args = parser.parse_args(argv)
 
     holder = None
     if args.keep is None:
@@ -124,11 +121,9 @@ def main() -> None:
     os.environ["RD_PRESET"] = "tiny"
     os.environ.pop("RD_CONFIG", None)
 
-    import dagster as dg
-
     from rd_pipeline.config import load_preset
     from rd_pipeline.defs.resources import PipelineResource
-    from rd_pipeline.defs.run import materialize_graph
+    from rd_pipeline.defs.run import instance_for, materialize_graph
 
     config = load_preset("tiny")
     resource = PipelineResource(preset="tiny")
@@ -138,7 +133,7 @@ def main() -> None:
     first_seconds = time.perf_counter() - start
     if not all(result.success for result in first):
         raise SystemExit("the first materialization failed")
-    instance = dg.DagsterInstance.get()
+    instance = instance_for(config)
 
     rows_before = journal_rows(rd_home)
     start = time.perf_counter()

@@ -5,7 +5,7 @@ concurrency level sends ``rounds * concurrency`` single-sample requests through 
 (fresh journal each time) and compares requests per second with the ideal ``concurrency / latency``. Prints a
 table and writes ``bench-results/api.json``.
 
-    python scripts/bench_api.py [--latency-ms 200] [--concurrency 1 8 32 64] [--rounds 10]
+    python -m tools.bench_api [--latency-ms 200] [--concurrency 1 8 32 64] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -14,18 +14,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from rd_pipeline.config import ApiConfig, ModelConfig  # noqa: E402
-from rd_pipeline.generation.base import GenerationRequest, SamplingParams  # noqa: E402
-from rd_pipeline.generation.openai_backend import OpenAIGenerator  # noqa: E402
-from rd_pipeline_tests.support.fault_server import server_process  # noqa: E402
+from rd_pipeline.config import ApiConfig, ModelConfig
+from rd_pipeline.generation.base import GenerationRequest, SamplingParams
+from rd_pipeline.generation.openai_backend import OpenAIGenerator
+from rd_pipeline_tests.support.fault_server import server_process
 
 
 def measure(base_url: str, concurrency: int, rounds: int, latency_s: float) -> dict[str, float]:
@@ -59,13 +55,13 @@ def measure(base_url: str, concurrency: int, rounds: int, latency_s: float) -> d
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--rounds", type=int, default=30, help="requests per concurrency slot")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results" / "api.json")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=Path("bench-results") / "api.json")
+    args = parser.parse_args(argv)
 
     with server_process("--latency-ms", str(args.latency_ms)) as (_, base_url):
         rows = [measure(base_url, c, args.rounds, args.latency_ms / 1000.0) for c in args.concurrency]

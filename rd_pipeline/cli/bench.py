@@ -1,21 +1,23 @@
-"""The benchmark suite behind ``make bench``: every benchmark script as a subprocess, then one summary table.
+"""`rd bench` (``make bench``): every benchmark module as a subprocess, then one summary table.
 
 Runs, each in its own process (so one's memory and threads do not affect the next):
 
 - ``generation``: sampling throughput of the transformers backend on SmolLM2 against plain batched ``generate``,
-  a per-sample loop and the matmul compute limit (``bench_generation.py``);
+  a per-sample loop and the matmul compute limit (``rd_pipeline.cli.bench_generation``);
 - ``noop``: a no-op re-materialization of the whole tiny graph, its time and generation requests
-  (``bench_noop.py``);
-- ``duckdb``: DuckDB write throughput for 100k response rows (``bench_duckdb.py``);
-- ``api``: the openai backend's throughput against a local server with fixed latency (``bench_api.py``).
+  (``rd_pipeline.cli.bench_noop``);
+- ``duckdb``: DuckDB write throughput for 100k response rows (``rd_pipeline.cli.bench_duckdb``);
+- ``api``: the openai backend's throughput against a local server with fixed latency (``tools.bench_api``, a
+  developer tool: it needs the repository's test server, so it runs when ``rd bench`` is started from the root of
+  a checkout and is skipped, saying so, elsewhere).
 
-Each script writes its own JSON under ``bench-results/``; this one adds wall time and peak RSS per subprocess (from
-``wait4``), checks the targets and writes ``bench-results/summary.json``. ``--quick`` skips the slow ones
-(generation and noop); ``--summarize-only`` rebuilds the table and summary from the JSON files already there
-(wall time and peak RSS then come from the previous summary, where it has them). The machine's load average is
-recorded: on a shared machine compare ratios, not rates.
+Each writes its own JSON under ``bench-results/`` in the current directory; this one adds wall time and peak RSS
+per subprocess (from ``wait4``), checks the targets and writes ``bench-results/summary.json``. ``--quick`` skips
+the slow ones (generation and noop); ``--summarize-only`` rebuilds the table and summary from the JSON files
+already there (wall time and peak RSS then come from the previous summary, where it has them). The machine's load
+average is recorded: on a shared machine compare ratios, not rates.
 
-    python scripts/bench.py [--quick] [--only NAME ...] [--summarize-only]
+    rd bench [--quick] [--only NAME ...] [--summarize-only]
 """
 
 from __future__ import annotations
@@ -31,16 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = REPO_ROOT / "bench-results"
+RESULTS = Path("bench-results")  # under the current directory, where each benchmark writes its JSON
 
 
 @dataclass(frozen=True)
 class Bench:
-    """One benchmark script, whether it is slow, and how to read its headline numbers from its JSON."""
+    """One benchmark module, whether it is slow, and how to read its headline numbers from its JSON."""
 
     name: str
-    script: str
+    module: str
     args: tuple[str, ...]
     output: str
     slow: bool
@@ -123,22 +124,31 @@ def _api(data: dict) -> list[tuple[str, str, str, bool | None]]:
 
 
 BENCHES = [  # quick ones first, so an interrupted run still leaves their results
-    Bench("duckdb", "bench_duckdb.py", (), "duckdb.json", False, _duckdb),
-    Bench("api", "bench_api.py", (), "api.json", False, _api),
-    Bench("generation", "bench_generation.py", (), "generation.json", True, _generation),
-    Bench("noop", "bench_noop.py", ("--profile",), "noop.json", True, _noop),
+    Bench("duckdb", "rd_pipeline.cli.bench_duckdb", (), "duckdb.json", False, _duckdb),
+    Bench("api", "tools.bench_api", (), "api.json", False, _api),
+    Bench("generation", "rd_pipeline.cli.bench_generation", (), "generation.json", True, _generation),
+    Bench("noop", "rd_pipeline.cli.bench_noop", ("--profile",), "noop.json", True, _noop),
 ]
 
 
+def missing_files(bench: Bench) -> list[str]:
+    """The files a benchmark from the repository checkout (``tools.*``) needs under the current directory and that
+    are not there; empty for the benchmarks shipped in this package."""
+    if not bench.module.startswith("tools."):
+        return []
+    needed = [bench.module.replace(".", "/") + ".py", "rd_pipeline_tests/support/fault_server.py"]
+    return [path for path in needed if not Path(path).is_file()]
+
+
 def run(bench: Bench) -> dict:
-    """Run one script; its exit code, wall time, peak RSS and the JSON it wrote."""
+    """Run one benchmark module; its exit code, wall time, peak RSS and the JSON it wrote."""
     output = RESULTS / bench.output
     output.unlink(missing_ok=True)
-    command = [sys.executable, str(REPO_ROOT / "scripts" / bench.script), *bench.args]
-    print(f"\n=== {bench.name}: {' '.join(command[1:])}", flush=True)
+    command = [sys.executable, "-m", bench.module, *bench.args]
+    print(f"\n=== {bench.name}: python {' '.join(command[1:])}", flush=True)
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO_ROOT)
+    process = subprocess.Popen(command)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
@@ -180,14 +190,20 @@ def print_table(records: dict[str, dict]) -> None:
             print(f"  {label:<34}{value:>30}  {target:<22}{mark:<4}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the slow benchmarks (generation, noop)")
     parser.add_argument("--summarize-only", action="store_true", help="summarize the JSON already written")
     parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run only these")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     selected = [b for b in BENCHES if (not args.only or b.name in args.only) and not (args.quick and b.slow)]
+    for bench in [b for b in selected if missing_files(b)]:
+        print(
+            f"{bench.name}: skipped, it runs from the root of a repository checkout "
+            f"({', '.join(missing_files(bench))} not found under {Path.cwd()})"
+        )
+        selected.remove(bench)
     if args.summarize_only:
         summary_file = RESULTS / "summary.json"
         earlier = json.loads(summary_file.read_text())["benchmarks"] if summary_file.is_file() else {}

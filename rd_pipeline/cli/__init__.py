@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rd_pipeline.benchmarks.errors import BenchmarkDataError
+from rd_pipeline.cli.module_commands import add_module_commands, run_module_command
 from rd_pipeline.config import ConfigError, PipelineConfig, preset_names, resolve_config
 from rd_pipeline.generation.journal import JournalCorruptError
 from rd_pipeline.preflight import InputError
@@ -324,10 +325,14 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    module_command = run_module_command(sys.argv[1:] if argv is None else argv)
+    if module_command is not None:
+        return module_command
     parser = argparse.ArgumentParser(
         prog="rd", description="Distill a teacher LLM's data and rewards into a student."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    add_module_commands(commands)
 
     materialize = commands.add_parser("materialize", help="materialize the asset graph through Dagster")
     _add_config_args(materialize)

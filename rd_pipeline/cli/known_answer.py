@@ -28,10 +28,11 @@ Everything is measured against the gold answers:
 - RL's validation curve from the shipped checkpoint's lineage (agreement with vote labels on validation
   prompts per step, step 0 being the SFT student, and the selected step), when the pipeline records it.
 
-Prints a table per (teacher, reward setting) and writes ``bench-results/known_answer[_<task>][_<size>].json``.
-Seeded. ``scripts/known_answer_grid.py`` runs it over seeds and teachers and summarises with intervals.
+Prints a table per (teacher, reward setting) and writes ``bench-results/known_answer[_<task>][_<size>].json``
+under the current directory.
+Seeded. ``rd experiment known-answer-grid`` runs it over seeds and teachers and summarises with intervals.
 
-    python scripts/known_answer.py [--task larger|smaller|sum] [--size small|grid|full] [--seed 0]
+    rd experiment known-answer [--task larger|smaller|sum] [--size small|grid|full] [--seed 0]
         [--teachers weak,strong] [--rewards paper,combined] [--keep DIR]
 """
 
@@ -52,14 +53,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in the trainers
 
-from rd_pipeline.benchmarks import get_benchmark, is_item_correct  # noqa: E402
-from rd_pipeline.benchmarks.math_prompt import math_prompt  # noqa: E402
-from rd_pipeline.locks import held_lock  # noqa: E402
-from rd_pipeline.models import CHAT_TEMPLATE, build_tiny_llama  # noqa: E402
+from rd_pipeline.benchmarks import get_benchmark, is_item_correct
+from rd_pipeline.benchmarks.math_prompt import math_prompt
+from rd_pipeline.locks import held_lock
+from rd_pipeline.models import CHAT_TEMPLATE, build_tiny_llama
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PRETRAIN_LEARNING_RATE = 3e-3
@@ -796,8 +795,8 @@ def parse_targets(text: str) -> dict[str, float]:
     return targets_
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="larger")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--seed", type=int, default=0)
@@ -817,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
     parser.add_argument(
-        "--out", type=Path, help="JSON result (default: bench-results/known_answer[_TASK][_SIZE].json)"
+        "--out", type=Path, help="JSON result (default: ./bench-results/known_answer[_TASK][_SIZE].json)"
     )
     args = parser.parse_args(argv)
     settings = (
@@ -844,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("" if args.size == "full" else f"_{args.size}")
         + ("" if args.rm_steps is None else f"_rm{args.rm_steps}")
     )
-    out = args.out or REPO_ROOT / "bench-results" / f"known_answer{suffix}.json"
+    out = args.out or Path("bench-results") / f"known_answer{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {out}")

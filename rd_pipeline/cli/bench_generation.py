@@ -9,7 +9,7 @@ The machine limit is the measured fp32 matmul rate divided by 2 x parameters (th
 forward cost of one token). The backends and plain generate alternate for ``--rounds`` rounds; the best round of each
 counts, which limits the effect of other load on the machine. Writes ``bench-results/generation.json``.
 
-    python scripts/bench_generation.py [--prompts 16] [--n 4] [--max-new-tokens 64] [--threads N]
+    python -m rd_pipeline.cli.bench_generation [--prompts 16] [--n 4] [--max-new-tokens 64] [--threads N]
 
 Other processes on the machine distort the numbers (the JSON records the load average); with fewer free cores
 than torch threads, ``--threads`` set to the free cores avoids threads waiting on each other.
@@ -215,8 +215,8 @@ def _rates(result: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -233,7 +233,7 @@ def main() -> None:
     )
     parser.add_argument("--rd-home", default=os.environ.get("RD_HOME", ".rd"))
     parser.add_argument("--out", default="bench-results/generation.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
         cores = sorted(os.sched_getaffinity(0))[: args.threads]
