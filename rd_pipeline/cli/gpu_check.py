@@ -97,7 +97,7 @@ def check_config(
     engine = {
         "enforce_eager": True,  # no compilation: seconds instead of minutes per engine start
         "gpu_memory_utilization": 0.2,
-        "max_model_len": 512,
+        "max_model_len": 2048,  # the judge's pairwise prompts run to about 800 tokens of the tiny tokenizer
         "fallback_to_transformers": False,
     }
     for role in ("teacher", "student"):
