@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs import build_definitions, teacher
+from rd_pipeline.defs import build_definitions, resources_for, teacher
 from rd_pipeline.defs.gpus import size_gpu_pool
 from rd_pipeline.defs.logs import materialize_logged, observe_logged, record_failure
 from rd_pipeline.defs.resources import PipelineResource
@@ -176,7 +176,7 @@ def materialize_graph(
     instance = instance_for(config)
     for run_id in release_abandoned_runs(instance):
         print(f"rd: run {run_id} was interrupted (its process is gone): marked failed, its pool slots freed")
-    resources = {"pipeline": resource}
+    resources = resources_for(resource)
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = {"rd/entry": "cli", "rd/pid": str(os.getpid()), "rd/host": socket.gethostname()}
     observe_logged([teacher], instance, resources, run_config, tags, log_file)
