@@ -223,3 +223,21 @@ def test_report_to_accepts_only_tensorboard_and_wandb():
     config = parse_config(data | {"tracking": {"mlflow": {"tracking_uri": "http://127.0.0.1:5000"}}})
     assert not config.tracking.mlflow.enabled and config.tracking.report_to == []
     assert config.tracking.mlflow_uri(Path("/x")) == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("report_to", "expected"), [((), []), (("tensorboard", "wandb"), ["tensorboard", "wandb"])]
+)
+def test_report_to_is_passed_to_every_trainers_args(tmp_path, report_to, expected):
+    """The stage's integrations reach each TRL config (none: an empty list, as TRL normalises "none")."""
+    from trl import GRPOConfig, RewardConfig, SFTConfig
+
+    from rd_pipeline.config import RewardModelConfig, RlConfig, SftConfig
+    from rd_pipeline.training.common import Stage, choose_precision
+
+    stages = ((SftConfig(), SFTConfig, {}), (RewardModelConfig(), RewardConfig, {}))
+    stages += ((RlConfig(num_generations=2), GRPOConfig, {"num_generations": 2}),)
+    for cfg, args_class, extra in stages:
+        stage = Stage(cfg, "base", None, 0, (), choose_precision("no"), None, 0.0, "", report_to)
+        args = args_class(**stage.trainer_args(str(tmp_path)), **extra)
+        assert args.report_to == expected, args_class.__name__

@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
+from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.checkpoints import read_lineage
 from rd_pipeline.steps.context import StepContext, StepResult
 from rd_pipeline.steps.results import TrainedModel
@@ -44,13 +45,31 @@ class ExperimentTracking(dg.ConfigurableResource):
     """MLflow runs of the trained models, as the pipeline config's ``tracking.mlflow`` section sets them up
     (default off); used by the model assets and ``eval_scores``."""
 
-    def after_training(self, context: dg.AssetExecutionContext) -> AfterStep:
+    def after_training(self, context: dg.AssetExecutionContext, pipeline: PipelineResource) -> AfterStep:
         """What logs a model asset's step as an MLflow run and returns the run for its metadata."""
-        return lambda step_context, result: _guarded(context, step_context.config, _log_training, result)
+        config = pipeline.pipeline_config()
+        _check_installed(config)
+        return lambda step_context, result: _guarded(context, config, _log_training, result)
 
-    def after_evaluation(self, context: dg.AssetExecutionContext) -> AfterStep:
+    def after_evaluation(self, context: dg.AssetExecutionContext, pipeline: PipelineResource) -> AfterStep:
         """What logs an ``eval_scores`` partition's scores to the runs of the models it scored."""
-        return lambda step_context, result: _guarded(context, step_context.config, _log_scores, step_context)
+        config = pipeline.pipeline_config()
+        _check_installed(config)
+        return lambda step_context, result: _guarded(context, config, _log_scores, step_context)
+
+
+def _check_installed(config: PipelineConfig) -> None:
+    """Fail before the step runs when tracking is on without mlflow and dagster-mlflow installed."""
+    if not config.tracking.mlflow.enabled:
+        return
+    try:
+        # dagster-mlflow is marked beta; the notice means nothing to rd's users
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=dg.BetaWarning)
+            import dagster_mlflow  # noqa: F401
+        import mlflow  # noqa: F401
+    except ImportError as error:
+        raise RuntimeError(f"{MISSING_EXTRA} ({error})") from None
 
 
 def _guarded(
@@ -60,14 +79,6 @@ def _guarded(
     committed, and a re-materialization logs the run), reported in the metadata as ``mlflow_error``."""
     if not config.tracking.mlflow.enabled:
         return {}
-    try:
-        # dagster-mlflow is marked beta; the notice means nothing to rd's users
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=dg.BetaWarning)
-            import dagster_mlflow  # noqa: F401
-        import mlflow  # noqa: F401
-    except ImportError as error:
-        raise RuntimeError(f"{MISSING_EXTRA} ({error})") from None
     try:
         return log(context, config, *args)
     except Exception as error:  # the tracker is down or refuses: the step's own work stands

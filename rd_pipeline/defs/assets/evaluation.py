@@ -33,7 +33,7 @@ def evaluation_assets(
     ) -> dg.MaterializeResult:
         """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals;
         with MLflow tracking on, the SFT and RL students' scores also go to their runs."""
-        return run_step(context, pipeline, make_eval_scores, tracking.after_evaluation(context))
+        return run_step(context, pipeline, make_eval_scores, tracking.after_evaluation(context, pipeline))
 
     @dg.asset(
         deps=[eval_scores],

@@ -75,7 +75,7 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer), validated on held-out
         training prompts (best checkpoint kept, base student as step 0); fills sft_validation."""
         training = with_pipes_training(context, make_sft_student)
-        return run_step(context, pipeline, training, tracking.after_training(context))
+        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
 
     @dg.asset(
         partitions_def=partitions,
@@ -109,7 +109,7 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
     ) -> dg.MaterializeResult:
         """A Bradley-Terry reward model on labelled teacher and student pairs (TRL RewardTrainer)."""
         training = with_pipes_training(context, make_reward_model)
-        return run_step(context, pipeline, training, tracking.after_training(context))
+        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
 
     @dg.asset(
         deps=[sft_student, reward_model],
@@ -127,6 +127,6 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         """The SFT student refined by GRPO or RLOO against the configured rewards, validated on held-out
         training prompts (best checkpoint kept, SFT student as step 0); fills rl_validation and rl_rollouts."""
         training = with_pipes_training(context, make_rl_student)
-        return run_step(context, pipeline, training, tracking.after_training(context))
+        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
 
     return [sft_student, student_responses, reward_model, rl_student]
