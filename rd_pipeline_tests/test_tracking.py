@@ -197,7 +197,10 @@ def test_eval_scores_are_logged_to_the_runs_of_the_models_they_score(tracked_gra
         assert metrics[f"eval/gsm8k/{row['metric']}"] == pytest.approx(row["value"])
         assert metrics[f"eval/gsm8k/{row['metric']}_ci_low"] == pytest.approx(row["ci_low"])
     assert not [key for key in runs["reward_model"].data.metrics if key.startswith("eval/")]
-    eval_metadata = _metadata(_materializations(instance, "eval_scores")[-1])
+    eval_record = _materializations(instance, "eval_scores")[-1]
+    for asset in ("sft_student", "rl_student"):
+        assert runs[asset].data.tags["dagster.eval_scores.gsm8k.run_id"] == eval_record.run_id
+    eval_metadata = _metadata(eval_record)
     assert eval_metadata["mlflow_scored_runs"] == {
         asset: runs[asset].info.run_id for asset in ("sft_student", "rl_student")
     }

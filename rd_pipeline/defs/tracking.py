@@ -234,7 +234,7 @@ def _log_training(context: dg.AssetExecutionContext, config: PipelineConfig, res
 
 def _log_scores(context: dg.AssetExecutionContext, config: PipelineConfig, step_context: StepContext) -> dict:
     """Log an eval_scores partition's scores of the SFT and RL students to their checkpoints' runs (values
-    a run already holds are not logged twice)."""
+    a run already holds are not logged twice), tagged with the Dagster run that scored them."""
     benchmark = context.partition_key
     uri, _, client = _experiment(config)
     logged: dict[str, str] = {}
@@ -249,5 +249,6 @@ def _log_scores(context: dg.AssetExecutionContext, config: PipelineConfig, step_
             continue
         held = client.get_run(run_id).data.metrics
         _log_points(client, run_id, [point for point in model.points if held.get(point.key) != point.value])
+        client.set_tag(run_id, f"dagster.eval_scores.{benchmark}.run_id", context.run.run_id)
         logged[model.asset] = run_id
     return {"mlflow_scored_runs": logged} if logged else {}
