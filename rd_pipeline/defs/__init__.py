@@ -15,8 +15,16 @@ from rd_pipeline.defs.assets.trained import model_assets
 from rd_pipeline.defs.automation import automation_sensor, teacher_observation_schedule
 from rd_pipeline.defs.partitions import benchmark_partitions
 from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.defs.tracking import ExperimentTracking
 
-__all__ = ["PipelineResource", "build_assets", "build_definitions", "teacher"]
+__all__ = [
+    "ExperimentTracking",
+    "PipelineResource",
+    "build_assets",
+    "build_definitions",
+    "resources_for",
+    "teacher",
+]
 
 
 def build_assets(config: PipelineConfig) -> list[dg.AssetsDefinition]:
@@ -30,13 +38,18 @@ def build_assets(config: PipelineConfig) -> list[dg.AssetsDefinition]:
     ]
 
 
+def resources_for(pipeline: PipelineResource) -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset may use: the pipeline config (``pipeline``) and experiment tracking."""
+    return {"pipeline": pipeline, "tracking": ExperimentTracking()}
+
+
 def build_definitions(pipeline: PipelineResource | None = None) -> dg.Definitions:
     """The Definitions for the config ``pipeline`` names (default: the environment's, read once now)."""
     pipeline = pipeline or PipelineResource.pinned()
     config = pipeline.pipeline_config()
     return dg.Definitions(
         assets=build_assets(config),
-        resources={"pipeline": pipeline},
+        resources=resources_for(pipeline),
         schedules=[teacher_observation_schedule(config)],
         sensors=[automation_sensor],
     )

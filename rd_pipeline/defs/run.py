@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs import build_definitions, teacher
+from rd_pipeline.defs import build_definitions, resources_for, teacher
 from rd_pipeline.defs.gpus import size_gpu_pool
 from rd_pipeline.defs.logs import materialize_logged, observe_logged, record_failure
 from rd_pipeline.defs.resources import REFRESH_TAG, PipelineResource
@@ -180,7 +180,7 @@ def materialize_graph(
     instance = instance_for(config)
     for run_id in release_abandoned_runs(instance):
         print(f"rd: run {run_id} was interrupted (its process is gone): marked failed, its pool slots freed")
-    resources = {"pipeline": resource}
+    resources = resources_for(resource)
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = {"rd/entry": "cli", "rd/pid": str(os.getpid()), "rd/host": socket.gethostname()}
     if refresh:

@@ -67,7 +67,12 @@ def train_checkpoint(
     from rd_pipeline.training.launch import prepare_job, run_training_job
 
     section = getattr(ctx.config, kind)
-    job_settings = {"seed": ctx.config.sampling.seed, **settings, "config": section.model_dump(mode="json")}
+    job_settings = {
+        "seed": ctx.config.sampling.seed,
+        **settings,
+        "config": section.model_dump(mode="json"),
+        **reporting_settings(ctx, asset, version),
+    }
 
     def train(out_dir: Path) -> dict[str, Any]:
         job_dir = ctx.rd_home / "jobs" / asset / version
@@ -101,3 +106,13 @@ def against_start(
 
 def rounded(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
+
+
+def reporting_settings(ctx: StepContext, asset: str, version: str) -> dict[str, Any]:
+    """The trainer's ``report_to`` (``tracking.report_to``) and, with TensorBoard, where its event files go:
+    ``RD_HOME/tensorboard/<asset>/<version>``."""
+    report_to = list(ctx.config.tracking.report_to)
+    settings: dict[str, Any] = {"report_to": report_to}
+    if "tensorboard" in report_to:
+        settings["tensorboard_dir"] = str(ctx.rd_home / "tensorboard" / asset / version)
+    return settings

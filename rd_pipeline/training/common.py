@@ -458,6 +458,7 @@ class Stage:
     tokenizer: Any
     started: float
     resume_key: str = ""
+    report_to: tuple[str, ...] = ()
 
     @classmethod
     def start(
@@ -468,10 +469,12 @@ class Stage:
         revision: str | None = None,
         callbacks: Sequence[Any] = (),
         inputs: Any = None,
+        report_to: Sequence[str] = (),
     ) -> Stage:
         """Start the clock, choose the precision and load ``base``'s tokenizer. ``inputs`` (JSON) is what
         the stage trains on; with the settings, base and seed it makes the resume key, so saved trainer state
-        is resumed only by a run of the same training."""
+        is resumed only by a run of the same training. ``report_to`` names the integrations the trainer
+        reports to (TRL ``report_to``; none when empty), which the resume key leaves out."""
         started = time.perf_counter()
         precision = choose_precision(cfg.launch.mixed_precision)
         tokenizer = load_tokenizer(base, revision)
@@ -484,10 +487,22 @@ class Stage:
                 "inputs": inputs,
             }
         )
-        return cls(cfg, base, revision, seed, tuple(callbacks), precision, tokenizer, started, resume_key)
+        return cls(
+            cfg,
+            base,
+            revision,
+            seed,
+            tuple(callbacks),
+            precision,
+            tokenizer,
+            started,
+            resume_key,
+            tuple(report_to),
+        )
 
     def trainer_args(self, output_dir: str) -> dict[str, Any]:
-        """The TRL config arguments of the stage's settings: shared ones, optimizer, batch and length."""
+        """The TRL config arguments of the stage's settings: shared ones, reporting, optimizer, batch and
+        length."""
         cfg = self.cfg
         args = {
             **common_trainer_args(
@@ -501,6 +516,7 @@ class Stage:
             "max_steps": cfg.max_steps,
             "learning_rate": cfg.learning_rate,
             "per_device_train_batch_size": cfg.batch_size,
+            "report_to": list(self.report_to) or "none",
         }
         if isinstance(cfg, EpochTrainerConfig):
             args.update(num_train_epochs=cfg.epochs, max_length=cfg.max_length)

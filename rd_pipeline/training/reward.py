@@ -143,6 +143,7 @@ def train_reward_model(
     seed: int = 0,
     revision: str | None = None,
     callbacks: Sequence[Any] = (),
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train a one-output sequence classifier initialised from ``base`` (at ``revision``) on preference pairs.
 
@@ -164,7 +165,7 @@ def train_reward_model(
     margins = _margins(train_pairs, "reward training pair")
     rows = _training_rows(train_pairs, margins)
     inputs = {"train": rows, "heldout": list(heldout_pairs)}
-    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=inputs)
+    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=inputs, report_to=report_to)
     best = BestWeights(patience=cfg.patience)
     if heldout_pairs:  # step 0 is not a candidate: its score head is random
         validate = _heldout_validation(heldout_pairs, stage.tokenizer)

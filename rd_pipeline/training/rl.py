@@ -186,6 +186,7 @@ def train_rl(
     callbacks: Sequence[Any] = (),
     validation: Sequence[dict] = (),
     reference: Sequence[list[dict]] = (),
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train ``policy`` on ``prompts`` against the configured reward sources (``cfg.rewards``).
 
@@ -205,7 +206,7 @@ def train_rl(
     check_records(prompts, "RL prompt", PROMPT_FIELDS)
     inputs = {"reward_model": reward_model, "prompts": list(prompts), "validation": list(validation)}
     stage_callbacks = list(callbacks)
-    stage = Stage.start(cfg, policy, seed, inputs=inputs)
+    stage = Stage.start(cfg, policy, seed, inputs=inputs, report_to=report_to)
     rewards = _rewards(cfg, reward_model, reference, stage.tokenizer.eos_token_id)
     slot = _TrainerSlot()
     limit = None if cfg.log_rollouts == "all" else int(cfg.log_rollouts)

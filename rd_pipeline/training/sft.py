@@ -29,6 +29,7 @@ def train_sft(
     callbacks: Sequence[Any] = (),
     validation: Sequence[dict] = (),
     judge: PairwiseJudge | None = None,
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Fine-tune ``base`` (at ``revision``) on ``examples`` ({"prompt": [messages], "completion": [message]}).
 
@@ -48,7 +49,7 @@ def train_sft(
 
     check_records(examples, "SFT example", SFT_FIELDS)
     inputs = {"examples": list(examples), "validation": list(validation)}
-    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=inputs)
+    stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=inputs, report_to=report_to)
     best = BestWeights(patience=cfg.patience)
     validator = None
     if validation:

@@ -17,6 +17,7 @@ from rd_pipeline.config import LaunchConfig, RewardModelConfig, RlConfig, SftCon
 from rd_pipeline.training.guard import die_with_parent
 from rd_pipeline.training.launch import RESULT_FILE, read_job, record_worker_error
 
+TENSORBOARD_DIR_ENV = "TENSORBOARD_LOGGING_DIR"  # where transformers' TensorBoard callback writes
 STEP_KEYS = ("loss", "reward", "kl", "accuracy", "grad_norm", "learning_rate")
 # What accelerate must have set up for each strategy; ddp runs as MULTI_GPU, MULTI_CPU or NO as it finds.
 STRATEGY_DISTRIBUTED_TYPES = {"fsdp2": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
@@ -89,9 +90,19 @@ def _strategy_check(launch: LaunchConfig):
     return StrategyCheck()
 
 
+def _reporting(settings: dict[str, Any]) -> list[str]:
+    """The integrations the trainer reports to (``settings["report_to"]``); TensorBoard writes its event files
+    to ``settings["tensorboard_dir"]`` (transformers reads the directory from the environment)."""
+    report_to = list(settings.get("report_to") or [])
+    if "tensorboard" in report_to and settings.get("tensorboard_dir"):
+        os.environ[TENSORBOARD_DIR_ENV] = settings["tensorboard_dir"]
+    return report_to
+
+
 def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
     settings, records, out_dir = job["settings"], job["records"], Path(job["out_dir"])
     seed = settings["seed"]
+    report_to = _reporting(settings)
     if job["kind"] == "sft":
         from rd_pipeline.training.base_comparison import JudgeSettings, pairwise_judge
         from rd_pipeline.training.sft import train_sft
@@ -108,6 +119,7 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
             callbacks,
             validation=records.get("validation", []),
             judge=pairwise_judge(JudgeSettings.from_json(judge), seed) if judge else None,
+            report_to=report_to,
         )
     if job["kind"] == "reward_model":
         from rd_pipeline.training.reward import train_reward_model
@@ -122,6 +134,7 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
             seed,
             settings.get("revision"),
             callbacks,
+            report_to=report_to,
         )
     if job["kind"] == "rl":
         from rd_pipeline.training.rl import train_rl
@@ -137,6 +150,7 @@ def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
             callbacks,
             validation=records.get("validation", []),
             reference=records.get("reference", []),
+            report_to=report_to,
         )
     raise ValueError(f"unknown training job kind {job['kind']!r}")
 

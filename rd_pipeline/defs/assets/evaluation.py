@@ -8,6 +8,7 @@ from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.defs.tracking import ExperimentTracking
 from rd_pipeline.steps.eval_scores import make_eval_scores, make_report
 from rd_pipeline.steps.judge_audit import make_judge_audit
 
@@ -28,9 +29,12 @@ def evaluation_assets(
         automation_condition=ON_CHANGE,
         check_specs=check_specs("eval_scores"),
     )
-    def eval_scores(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals."""
-        return run_step(context, pipeline, make_eval_scores)
+    def eval_scores(
+        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
+    ) -> dg.MaterializeResult:
+        """Teacher, base, SFT and RL students on the eval subset: accuracy or (LC) win rate, with 95% intervals;
+        with MLflow tracking on, the SFT and RL students' scores also go to their runs."""
+        return run_step(context, pipeline, make_eval_scores, tracking.after_evaluation(context, pipeline))
 
     @dg.asset(
         partitions_def=partitions,

@@ -11,7 +11,7 @@ from rd_pipeline.defs.checks import outcome_evaluations, outcome_results
 from rd_pipeline.defs.gpus import placed
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.commit import CommitRefused
-from rd_pipeline.steps.context import StepResult
+from rd_pipeline.steps.context import StepContext, StepResult
 
 OWNERS = ["team:rd-pipeline"]
 
@@ -23,6 +23,8 @@ def _metadata_value(key: str, value: Any) -> Any:
         return dg.MetadataValue.md(f"```\n{value}\n```")
     if key == "path" and isinstance(value, str):
         return dg.MetadataValue.path(value)
+    if key.endswith("_url") and isinstance(value, str):
+        return dg.MetadataValue.url(value)
     if value is None:
         return dg.MetadataValue.null()
     if isinstance(value, list | dict):
@@ -34,8 +36,10 @@ def run_step(
     context: dg.AssetExecutionContext,
     pipeline: PipelineResource,
     make: Callable[..., StepResult],
+    after: Callable[[StepContext, StepResult], dict[str, Any]] | None = None,
 ) -> dg.MaterializeResult:
-    """Run an asset's step (for the run's partition, if any) and report its data version, metadata and checks.
+    """Run an asset's step (for the run's partition, if any) and report its data version, metadata and checks;
+    ``after`` (such as experiment tracking) runs on the finished step and adds to its metadata.
 
     The step commits its rows only when its blocking checks pass (``rd_pipeline.steps.commit``); when they fail it
     stores nothing and this step fails with the reason, which stops downstream steps.
@@ -55,6 +59,8 @@ def run_step(
         ) from None
     if where is not None:
         result.metadata["placement"] = where
+    if after is not None:
+        result.metadata.update(after(step_context, result))
     return dg.MaterializeResult(
         metadata={key: _metadata_value(key, value) for key, value in result.metadata.items()},
         data_version=dg.DataVersion(result.data_version),

@@ -12,6 +12,7 @@ from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.defs.tracking import ExperimentTracking
 from rd_pipeline.steps.reward_model import make_reward_model
 from rd_pipeline.steps.rl_student import make_rl_student
 from rd_pipeline.steps.sft_student import make_sft_student
@@ -66,10 +67,13 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         automation_condition=ON_CHANGE,
         check_specs=check_specs("sft_student"),
     )
-    def sft_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    def sft_student(
+        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
+    ) -> dg.MaterializeResult:
         """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer), validated on held-out
         training prompts (best checkpoint kept, base student as step 0); fills sft_validation."""
-        return run_step(context, pipeline, with_pipes_training(context, make_sft_student))
+        training = with_pipes_training(context, make_sft_student)
+        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
 
     @dg.asset(
         partitions_def=partitions,
@@ -98,9 +102,12 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         automation_condition=ON_CHANGE,
         check_specs=check_specs("reward_model"),
     )
-    def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    def reward_model(
+        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
+    ) -> dg.MaterializeResult:
         """A Bradley-Terry reward model on labelled teacher and student pairs (TRL RewardTrainer)."""
-        return run_step(context, pipeline, with_pipes_training(context, make_reward_model))
+        training = with_pipes_training(context, make_reward_model)
+        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
 
     @dg.asset(
         deps=[sft_student, reward_model],
@@ -112,9 +119,12 @@ def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) ->
         automation_condition=ON_CHANGE,
         check_specs=check_specs("rl_student"),
     )
-    def rl_student(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    def rl_student(
+        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
+    ) -> dg.MaterializeResult:
         """The SFT student refined by GRPO or RLOO against the configured rewards, validated on held-out
         training prompts (best checkpoint kept, SFT student as step 0); fills rl_validation and rl_rollouts."""
-        return run_step(context, pipeline, with_pipes_training(context, make_rl_student))
+        training = with_pipes_training(context, make_rl_student)
+        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
 
     return [sft_student, student_responses, reward_model, rl_student]
