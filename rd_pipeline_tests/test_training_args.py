@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rd_pipeline.config import ConfigError, RlConfig, parse_config
-from rd_pipeline.training.common import checkpointing_args
+from rd_pipeline.training.stage import checkpointing_args
 from rd_pipeline.training.rl import vllm_generation_args
 
 

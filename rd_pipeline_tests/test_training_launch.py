@@ -374,7 +374,7 @@ def test_main_process_loads_whole_models_under_zero3(tiny_base: str, tmp_path: P
     from transformers.integrations import is_deepspeed_zero3_enabled
     from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
-    from rd_pipeline.training.common import BaseModelRef, TrainedRun, _merge_adapter
+    from rd_pipeline.training.stage import BaseModelRef, TrainedRun, _merge_adapter
     from rd_pipeline.training.reward import _heldout_metrics
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)

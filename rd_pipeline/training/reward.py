@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RewardModelConfig
-from rd_pipeline.training.common import (
+from rd_pipeline.training.stage import (
     Stage,
     TrainedRun,
     check_records,

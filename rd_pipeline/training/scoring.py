@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rd_pipeline.training.common import check_messages, load_tokenizer, release_memory
+from rd_pipeline.training.stage import check_messages, load_tokenizer, release_memory
 
 CONVERSATION_ROLES = ("system", "user", "assistant")
 
