@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RlConfig
-from rd_pipeline.training.stage import Stage, TrainedRun, check_records, step_values
+from rd_pipeline.training.metrics import step_values
+from rd_pipeline.training.records import check_records
 from rd_pipeline.training.rl_rewards import RewardModelReward, reward_functions
 from rd_pipeline.training.rl_rollouts import ROLLOUTS_FILE, rollout_recorder
 from rd_pipeline.training.selection import BestWeights, selection_callback
+from rd_pipeline.training.stage import Stage, TrainedRun
 from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
 PROMPT_FIELDS = {"prompt": ("system", "user")}

@@ -10,9 +10,10 @@ from typing import Any
 
 from rd_pipeline.config import SftConfig
 from rd_pipeline.training.base_comparison import BASE_RESPONSES_FILE, BaseComparison, PairwiseJudge
-from rd_pipeline.training.stage import Stage, check_records
+from rd_pipeline.training.records import check_records
 from rd_pipeline.training.resume import trainer_state_dir
 from rd_pipeline.training.selection import BestWeights, selection_callback
+from rd_pipeline.training.stage import Stage
 from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
 SFT_FIELDS = {"prompt": ("system", "user", "assistant"), "completion": ("assistant",)}
