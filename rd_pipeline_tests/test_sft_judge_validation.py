@@ -290,7 +290,7 @@ def test_verifiable_and_open_ended_prompts_select_on_the_mean_per_prompt_score(t
     from transformers import AutoModelForCausalLM
 
     from rd_pipeline.training.base_comparison import BaseComparison
-    from rd_pipeline.training.common import load_tokenizer
+    from rd_pipeline.training.loading import load_tokenizer
     from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
     base = resolve_model("tiny-random", tmp_path).location

@@ -236,7 +236,8 @@ def test_report_to_is_passed_to_every_trainers_args(tmp_path, report_to, expecte
     from trl import GRPOConfig, RewardConfig, SFTConfig
 
     from rd_pipeline.config import RewardModelConfig, RlConfig, SftConfig
-    from rd_pipeline.training.common import Stage, choose_precision
+    from rd_pipeline.training.precision import choose_precision
+    from rd_pipeline.training.stage import Stage
 
     stages = ((SftConfig(), SFTConfig, {}), (RewardModelConfig(), RewardConfig, {}))
     stages += ((RlConfig(num_generations=2), GRPOConfig, {"num_generations": 2}),)

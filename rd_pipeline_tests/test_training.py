@@ -12,7 +12,8 @@ from safetensors import safe_open
 
 from rd_pipeline.config import LaunchConfig, LoraConfig, RewardModelConfig, RlConfig, SftConfig
 from rd_pipeline.training import RewardScorer, pairwise_accuracy, train_reward_model, train_rl, train_sft
-from rd_pipeline.training.common import check_records, loss_metrics, step_values
+from rd_pipeline.training.metrics import loss_metrics, step_values
+from rd_pipeline.training.records import check_records
 
 
 def _user(text: str) -> list[dict]:
@@ -345,7 +346,8 @@ def test_a_fresh_reward_head_is_expected_but_other_missing_weights_are_named(
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForSequenceClassification
 
-    from rd_pipeline.training.common import choose_precision, load_model
+    from rd_pipeline.training.loading import load_model
+    from rd_pipeline.training.precision import choose_precision
 
     class Collect(logging.Handler):
         def __init__(self) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rd_pipeline.config import ConfigError, RlConfig, parse_config
-from rd_pipeline.training.common import checkpointing_args
 from rd_pipeline.training.rl import vllm_generation_args
+from rd_pipeline.training.trainer_args import checkpointing_args
 
 
 def test_checkpointing_uses_the_name_the_installed_transformers_knows() -> None:

@@ -374,8 +374,9 @@ def test_main_process_loads_whole_models_under_zero3(tiny_base: str, tmp_path: P
     from transformers.integrations import is_deepspeed_zero3_enabled
     from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
-    from rd_pipeline.training.common import BaseModelRef, TrainedRun, _merge_adapter
     from rd_pipeline.training.reward import _heldout_metrics
+    from rd_pipeline.training.saving import BaseModelRef, _merge_adapter
+    from rd_pipeline.training.stage import TrainedRun
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     adapter, reward = tmp_path / "adapter", tmp_path / "reward"

@@ -26,9 +26,10 @@ from rd_pipeline.config import (
 from rd_pipeline.steps.checkpoints import LINEAGE_FILE, checkpoint_dir, train_once
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.training import train_reward_model, train_rl, train_sft
-from rd_pipeline.training.common import Precision, common_trainer_args
 from rd_pipeline.training.launch import launch_command, prepare_job, run_training_job
+from rd_pipeline.training.precision import Precision
 from rd_pipeline.training.resume import RESUME_KEY_FILE, prepare_trainer_dir, saved_state, trainer_state_dir
+from rd_pipeline.training.trainer_args import common_trainer_args
 from rd_pipeline.training.worker import _step_reporter
 
 CPU = Precision(use_cpu=True, bf16=False, fp16=False, dtype=torch.float32)

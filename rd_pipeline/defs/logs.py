@@ -72,6 +72,24 @@ def _console(log_file: Path | None) -> dict[str, dg.LoggerDefinition] | None:
     return None if log_file is None else {"console": rd_logger(log_file)}
 
 
+def _logged_job(
+    name: str,
+    selection: Sequence[str] | dg.AssetSelection,
+    assets: Sequence[Any],
+    resources: dict[str, Any],
+    log_file: Path | None,
+) -> dg.JobDefinition:
+    """The asset job ``name`` over ``selection`` of ``assets``, with ``rd_logger`` as its console logger when
+    there is a ``log_file``."""
+    definitions = dg.Definitions(
+        jobs=[dg.define_asset_job(name, selection=selection)],
+        assets=list(assets),
+        resources=resources,
+        loggers=_console(log_file),
+    )
+    return definitions.resolve_job_def(name)
+
+
 def materialize_logged(
     assets: Sequence[Any],
     selection: Sequence[str],
@@ -83,13 +101,7 @@ def materialize_logged(
     log_file: Path | None,
 ) -> dg.ExecuteInProcessResult:
     """``dg.materialize``, with ``rd_logger`` as the run's console logger when there is a ``log_file``."""
-    definitions = dg.Definitions(
-        jobs=[dg.define_asset_job(name=MATERIALIZE_JOB_NAME, selection=list(selection))],
-        assets=list(assets),
-        resources=resources,
-        loggers=_console(log_file),
-    )
-    job = definitions.resolve_job_def(MATERIALIZE_JOB_NAME)
+    job = _logged_job(MATERIALIZE_JOB_NAME, list(selection), assets, resources, log_file)
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,
@@ -112,13 +124,7 @@ def observe_logged(
     with warnings.catch_warnings():  # include_sources is marked beta; the notice means nothing to rd's users
         warnings.filterwarnings("ignore", category=dg.BetaWarning)
         selection = dg.AssetSelection.all(include_sources=True)
-    definitions = dg.Definitions(
-        jobs=[dg.define_asset_job(OBSERVE_JOB_NAME, selection=selection)],
-        assets=list(assets),
-        resources=resources,
-        loggers=_console(log_file),
-    )
-    job = definitions.resolve_job_def(OBSERVE_JOB_NAME)
+    job = _logged_job(OBSERVE_JOB_NAME, selection, assets, resources, log_file)
     return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=True, tags=tags)
 
 

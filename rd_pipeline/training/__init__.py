@@ -9,7 +9,7 @@ from typing import Any
 _EXPORTS = {
     "RewardScorer": "rd_pipeline.training.scoring",
     "pairwise_accuracy": "rd_pipeline.training.reward",
-    "release_memory": "rd_pipeline.training.common",
+    "release_memory": "rd_pipeline.training.precision",
     "train_reward_model": "rd_pipeline.training.reward",
     "train_rl": "rd_pipeline.training.rl",
     "train_sft": "rd_pipeline.training.sft",

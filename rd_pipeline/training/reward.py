@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RewardModelConfig
-from rd_pipeline.training.common import (
-    Stage,
-    TrainedRun,
-    check_records,
-    step_values,
-    whole_model_loading,
-)
+from rd_pipeline.training.loading import whole_model_loading
+from rd_pipeline.training.metrics import step_values
+from rd_pipeline.training.records import check_records
 from rd_pipeline.training.scoring import RewardScorer
 from rd_pipeline.training.selection import BestWeights, Validate, selection_callback
+from rd_pipeline.training.stage import Stage, TrainedRun
 
 PAIR_FIELDS = {"prompt": ("system", "user"), "chosen": ("assistant",), "rejected": ("assistant",)}
 REWARD_STEP_KEYS = ("loss", "accuracy", "margin", "learning_rate", "grad_norm")

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import RlConfig
-from rd_pipeline.training.common import Stage, TrainedRun, check_records, step_values
+from rd_pipeline.training.metrics import step_values
+from rd_pipeline.training.records import check_records
 from rd_pipeline.training.rl_rewards import RewardModelReward, reward_functions
 from rd_pipeline.training.rl_rollouts import ROLLOUTS_FILE, rollout_recorder
 from rd_pipeline.training.selection import BestWeights, selection_callback
+from rd_pipeline.training.stage import Stage, TrainedRun
 from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
 PROMPT_FIELDS = {"prompt": ("system", "user")}
@@ -93,11 +95,13 @@ def _trainer_builder(stage: Stage, rewards: RlRewards, prompts: Sequence[dict], 
     return build
 
 
-def _reward_metrics(run: TrainedRun, cfg: RlConfig) -> dict[str, Any]:
-    """Rewards and KL per step (first and last too), completions sampled and their mean length."""
+def _reward_metrics(run: TrainedRun, cfg: RlConfig, sources: RlRewards) -> dict[str, Any]:
+    """Rewards and KL per step (first and last too), completions sampled and their mean length, the reward
+    sources and how the reward model's scores were standardised."""
     rewards = step_values(run.history, "reward")
     kls = step_values(run.history, "kl")
     lengths = step_values(run.history, "completions/mean_length")
+    standard = sources.reward_model.standardisation
     return {
         "algorithm": cfg.algorithm,
         "completions": run.steps * run.batches["global_batch_size"],
@@ -108,6 +112,12 @@ def _reward_metrics(run: TrainedRun, cfg: RlConfig) -> dict[str, Any]:
         "kl_end": kls[-1] if kls else None,
         "kls": kls,
         "mean_completion_length": sum(lengths) / len(lengths) if lengths else None,
+        "rewards_config": [source.model_dump(mode="json") for source in cfg.rewards],
+        "reward_standardisation": {
+            "mean": standard.mean,
+            "std": standard.std,
+            "responses": standard.responses,
+        },
     }
 
 
@@ -205,25 +215,17 @@ def train_rl(
 
     check_records(prompts, "RL prompt", PROMPT_FIELDS)
     inputs = {"reward_model": reward_model, "prompts": list(prompts), "validation": list(validation)}
-    stage_callbacks = list(callbacks)
     stage = Stage.start(cfg, policy, seed, inputs=inputs, report_to=report_to)
     rewards = _rewards(cfg, reward_model, reference, stage.tokenizer.eos_token_id)
     slot = _TrainerSlot()
     limit = None if cfg.log_rollouts == "all" else int(cfg.log_rollouts)
     recorder = rollout_recorder(rewards.by_name, prompts, limit)
     best = BestWeights(patience=cfg.patience)
-    kl_since = _kl_since(slot.items)
+    validator = _validator(validation, stage, cfg, rewards, _kl_since(slot.items), best)
     own: list[Any] = [recorder]
-    if validation:
-        validator = PolicyValidator(
-            [ValidationPrompt.from_record(record) for record in validation],
-            stage.tokenizer,
-            cfg.max_completion_length,
-            rewards.reward_model.raw,
-            lambda: kl_since(best.curve[-1]["step"] if best.curve else 0),
-        )
+    if validator is not None:
         own.append(selection_callback(best, cfg.eval_every_steps, validator, True, _kl_budget(cfg.max_kl)))
-    stage = replace(stage, callbacks=tuple(stage_callbacks + own))
+    stage = replace(stage, callbacks=(*callbacks, *own))
     run = stage.train(
         _trainer_builder(stage, rewards, prompts, cfg, [recorder, slot]),
         AutoModelForCausalLM,
@@ -232,19 +234,33 @@ def train_rl(
     )
     best.recover(run.saved_selection)
     rewards.reward_model.scorer.close()
-    standard = rewards.reward_model.standardisation
     return {
         **stage.metrics(run, len(prompts), RL_STEP_KEYS),
-        **_reward_metrics(run, cfg),
-        "rewards_config": [source.model_dump(mode="json") for source in cfg.rewards],
-        "reward_standardisation": {
-            "mean": standard.mean,
-            "std": standard.std,
-            "responses": standard.responses,
-        },
+        **_reward_metrics(run, cfg, rewards),
         "validation": {
             **best.summary(),
             "prompts": len(validation),
-            "selection_metric": validator.selection_metric if validation else None,
+            "selection_metric": validator.selection_metric if validator else None,
         },
     }
+
+
+def _validator(
+    validation: Sequence[dict],
+    stage: Stage,
+    cfg: RlConfig,
+    rewards: RlRewards,
+    kl_since: Callable[[int], float | None],
+    best: BestWeights,
+) -> PolicyValidator | None:
+    """What decodes the ``validation`` prompts greedily and scores the policy on them, with the reward model's
+    raw score and the KL since the best step so far; None without validation prompts."""
+    if not validation:
+        return None
+    return PolicyValidator(
+        [ValidationPrompt.from_record(record) for record in validation],
+        stage.tokenizer,
+        cfg.max_completion_length,
+        rewards.reward_model.raw,
+        lambda: kl_since(best.curve[-1]["step"] if best.curve else 0),
+    )

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from rd_pipeline.training.common import check_messages, load_tokenizer, release_memory
+from rd_pipeline.training.loading import load_tokenizer
+from rd_pipeline.training.precision import release_memory
+from rd_pipeline.training.records import check_messages
 
 CONVERSATION_ROLES = ("system", "user", "assistant")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-# Not *.safetensors: a trainer checkpoint's safetensors files are the model's (see common.MODEL_FILE_PATTERNS).
+# Not *.safetensors: a trainer checkpoint's safetensors files are the model's (see saving.MODEL_FILE_PATTERNS).
 BEST_WEIGHTS_FILE = "selection-best{rank}.pt"
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from rd_pipeline.config import SftConfig
 from rd_pipeline.training.base_comparison import BASE_RESPONSES_FILE, BaseComparison, PairwiseJudge
-from rd_pipeline.training.common import Stage, check_records
+from rd_pipeline.training.records import check_records
 from rd_pipeline.training.resume import trainer_state_dir
 from rd_pipeline.training.selection import BestWeights, selection_callback
+from rd_pipeline.training.stage import Stage
 from rd_pipeline.training.validation import PolicyValidator, ValidationPrompt
 
 SFT_FIELDS = {"prompt": ("system", "user", "assistant"), "completion": ("assistant",)}
@@ -51,15 +52,8 @@ def train_sft(
     inputs = {"examples": list(examples), "validation": list(validation)}
     stage = Stage.start(cfg, base, seed, revision, callbacks, inputs=inputs, report_to=report_to)
     best = BestWeights(patience=cfg.patience)
-    validator = None
-    if validation:
-        prompts = [ValidationPrompt.from_record(record) for record in validation]
-        comparison = None
-        if judge is not None and any(p.open_ended for p in prompts):
-            comparison = BaseComparison(judge, trainer_state_dir(out_dir) / BASE_RESPONSES_FILE)
-        validator = PolicyValidator(
-            prompts, stage.tokenizer, cfg.validation_max_new_tokens, base_comparison=comparison
-        )
+    validator = _validator(validation, judge, stage.tokenizer, cfg, out_dir)
+    if validator is not None:
         selection = selection_callback(best, cfg.eval_every_steps, validator, at_start=True)
         stage = replace(stage, callbacks=(*stage.callbacks, selection))
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
@@ -81,6 +75,20 @@ def train_sft(
         "epochs": run.epochs,
         "validation": _validation_metrics(best, len(validation), validator),
     }
+
+
+def _validator(
+    validation: Sequence[dict], judge: PairwiseJudge | None, tokenizer: Any, cfg: SftConfig, out_dir: Path
+) -> PolicyValidator | None:
+    """What decodes the ``validation`` prompts greedily and scores the model on them, comparing open-ended
+    responses with the base model's through ``judge``; None without validation prompts."""
+    if not validation:
+        return None
+    prompts = [ValidationPrompt.from_record(record) for record in validation]
+    comparison = None
+    if judge is not None and any(p.open_ended for p in prompts):
+        comparison = BaseComparison(judge, trainer_state_dir(out_dir) / BASE_RESPONSES_FILE)
+    return PolicyValidator(prompts, tokenizer, cfg.validation_max_new_tokens, base_comparison=comparison)
 
 
 def _validation_metrics(best: BestWeights, prompts: int, validator: PolicyValidator | None) -> dict[str, Any]:

@@ -100,57 +100,50 @@ def _reporting(settings: dict[str, Any]) -> list[str]:
 
 
 def _train(job: dict[str, Any], callbacks: list[Any]) -> dict[str, Any]:
-    settings, records, out_dir = job["settings"], job["records"], Path(job["out_dir"])
-    seed = settings["seed"]
-    report_to = _reporting(settings)
+    """Run the job's trainer (``job["kind"]``: sft, reward_model or rl) on its records and settings."""
+    settings, records = job["settings"], job["records"]
+    shared = {
+        "out_dir": Path(job["out_dir"]),
+        "seed": settings["seed"],
+        "callbacks": callbacks,
+        "report_to": _reporting(settings),
+    }
     if job["kind"] == "sft":
         from rd_pipeline.training.base_comparison import JudgeSettings, pairwise_judge
         from rd_pipeline.training.sft import train_sft
 
-        cfg = SftConfig.model_validate(settings["config"])
         judge = settings.get("judge")
         return train_sft(
             settings["base"],
             records["examples"],
-            cfg,
-            out_dir,
-            seed,
-            settings.get("revision"),
-            callbacks,
+            SftConfig.model_validate(settings["config"]),
+            revision=settings.get("revision"),
             validation=records.get("validation", []),
-            judge=pairwise_judge(JudgeSettings.from_json(judge), seed) if judge else None,
-            report_to=report_to,
+            judge=pairwise_judge(JudgeSettings.from_json(judge), settings["seed"]) if judge else None,
+            **shared,
         )
     if job["kind"] == "reward_model":
         from rd_pipeline.training.reward import train_reward_model
 
-        cfg = RewardModelConfig.model_validate(settings["config"])
         return train_reward_model(
             settings["base"],
             records["train_pairs"],
             records["heldout_pairs"],
-            cfg,
-            out_dir,
-            seed,
-            settings.get("revision"),
-            callbacks,
-            report_to=report_to,
+            RewardModelConfig.model_validate(settings["config"]),
+            revision=settings.get("revision"),
+            **shared,
         )
     if job["kind"] == "rl":
         from rd_pipeline.training.rl import train_rl
 
-        cfg = RlConfig.model_validate(settings["config"])
         return train_rl(
             settings["base"],
             settings["reward_model"],
             records["prompts"],
-            cfg,
-            out_dir,
-            seed,
-            callbacks,
+            RlConfig.model_validate(settings["config"]),
             validation=records.get("validation", []),
             reference=records.get("reference", []),
-            report_to=report_to,
+            **shared,
         )
     raise ValueError(f"unknown training job kind {job['kind']!r}")
 

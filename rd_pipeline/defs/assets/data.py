@@ -3,10 +3,7 @@
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs.assets.materialization import OWNERS, run_step
-from rd_pipeline.defs.automation import ON_CHANGE
-from rd_pipeline.defs.checks import check_specs
-from rd_pipeline.defs.gpus import gpu_op_tags
+from rd_pipeline.defs.assets.step_assets import StepAsset, step_assets
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
@@ -23,62 +20,43 @@ def teacher(context: dg.OpExecutionContext, pipeline: PipelineResource) -> dg.Da
     return dg.DataVersion(version)
 
 
+DATA_STEPS = (
+    StepAsset(
+        "benchmark_prompts",
+        make_benchmark_prompts,
+        "Each benchmark's train and eval items with the prompt sent to models (gold kept for scoring only).",
+        group="data",
+        kinds=frozenset({"duckdb"}),
+        on_change=False,
+    ),
+    StepAsset(
+        "teacher_responses",
+        make_teacher_responses,
+        "n teacher samples per training prompt at each configured temperature.",
+        group="teacher",
+        kinds=frozenset({"duckdb", "pytorch"}),
+        deps=("benchmark_prompts", "teacher"),
+        gpu=True,
+    ),
+    StepAsset(
+        "pseudo_labels",
+        make_pseudo_labels,
+        "Majority-vote (verifiable) or judge (open-ended) labels of the teacher's responses.",
+        group="labels",
+        kinds=frozenset({"duckdb"}),
+        deps=("teacher_responses",),
+    ),
+    StepAsset(
+        "reward_labels",
+        make_reward_labels,
+        "Teacher and student responses labelled the same way, and the reward-model pairs built from them.",
+        group="labels",
+        kinds=frozenset({"duckdb"}),
+        deps=("student_responses", "pseudo_labels"),
+    ),
+)
+
+
 def data_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) -> list[dg.AssetsDefinition]:
     """The prompt and label assets, partitioned by ``partitions``, their GPU tags sized by ``config``."""
-
-    @dg.asset(
-        partitions_def=partitions,
-        group_name="data",
-        kinds={"duckdb"},
-        owners=OWNERS,
-        check_specs=check_specs("benchmark_prompts"),
-    )
-    def benchmark_prompts(
-        context: dg.AssetExecutionContext, pipeline: PipelineResource
-    ) -> dg.MaterializeResult:
-        """Each benchmark's train and eval items with the prompt sent to models (gold kept for scoring only)."""
-        return run_step(context, pipeline, make_benchmark_prompts)
-
-    @dg.asset(
-        partitions_def=partitions,
-        deps=[benchmark_prompts, teacher],
-        group_name="teacher",
-        kinds={"duckdb", "pytorch"},
-        owners=OWNERS,
-        pool="gpu",
-        op_tags=gpu_op_tags("teacher_responses", config),
-        automation_condition=ON_CHANGE,
-        check_specs=check_specs("teacher_responses"),
-    )
-    def teacher_responses(
-        context: dg.AssetExecutionContext, pipeline: PipelineResource
-    ) -> dg.MaterializeResult:
-        """n teacher samples per training prompt at each configured temperature."""
-        return run_step(context, pipeline, make_teacher_responses)
-
-    @dg.asset(
-        partitions_def=partitions,
-        deps=[teacher_responses],
-        group_name="labels",
-        kinds={"duckdb"},
-        owners=OWNERS,
-        automation_condition=ON_CHANGE,
-        check_specs=check_specs("pseudo_labels"),
-    )
-    def pseudo_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """Majority-vote (verifiable) or judge (open-ended) labels of the teacher's responses."""
-        return run_step(context, pipeline, make_pseudo_labels)
-
-    @dg.asset(
-        partitions_def=partitions,
-        deps=["student_responses", pseudo_labels],
-        group_name="labels",
-        kinds={"duckdb"},
-        owners=OWNERS,
-        automation_condition=ON_CHANGE,
-    )
-    def reward_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """Teacher and student responses labelled the same way, and the reward-model pairs built from them."""
-        return run_step(context, pipeline, make_reward_labels)
-
-    return [benchmark_prompts, teacher_responses, pseudo_labels, reward_labels]
+    return step_assets(DATA_STEPS, partitions, config)

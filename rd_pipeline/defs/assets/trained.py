@@ -2,23 +2,20 @@
 
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import dagster as dg
 
 from rd_pipeline.config import PipelineConfig
-from rd_pipeline.defs.assets.materialization import OWNERS, run_step
-from rd_pipeline.defs.automation import ON_CHANGE
-from rd_pipeline.defs.checks import check_specs
-from rd_pipeline.defs.gpus import gpu_op_tags
-from rd_pipeline.defs.resources import PipelineResource
+from rd_pipeline.defs.assets.step_assets import StepAsset, step_assets
 from rd_pipeline.defs.tracking import ExperimentTracking
 from rd_pipeline.steps.reward_model import make_reward_model
 from rd_pipeline.steps.rl_student import make_rl_student
 from rd_pipeline.steps.sft_student import make_sft_student
 from rd_pipeline.steps.student_responses import make_student_responses
 
-MODEL_KINDS = {"pytorch", "huggingface"}
+MODEL_KINDS = frozenset({"pytorch", "huggingface"})
 
 
 def pipes_launcher(context: dg.AssetExecutionContext) -> Callable[[Any], dict[str, Any]]:
@@ -54,77 +51,51 @@ def with_pipes_training(context: dg.AssetExecutionContext, make: Callable[..., A
     return run
 
 
+# A trained model: one checkpoint for the whole graph (not partitioned), trained on a GPU through Pipes and
+# tracked as a training run.
+_trained_model = partial(
+    StepAsset,
+    group="models",
+    kinds=MODEL_KINDS,
+    partitioned=False,
+    gpu=True,
+    tracking=ExperimentTracking.after_training,
+    wrap=with_pipes_training,
+)
+
+MODEL_STEPS = (
+    _trained_model(
+        "sft_student",
+        make_sft_student,
+        "The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer), validated on held-out\n"
+        "training prompts (best checkpoint kept, base student as step 0); fills sft_validation.",
+        deps=("pseudo_labels",),
+    ),
+    StepAsset(
+        "student_responses",
+        make_student_responses,
+        "The SFT student's own samples on the training prompts, so the reward model sees its distribution.",
+        group="models",
+        kinds=frozenset({"duckdb", "pytorch"}),
+        deps=("sft_student", "benchmark_prompts"),
+        gpu=True,
+    ),
+    _trained_model(
+        "reward_model",
+        make_reward_model,
+        "A Bradley-Terry reward model on labelled teacher and student pairs (TRL RewardTrainer).",
+        deps=("reward_labels", "sft_student"),
+    ),
+    _trained_model(
+        "rl_student",
+        make_rl_student,
+        "The SFT student refined by GRPO or RLOO against the configured rewards, validated on held-out\n"
+        "training prompts (best checkpoint kept, SFT student as step 0); fills rl_validation and rl_rollouts.",
+        deps=("sft_student", "reward_model"),
+    ),
+)
+
+
 def model_assets(partitions: dg.PartitionsDefinition, config: PipelineConfig) -> list[dg.AssetsDefinition]:
     """The model assets, partitioned by ``partitions``, their GPU tags sized by ``config``."""
-
-    @dg.asset(
-        deps=["pseudo_labels"],
-        group_name="models",
-        kinds=MODEL_KINDS,
-        owners=OWNERS,
-        pool="gpu",
-        op_tags=gpu_op_tags("sft_student", config),
-        automation_condition=ON_CHANGE,
-        check_specs=check_specs("sft_student"),
-    )
-    def sft_student(
-        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
-    ) -> dg.MaterializeResult:
-        """The student after SFT on the teacher's well-labelled responses (TRL SFTTrainer), validated on held-out
-        training prompts (best checkpoint kept, base student as step 0); fills sft_validation."""
-        training = with_pipes_training(context, make_sft_student)
-        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
-
-    @dg.asset(
-        partitions_def=partitions,
-        deps=[sft_student, "benchmark_prompts"],
-        group_name="models",
-        kinds={"duckdb", "pytorch"},
-        owners=OWNERS,
-        pool="gpu",
-        op_tags=gpu_op_tags("student_responses", config),
-        automation_condition=ON_CHANGE,
-        check_specs=check_specs("student_responses"),
-    )
-    def student_responses(
-        context: dg.AssetExecutionContext, pipeline: PipelineResource
-    ) -> dg.MaterializeResult:
-        """The SFT student's own samples on the training prompts, so the reward model sees its distribution."""
-        return run_step(context, pipeline, make_student_responses)
-
-    @dg.asset(
-        deps=["reward_labels", sft_student],
-        group_name="models",
-        kinds=MODEL_KINDS,
-        owners=OWNERS,
-        pool="gpu",
-        op_tags=gpu_op_tags("reward_model", config),
-        automation_condition=ON_CHANGE,
-        check_specs=check_specs("reward_model"),
-    )
-    def reward_model(
-        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
-    ) -> dg.MaterializeResult:
-        """A Bradley-Terry reward model on labelled teacher and student pairs (TRL RewardTrainer)."""
-        training = with_pipes_training(context, make_reward_model)
-        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
-
-    @dg.asset(
-        deps=[sft_student, reward_model],
-        group_name="models",
-        kinds=MODEL_KINDS,
-        owners=OWNERS,
-        pool="gpu",
-        op_tags=gpu_op_tags("rl_student", config),
-        automation_condition=ON_CHANGE,
-        check_specs=check_specs("rl_student"),
-    )
-    def rl_student(
-        context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking
-    ) -> dg.MaterializeResult:
-        """The SFT student refined by GRPO or RLOO against the configured rewards, validated on held-out
-        training prompts (best checkpoint kept, SFT student as step 0); fills rl_validation and rl_rollouts."""
-        training = with_pipes_training(context, make_rl_student)
-        return run_step(context, pipeline, training, tracking.after_training(context, pipeline))
-
-    return [sft_student, student_responses, reward_model, rl_student]
+    return step_assets(MODEL_STEPS, partitions, config)
