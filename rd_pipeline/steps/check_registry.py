@@ -37,7 +37,7 @@ CheckFn = Callable[
 CHECKED_STEP_MODULES = (
     "rd_pipeline.steps.prompts",
     "rd_pipeline.steps.teacher",
-    "rd_pipeline.steps.labels",
+    "rd_pipeline.steps.pseudo_labels",
     "rd_pipeline.steps.sft_student",
     "rd_pipeline.steps.student_responses",
     "rd_pipeline.steps.reward_model",

@@ -8,8 +8,9 @@ from rd_pipeline.defs.automation import ON_CHANGE
 from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
-from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
+from rd_pipeline.steps.pseudo_labels import make_pseudo_labels
+from rd_pipeline.steps.reward_labels import make_reward_labels
 from rd_pipeline.steps.teacher import make_teacher_responses, teacher_version
 
 

@@ -9,8 +9,9 @@ from rd_pipeline.defs.checks import check_specs
 from rd_pipeline.defs.gpus import gpu_op_tags
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.tracking import ExperimentTracking
-from rd_pipeline.steps.eval_scores import make_eval_scores, make_report
+from rd_pipeline.steps.eval_scores import make_eval_scores
 from rd_pipeline.steps.judge_audit import make_judge_audit
+from rd_pipeline.steps.report import make_report
 
 
 def evaluation_assets(
