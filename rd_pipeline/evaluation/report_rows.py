@@ -11,7 +11,7 @@ Values are fractions. When a role has several rows for the same benchmark and me
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +66,29 @@ def _check_keys(row: Any, keys: Iterable[str], where: str) -> None:
         raise ValueError(f"{where} lacks field(s) {', '.join(missing)}")
 
 
+def _checked_rows(
+    rows: list[dict], name: str, keys: Iterable[str]
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each row of input ``name`` with where it is (``name[i]``), once it is a mapping with every one of ``keys``."""
+    for i, row in enumerate(rows):
+        where = f"{name}[{i}]"
+        _check_keys(row, keys, where)
+        yield where, row
+
+
+def _role(row: Mapping[str, Any], where: str) -> str:
+    """The row's model role, one of the pipeline's four."""
+    role = row["model_role"]
+    if role not in MODEL_ROLES:
+        raise ValueError(f"{where}.model_role = {role!r} is not one of {', '.join(MODEL_ROLES)}")
+    return role
+
+
 def parse_scores(scores: list[dict]) -> list[Score]:
+    """The scores, checked; of several rows for one benchmark, role and metric, the last."""
     parsed: dict[tuple[str, str, str], Score] = {}
-    for i, row in enumerate(scores):
-        where = f"scores[{i}]"
-        _check_keys(row, SCORE_KEYS, where)
-        role, metric = row["model_role"], row["metric"]
-        if role not in MODEL_ROLES:
-            raise ValueError(f"{where}.model_role = {role!r} is not one of {', '.join(MODEL_ROLES)}")
+    for where, row in _checked_rows(scores, "scores", SCORE_KEYS):
+        role, metric = _role(row, where), row["metric"]
         if metric not in METRICS:
             raise ValueError(f"{where}.metric = {metric!r} is not one of {', '.join(METRICS)}")
         n = _number(row, "n", where, allow_nan=False)
@@ -107,12 +122,8 @@ def roles_present(keys: Iterable[tuple[str, str]]) -> list[str]:
 def parse_breakdown(rows: list[dict]) -> dict[tuple[str, str], dict[tuple[str, str], Estimate]]:
     """(benchmark, group_kind) -> {(group, role): estimate}; CI from the row or a Wilson interval."""
     out: dict[tuple[str, str], dict[tuple[str, str], Estimate]] = {}
-    for i, row in enumerate(rows):
-        where = f"breakdown_rows[{i}]"
-        _check_keys(row, BREAKDOWN_KEYS, where)
-        role = row["model_role"]
-        if role not in MODEL_ROLES:
-            raise ValueError(f"{where}.model_role = {role!r} is not one of {', '.join(MODEL_ROLES)}")
+    for where, row in _checked_rows(rows, "breakdown_rows", BREAKDOWN_KEYS):
+        role = _role(row, where)
         value = _number(row, "value", where)
         n = int(_number(row, "n", where, allow_nan=False))
         if "ci_low" in row and "ci_high" in row:
@@ -127,10 +138,9 @@ def parse_breakdown(rows: list[dict]) -> dict[tuple[str, str], dict[tuple[str, s
 
 
 def parse_rewards(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """benchmark -> source -> its finite reward-model scores."""
     out: dict[str, dict[str, list[float]]] = {}
-    for i, row in enumerate(rows):
-        where = f"reward_scores[{i}]"
-        _check_keys(row, REWARD_KEYS, where)
+    for where, row in _checked_rows(rows, "reward_scores", REWARD_KEYS):
         source = row["source"]
         if source not in REWARD_SOURCES:
             raise ValueError(f"{where}.source = {source!r} is not 'teacher' or 'student'")
