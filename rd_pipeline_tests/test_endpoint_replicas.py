@@ -20,7 +20,8 @@ from rd_pipeline.config import ApiConfig, ConfigError, ModelConfig, parse_config
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.endpoints import EndpointPool
 from rd_pipeline.generation.journal import identity_version
-from rd_pipeline.generation.openai_backend import OpenAIGenerator, derived_seed
+from rd_pipeline.generation.openai_backend import OpenAIGenerator
+from rd_pipeline.generation.openai_requests import derived_seed
 from rd_pipeline_tests.support.fault_server import (
     FaultServer,
     FaultSettings,

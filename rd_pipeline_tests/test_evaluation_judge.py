@@ -13,7 +13,7 @@ from rd_pipeline.config import ConfigError, parse_config
 from rd_pipeline.evaluation.metrics import win_rate
 from rd_pipeline.evaluation.report import render_report
 from rd_pipeline.steps.context import StepContext
-from rd_pipeline.steps.eval_scores import _judge_against_reference, judge_warnings
+from rd_pipeline.steps.eval_judge import judge_against_reference, judge_warnings
 from rd_pipeline_tests.support.fault_server import FaultServer, FaultSettings
 
 BASE = {"teacher": {"ref": "teacher-model"}, "student": {"ref": "tiny-random"}}
@@ -113,7 +113,7 @@ def test_alpaca_comparisons_use_the_eval_judge(tmp_path: Path):
             BenchmarkItem("alpaca_eval", f"i{k}", "eval", f"Question {k}", reference=f"reference {k}")
             for k in range(3)
         ]
-        judgments = _judge_against_reference(StepContext(config), items, ["a llama", "no", "llama again"])
+        judgments = judge_against_reference(StepContext(config), items, ["a llama", "no", "llama again"], "")
         assert server.stats()["answered_total"] > 0
     # llama shown first or second: 0.8 + 0.05 / 2 = 0.825 for it; without it the judge leans to B in both
     # orders (0.175 and 0.825 for the response), which averages to an even 0.5

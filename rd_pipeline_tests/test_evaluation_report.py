@@ -7,7 +7,8 @@ import matplotlib.image as mpimg
 import pytest
 
 from rd_pipeline.evaluation.metrics import accuracy, breakdown, win_rate
-from rd_pipeline.evaluation.report import MODEL_ROLES, format_table, render_report
+from rd_pipeline.evaluation.report import MODEL_ROLES, render_report
+from rd_pipeline.evaluation.report_tables import format_table
 
 # The built-in GSM-Plus sample ships with the package, so these tests need no external data.
 GSM_PLUS_SAMPLE = (

@@ -22,7 +22,8 @@ from rd_pipeline.config import ApiConfig, ModelConfig
 from rd_pipeline.generation.api_client import backoff_delay, parse_chat_body, parse_retry_after
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.generation.journal import Journal, identity_version
-from rd_pipeline.generation.openai_backend import ApiError, OpenAIGenerator, derived_seed
+from rd_pipeline.generation.openai_backend import ApiError, OpenAIGenerator
+from rd_pipeline.generation.openai_requests import derived_seed
 from rd_pipeline.generation.rate_limit import TokenBucket
 from rd_pipeline.observed import IdentityUnobservable
 from rd_pipeline_tests.support.fault_server import FAULTS, FaultServer, FaultSettings, fake_text

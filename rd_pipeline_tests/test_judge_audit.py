@@ -25,7 +25,7 @@ from rd_pipeline.evaluation.judge_audit import (
 from rd_pipeline.generation.base import Completion, GenerationRequest, GenerationStats, Generator
 from rd_pipeline.labeling.judge import judge_pairwise, judge_pointwise
 from rd_pipeline.steps.check_registry import evaluate_checks
-from rd_pipeline.steps.eval_scores import audit_thresholds
+from rd_pipeline.steps.report import audit_thresholds
 
 BASE = {"teacher": {"ref": "tiny-random"}, "student": {"ref": "tiny-random"}}
 AUDITED = ("benchmark_prompts", "teacher_responses", "judge_audit")

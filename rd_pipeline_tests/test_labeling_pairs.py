@@ -10,8 +10,9 @@ from rd_pipeline.config import LabelingConfig, RewardModelConfig, parse_config
 from rd_pipeline.labeling.pairs import LabelledResponse, build_reward_pairs, pair_source_stats, pair_split
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.context import StepContext
-from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts, read_prompts
+from rd_pipeline.steps.pseudo_labels import make_pseudo_labels
+from rd_pipeline.steps.reward_labels import make_reward_labels
 from rd_pipeline.steps.reward_model import _training_pairs
 from rd_pipeline.training import train_reward_model
 

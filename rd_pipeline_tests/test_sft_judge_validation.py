@@ -23,8 +23,8 @@ from rd_pipeline.evaluation.report import render_report
 from rd_pipeline.models import resolve_model
 from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.context import StepContext
-from rd_pipeline.steps.labels import make_pseudo_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
+from rd_pipeline.steps.pseudo_labels import make_pseudo_labels
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.steps.sft_student import make_sft_student
 from rd_pipeline.steps.teacher import make_teacher_responses

@@ -20,8 +20,8 @@ from rd_pipeline.config import load_config
 from rd_pipeline.steps.check_registry import evaluate_checks
 from rd_pipeline.steps.commit import CommitRefused, failed_checks_text
 from rd_pipeline.steps.context import StepContext
-from rd_pipeline.steps.labels import make_pseudo_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
+from rd_pipeline.steps.pseudo_labels import make_pseudo_labels
 from rd_pipeline.steps.results import PseudoLabels
 from rd_pipeline.steps.teacher import make_teacher_responses
 from rd_pipeline.store import SCHEMAS, StagedWrites, Store

@@ -10,7 +10,8 @@ from rd_pipeline.evaluation.metrics import (
     wilson_interval,
     win_rate,
 )
-from rd_pipeline.evaluation.report import MODEL_ROLES, Report, format_table, render_report
+from rd_pipeline.evaluation.report import MODEL_ROLES, Report, render_report
+from rd_pipeline.evaluation.report_tables import format_table
 
 __all__ = [
     "MODEL_ROLES",

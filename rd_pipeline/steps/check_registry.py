@@ -37,7 +37,7 @@ CheckFn = Callable[
 CHECKED_STEP_MODULES = (
     "rd_pipeline.steps.prompts",
     "rd_pipeline.steps.teacher",
-    "rd_pipeline.steps.labels",
+    "rd_pipeline.steps.pseudo_labels",
     "rd_pipeline.steps.sft_student",
     "rd_pipeline.steps.student_responses",
     "rd_pipeline.steps.reward_model",
@@ -92,6 +92,21 @@ def samples_match(result: SampledResponses, sampling: SamplingConfig) -> CheckDe
         "expected": expected,
         "budget_exhausted": result.budget_exhausted,
     }
+
+
+def sampled_responses_checks(
+    answerer: str, complete_description: str, sampling: Callable[[PipelineConfig], SamplingConfig]
+) -> tuple[AssetCheck, ...]:
+    """The checks of a partition of sampled responses (teacher or student): it has rows, and every prompt has its
+    samples under ``sampling(config)`` (always blocking: a partition cut short is never a usable table)."""
+
+    def complete(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
+        return samples_match(result, sampling(config))
+
+    return (
+        AssetCheck("not_empty", True, f"the {answerer} answered", not_empty),
+        AssetCheck("complete", True, complete_description, complete, always_blocking=True),
+    )
 
 
 _DECLARED: dict[str, tuple[str, tuple[AssetCheck, ...]]] = {}  # asset -> (declaring module, its checks)

@@ -13,7 +13,8 @@ from rd_pipeline.steps.check_registry import (
     evaluation_only_benchmarks,
 )
 from rd_pipeline.steps.checkpoints import train_once
-from rd_pipeline.steps.context import StepContext, StepLineage, teacher_versions_of
+from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, teacher_versions_of
+from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.steps.validation import (
     agreement_change,
 )
@@ -45,6 +46,28 @@ def skipped_benchmarks(ctx: StepContext) -> dict[str, Any]:
     (their partitions are empty, and eval_scores still evaluates them)."""
     names = evaluation_only_benchmarks(ctx.config)
     return {"evaluation_only_benchmarks": ", ".join(names)} if names else {}
+
+
+def trained_model_result(
+    version: str,
+    path: Path,
+    trained_now: bool,
+    lineage: StepLineage,
+    metrics: dict[str, Any],
+    details: dict[str, Any],
+) -> StepResult:
+    """The result of a student step: checkpoint ``version`` at ``path``, its lineage and training metrics."""
+    return StepResult.of(
+        version,
+        TrainedModel(
+            path=str(path),
+            trained_now=trained_now,
+            teacher_versions=lineage.teacher_versions,
+            lineage=lineage.upstream,
+            metrics=metrics,
+            details=details,
+        ),
+    )
 
 
 def train_checkpoint(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rd_pipeline.config import PipelineConfig, versioned_dump
 from rd_pipeline.steps.check_registry import (
     AssetCheck,
@@ -12,20 +10,18 @@ from rd_pipeline.steps.check_registry import (
 from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
+from rd_pipeline.steps.model_training import (
+    against_start,
+    skipped_benchmarks,
+    train_checkpoint,
+    trained_model_result,
+    upstream_teacher_versions,
+)
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.steps.rl_data import reference_responses, rollout_table_rows
 from rd_pipeline.steps.validation import (
     split_prompts,
     validation_rows,
-)
-
-if TYPE_CHECKING:
-    pass
-from rd_pipeline.steps.model_training import (
-    against_start,
-    skipped_benchmarks,
-    train_checkpoint,
-    upstream_teacher_versions,
 )
 
 
@@ -87,21 +83,12 @@ def make_rl_student(ctx: StepContext) -> StepResult:
     for benchmark in config.benchmark_names:
         ctx.stage("rl_validation", benchmark, curve.get(benchmark, []), rl_version=version)
         ctx.stage("rl_rollouts", benchmark, rollouts.get(benchmark, []), rl_version=version)
-    return StepResult.of(
-        version,
-        TrainedModel(
-            path=str(path),
-            trained_now=trained,
-            teacher_versions=lineage.teacher_versions,
-            lineage=lineage.upstream,
-            metrics=metrics,
-            details={
-                "prompts": len(prompts),
-                "validation_prompts": len(validation),
-                "algorithm": config.rl.algorithm,
-                "rewards": sources,
-                "rl_rollouts_rows": sum(len(rows) for rows in rollouts.values()),
-                **skipped_benchmarks(ctx),
-            },
-        ),
-    )
+    details = {
+        "prompts": len(prompts),
+        "validation_prompts": len(validation),
+        "algorithm": config.rl.algorithm,
+        "rewards": sources,
+        "rl_rollouts_rows": sum(len(rows) for rows in rollouts.values()),
+        **skipped_benchmarks(ctx),
+    }
+    return trained_model_result(version, path, trained, lineage, metrics, details)

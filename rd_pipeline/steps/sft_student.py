@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rd_pipeline.benchmarks import get_benchmark
 from rd_pipeline.config import PipelineConfig, versioned_dump
@@ -16,6 +16,14 @@ from rd_pipeline.steps.check_registry import (
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import import_journal_spend
+from rd_pipeline.steps.model_training import (
+    against_start,
+    partitions_lineage,
+    skipped_benchmarks,
+    train_checkpoint,
+    trained_model_result,
+    upstream_partitions,
+)
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.steps.results import TrainedModel
 from rd_pipeline.steps.validation import (
@@ -26,16 +34,6 @@ from rd_pipeline.steps.validation import (
     validation_rows,
 )
 from rd_pipeline.training.base_comparison import JudgeSettings
-
-if TYPE_CHECKING:
-    pass
-from rd_pipeline.steps.model_training import (
-    against_start,
-    partitions_lineage,
-    skipped_benchmarks,
-    train_checkpoint,
-    upstream_partitions,
-)
 
 
 def _sft_examples(ctx: StepContext, benchmark: str, held_out: set[str]) -> list[dict[str, Any]]:
@@ -158,18 +156,7 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     config = ctx.config
     labels = upstream_partitions(ctx, "pseudo_labels")
     _, validation = split_prompts(ctx, "sft")
-    held_out = held_out_of_sft(ctx)
-    examples = [
-        example
-        for benchmark in config.benchmark_names
-        for example in _sft_examples(ctx, benchmark, held_out.get(benchmark, set()))
-    ]
-    if not examples:
-        raise RuntimeError(
-            "sft_student: no teacher response earned a good label; nothing to train on "
-            "(check pseudo_labels coverage, or lower labeling.min_vote_share; "
-            f"{len(validation)} prompts are held out for validation by sft.validation_fraction)"
-        )
+    examples = _all_sft_examples(ctx, len(validation))
     base = resolve_model(config.student.ref, ctx.rd_home, config.student.revision)
     version = content_hash(
         "sft",
@@ -198,20 +185,29 @@ def make_sft_student(ctx: StepContext) -> StepResult:
     curve = validation_rows("sft", version, metrics.get("validation") or {})
     for benchmark in config.benchmark_names:
         ctx.stage("sft_validation", benchmark, curve.get(benchmark, []), sft_version=version)
-    return StepResult.of(
-        version,
-        TrainedModel(
-            path=str(path),
-            trained_now=trained,
-            teacher_versions=lineage.teacher_versions,
-            lineage=lineage.upstream,
-            metrics=metrics,
-            details={
-                "examples": len(examples),
-                "validation_prompts": len(validation),
-                "shipped": _shipped(metrics.get("validation") or {}, metrics.get("steps")),
-                **_unscored_benchmarks(validation),
-                **skipped_benchmarks(ctx),
-            },
-        ),
-    )
+    details = {
+        "examples": len(examples),
+        "validation_prompts": len(validation),
+        "shipped": _shipped(metrics.get("validation") or {}, metrics.get("steps")),
+        **_unscored_benchmarks(validation),
+        **skipped_benchmarks(ctx),
+    }
+    return trained_model_result(version, path, trained, lineage, metrics, details)
+
+
+def _all_sft_examples(ctx: StepContext, n_validation: int) -> list[dict[str, Any]]:
+    """The SFT examples of every benchmark, without the prompts held out for validation; refuses to train on
+    none."""
+    held_out = held_out_of_sft(ctx)
+    examples = [
+        example
+        for benchmark in ctx.config.benchmark_names
+        for example in _sft_examples(ctx, benchmark, held_out.get(benchmark, set()))
+    ]
+    if not examples:
+        raise RuntimeError(
+            "sft_student: no teacher response earned a good label; nothing to train on "
+            "(check pseudo_labels coverage, or lower labeling.min_vote_share; "
+            f"{n_validation} prompts are held out for validation by sft.validation_fraction)"
+        )
+    return examples

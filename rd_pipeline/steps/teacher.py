@@ -14,7 +14,7 @@ from rd_pipeline.generation.base import (
     Generator,
     SamplingParams,
 )
-from rd_pipeline.steps.check_registry import AssetCheck, CheckDetails, not_empty, samples_match
+from rd_pipeline.steps.check_registry import sampled_responses_checks
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.generation_guard import guarded_generation
@@ -138,19 +138,34 @@ def response_rows(
     ]
 
 
-def _complete_samples(result: SampledResponses, config: PipelineConfig) -> CheckDetails:
-    return samples_match(result, config.sampling)
+def response_keys(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a partition of responses' data version hashes: each sample's prompt, temperature, index and text."""
+    return [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows]
 
 
-TEACHER_RESPONSES_CHECKS = (
-    AssetCheck("not_empty", True, "the teacher answered", not_empty),
-    AssetCheck(
-        "complete",
-        True,
-        "every prompt has n samples at each temperature (not cut short by the budget)",
-        _complete_samples,
-        always_blocking=True,
-    ),
+def sampled_responses_output(
+    ctx: StepContext,
+    benchmark: str,
+    n_prompts: int,
+    stats: GenerationStats,
+    completions: Sequence[Completion],
+    details: dict[str, Any],
+) -> SampledResponses:
+    """What a partition of sampled responses (one row per completion) reports: ``details``, then the generation's
+    metadata."""
+    return SampledResponses(
+        rows=len(completions),
+        prompts=n_prompts,
+        budget_exhausted=stats.budget_exhausted,
+        details={**details, **generation_metadata(stats, completions)},
+        **evaluation_only_fields(ctx.config.benchmark(benchmark), n_prompts),
+    )
+
+
+TEACHER_RESPONSES_CHECKS = sampled_responses_checks(
+    "teacher",
+    "every prompt has n samples at each temperature (not cut short by the budget)",
+    lambda config: config.sampling,
 )
 
 
@@ -166,19 +181,11 @@ def make_teacher_responses(ctx: StepContext, benchmark: str) -> StepResult:
     rows = response_rows(completions, benchmark, "teacher_version", version)
     ctx.stage("teacher_responses", benchmark, rows)
     ctx.record_usage(usage_row(ctx, "teacher_responses", benchmark, version, stats))
-    data_version = content_hash(
-        version, [(r["prompt_id"], r["temperature"], r["sample_index"], r["response"]) for r in rows]
-    )
+    data_version = content_hash(version, response_keys(rows))
     StepLineage.of(version, {"benchmark_prompts": prompts_version}).record(
         ctx, "teacher_responses", benchmark, data_version
     )
-    return StepResult.of(
-        data_version,
-        SampledResponses(
-            rows=len(rows),
-            prompts=len(prompts),
-            budget_exhausted=stats.budget_exhausted,
-            details={"teacher_version": version, **generation_metadata(stats, completions)},
-            **evaluation_only_fields(ctx.config.benchmark(benchmark), len(prompts)),
-        ),
+    output = sampled_responses_output(
+        ctx, benchmark, len(prompts), stats, completions, {"teacher_version": version}
     )
+    return StepResult.of(data_version, output)

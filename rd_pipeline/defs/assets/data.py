@@ -5,8 +5,9 @@ import dagster as dg
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs.assets.step_assets import StepAsset, step_assets
 from rd_pipeline.defs.resources import PipelineResource
-from rd_pipeline.steps.labels import make_pseudo_labels, make_reward_labels
 from rd_pipeline.steps.prompts import make_benchmark_prompts
+from rd_pipeline.steps.pseudo_labels import make_pseudo_labels
+from rd_pipeline.steps.reward_labels import make_reward_labels
 from rd_pipeline.steps.teacher import make_teacher_responses, teacher_version
 
 

@@ -5,8 +5,9 @@ import dagster as dg
 from rd_pipeline.config import PipelineConfig
 from rd_pipeline.defs.assets.step_assets import StepAsset, step_assets
 from rd_pipeline.defs.tracking import ExperimentTracking
-from rd_pipeline.steps.eval_scores import make_eval_scores, make_report
+from rd_pipeline.steps.eval_scores import make_eval_scores
 from rd_pipeline.steps.judge_audit import make_judge_audit
+from rd_pipeline.steps.report import make_report
 
 EVALUATION_STEPS = (
     StepAsset(
