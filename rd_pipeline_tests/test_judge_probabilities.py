@@ -14,14 +14,8 @@ from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import ScoringRequest
 from rd_pipeline.generation.candidates import probabilities_from_top_logprobs
 from rd_pipeline.generation.transformers_backend import TransformersGenerator, chat_prompt_ids
-from rd_pipeline.labeling.judge import (
-    PAIRWISE_CANDIDATES,
-    POINTWISE_CANDIDATES,
-    judge_pairwise,
-    judge_pointwise,
-    judge_summary,
-    pointwise_messages,
-)
+from rd_pipeline.labeling.judge import judge_pairwise, judge_pointwise, judge_summary
+from rd_pipeline.labeling.judge_prompts import PAIRWISE_CANDIDATES, POINTWISE_CANDIDATES, pointwise_messages
 from rd_pipeline.models import TINY_RANDOM, resolve_model
 from rd_pipeline_tests.support.fault_server import FaultServer, FaultSettings
 from rd_pipeline_tests.support.vllm import needs_vllm, vllm_generator

@@ -13,10 +13,8 @@ from rd_pipeline.generation.base import (
     Generator,
     ScoringRequest,
 )
-from rd_pipeline.labeling.judge import (
-    judge_pairwise,
-    judge_pointwise,
-    judge_summary,
+from rd_pipeline.labeling.judge import judge_pairwise, judge_pointwise, judge_summary
+from rd_pipeline.labeling.judge_prompts import (
     pairwise_messages,
     parse_pairwise,
     parse_pointwise,

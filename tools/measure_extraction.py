@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 
 from rd_pipeline.benchmarks import BenchmarkItem, extract_item_answer, is_item_correct
-from rd_pipeline.labeling.judge import pairwise_messages, parse_pairwise, parse_pointwise, pointwise_messages
+from rd_pipeline.labeling.judge_prompts import (
+    pairwise_messages,
+    parse_pairwise,
+    parse_pointwise,
+    pointwise_messages,
+)
 
 
 def _rows(path: Path) -> list[dict]:

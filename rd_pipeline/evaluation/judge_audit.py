@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rd_pipeline.evaluation.metrics import Estimate, accuracy, win_rate
-from rd_pipeline.labeling.judge import VERDICT_PATHS, PairwiseJudgment, PointwiseJudgment
+from rd_pipeline.labeling.judge import PairwiseJudgment, PointwiseJudgment
+from rd_pipeline.labeling.judge_prompts import VERDICT_PATHS
 
 PAIRWISE_GOLD_METRICS = ("gold_agreement",)
 POINTWISE_GOLD_METRICS = ("gold_auc", "gold_accuracy")
