@@ -35,6 +35,7 @@ def _drop_unversioned(value: object, dump: object) -> None:
 
 
 def versioned_value(value: object) -> object:
+    """A section (or list of them) as ``versioned_dump`` gives it; any other value as it is."""
     if isinstance(value, BaseModel):
         return versioned_dump(value)
     if isinstance(value, list):
