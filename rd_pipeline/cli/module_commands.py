@@ -18,7 +18,7 @@ MODULE_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "one run of the known-answer experiment (the pipeline on a task whose answers are known)",
     ),
     ("experiment", "known-answer-grid"): (
-        "rd_pipeline.cli.known_answer_grid",
+        "rd_pipeline.cli.known_answer.grid",
         "the known-answer experiment over seeds, teachers and reward settings, with intervals",
     ),
 }
