@@ -5,7 +5,7 @@ The sections live in modules by theme (``generation``, ``benchmarks``, ``labelin
 versions hash. Every public name is importable from here.
 """
 
-from rd_pipeline.config.benchmarks import (
+from rd_pipeline.config.benchmarks_sections import (
     ALL_BENCHMARKS,
     DEFAULT_EVAL_SIZE,
     DEFAULT_TRAIN_SIZE,
@@ -15,8 +15,8 @@ from rd_pipeline.config.benchmarks import (
     BenchmarkConfig,
     InstructionSourceConfig,
 )
-from rd_pipeline.config.evaluation import MODEL_ROLES, ChecksConfig, EvalConfig, JudgeAuditConfig
-from rd_pipeline.config.generation import (
+from rd_pipeline.config.evaluation_sections import MODEL_ROLES, ChecksConfig, EvalConfig, JudgeAuditConfig
+from rd_pipeline.config.generation_sections import (
     DEFAULT_BASE_URL,
     SAMPLING_FIELDS_SENT,
     ApiConfig,
@@ -25,7 +25,7 @@ from rd_pipeline.config.generation import (
     StudentSamplingConfig,
     VllmConfig,
 )
-from rd_pipeline.config.labeling import LabelingConfig
+from rd_pipeline.config.labeling_sections import LabelingConfig
 from rd_pipeline.config.loading import (
     PRESETS_DIR,
     load_config,
@@ -36,8 +36,12 @@ from rd_pipeline.config.loading import (
 )
 from rd_pipeline.config.pipeline import AutomationConfig, PathsConfig, PipelineConfig
 from rd_pipeline.config.section import ConfigError, Section
-from rd_pipeline.config.tracking import DEFAULT_MLFLOW_EXPERIMENT, MlflowTrackingConfig, TrackingConfig
-from rd_pipeline.config.training import (
+from rd_pipeline.config.tracking_sections import (
+    DEFAULT_MLFLOW_EXPERIMENT,
+    MlflowTrackingConfig,
+    TrackingConfig,
+)
+from rd_pipeline.config.training_sections import (
     TRAINING_STRATEGIES,
     EpochTrainerConfig,
     LaunchConfig,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from rd_pipeline.config.benchmarks import ALL_BENCHMARKS, BenchmarkConfig
-from rd_pipeline.config.evaluation import ChecksConfig, EvalConfig, JudgeAuditConfig
-from rd_pipeline.config.generation import ModelConfig, SamplingConfig, StudentSamplingConfig
-from rd_pipeline.config.labeling import LabelingConfig
+from rd_pipeline.config.benchmarks_sections import ALL_BENCHMARKS, BenchmarkConfig
+from rd_pipeline.config.evaluation_sections import ChecksConfig, EvalConfig, JudgeAuditConfig
+from rd_pipeline.config.generation_sections import ModelConfig, SamplingConfig, StudentSamplingConfig
+from rd_pipeline.config.labeling_sections import LabelingConfig
 from rd_pipeline.config.section import Section
-from rd_pipeline.config.tracking import TrackingConfig
-from rd_pipeline.config.training import RewardModelConfig, RlConfig, SftConfig
+from rd_pipeline.config.tracking_sections import TrackingConfig
+from rd_pipeline.config.training_sections import RewardModelConfig, RlConfig, SftConfig
 from rd_pipeline.config.versioning import versioned_value
 from rd_pipeline.hashing import short_hash
 

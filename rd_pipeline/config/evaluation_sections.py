@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from rd_pipeline.config.generation import ModelConfig
+from rd_pipeline.config.generation_sections import ModelConfig
 from rd_pipeline.config.section import Section, share_field
 
 # The four evaluated models: the teacher, the student before training, after SFT and after RL.
