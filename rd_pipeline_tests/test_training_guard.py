@@ -49,6 +49,20 @@ def _kill_all(pids: list[int]) -> None:
             pass
 
 
+def _exec_into(pid: int, text: str, timeout: float) -> bool:
+    """Wait until process ``pid``, started as the guard, has exec'd into a command line containing ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if text.encode() in cmdline and GUARD_MODULE.encode() not in cmdline:
+                return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
 def _process_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -101,11 +115,11 @@ def test_a_guarded_command_gets_sigterm_when_its_starter_dies(tmp_path: Path) ->
     try:
         assert starter.stdout is not None
         child = int(starter.stdout.readline())
-        time.sleep(1.0)  # the guard has exec'd into the sleeper by now
+        assert _exec_into(child, "time.sleep(120)", timeout=120), "the guard never ran the sleeper"
         assert _process_alive(child)
         starter.kill()
         starter.wait()
-        left = _wait_until_gone(marker, timeout=10)
+        left = _wait_until_gone(marker, timeout=60)
         assert left == [], f"the guarded command outlived its starter: {left}"
     finally:
         starter.kill()
