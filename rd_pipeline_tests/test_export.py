@@ -108,6 +108,7 @@ def _record_data(ctx: StepContext, benchmark: str, gold: list[str], answers: lis
 def _curve(table: str, column: str, version: str, agreements: list[float], selected: int) -> list[dict]:
     return [
         {"benchmark": "gsm8k", column: version, "step": step, "agreement": value, "agreement_n": 3}
+        | {"win_rate": None, "win_n": 0}
         | {"gold_accuracy": 0.5, "gold_n": 2, "mean_reward": 0.1 * step, "mean_length": 12.0}
         | {
             "kl": 0.01 * step if table == "rl_validation" else None,
@@ -222,6 +223,7 @@ def build_home(rd_home: Path) -> Home:
     scores = [
         {"benchmark": "gsm8k", "model_role": role, "model_version": version, "metric": "accuracy"}
         | {"value": value, "ci_low": value - 0.2, "ci_high": value + 0.1, "n": 4}
+        | {"eval_key": "key0000000000001", "eval_key_parts": "{}"}
         for role, version, value in (
             ("sft_student", "sft0000000000001", 0.5),
             ("rl_student", "rl00000000000001", 0.75),
