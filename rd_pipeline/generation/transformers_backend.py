@@ -27,6 +27,7 @@ from rd_pipeline.generation.candidates import Scored, journaled_scores
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.loop import Batches, JournaledGenerator, JournalRun
 from rd_pipeline.generation.sample_jobs import SampleJob, batch_seed, finished_jobs, make_batches, plan_jobs
+from rd_pipeline.memory import keep_mmap_threshold_fixed, trim_heap
 from rd_pipeline.models import ResolvedModel
 
 # Chat end markers of common templates; any that the tokenizer knows also stops generation.
@@ -94,6 +95,7 @@ class TransformersGenerator(JournaledGenerator):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        keep_mmap_threshold_fixed()  # the model's freed tensors go back to the OS (see rd_pipeline.memory)
         dtype = "auto" if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
         revision = {"revision": self.resolved.revision} if self.resolved.revision else {}
         self._tokenizer = AutoTokenizer.from_pretrained(self.resolved.location, **revision)
@@ -304,6 +306,7 @@ class TransformersGenerator(JournaledGenerator):
             self._model = None
             self._tokenizer = None
             gc.collect()
+            trim_heap()
             try:
                 import torch
 

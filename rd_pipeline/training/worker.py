@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import LaunchConfig, RewardModelConfig, RlConfig, SftConfig
+from rd_pipeline.memory import keep_mmap_threshold_fixed
 from rd_pipeline.training.guard import die_with_parent
 from rd_pipeline.training.launch import RESULT_FILE, read_job, record_worker_error
 
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m rd_pipeline.training.worker JOB_DIR", file=sys.stderr)
         return 2
     die_with_parent()  # end with the launcher: torch starts workers in sessions of their own
+    keep_mmap_threshold_fixed()  # freed tensors go back to the OS (see rd_pipeline.memory)
     job_dir = Path(argv[0])
     job = read_job(job_dir)
     launch = LaunchConfig.model_validate(job["launch"])
