@@ -75,12 +75,13 @@ def test_definitions_load_with_gpu_requests_per_asset(tmp_path: Path) -> None:
     )
     loaded = load_example(config_file)
     assert loaded["executor"] == "rd_k8s_steps" and loaded["executor_errors"] == []
-    assert loaded["assets"] == 11  # the whole graph, the observable teacher included
+    assert loaded["assets"] == 12  # the whole graph, the observable teacher included
     assert loaded["gpus"] == {
         "benchmark_prompts": [None, None],
         "teacher": [None, None],
         "teacher_responses": ["0", None],  # the teacher is served elsewhere: its pod asks for no GPU
         "pseudo_labels": [None, None],
+        "judge_audit": ["0", None],  # its judges default to the teacher, served elsewhere too
         "sft_student": ["4", "4"],
         "student_responses": ["1", "1"],
         "reward_labels": [None, None],
