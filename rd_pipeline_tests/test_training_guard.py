@@ -98,12 +98,23 @@ def test_the_guard_execs_in_place(tmp_path: Path) -> None:
     assert process.returncode == 0 and int(output) == process.pid
 
 
+IGNORE_AND_BLOCK_SIGTERM = (
+    "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})"
+)
+
+
 @linux_only
-def test_a_guarded_command_gets_sigterm_when_its_starter_dies(tmp_path: Path) -> None:
-    """A starter starts a guarded sleeper, reports its pid and is SIGKILLed; the sleeper ends by SIGTERM."""
+@pytest.mark.parametrize(
+    "starter_prelude", ["pass", IGNORE_AND_BLOCK_SIGTERM], ids=["plain", "sigterm_ignored"]
+)
+def test_a_guarded_command_gets_sigterm_when_its_starter_dies(tmp_path: Path, starter_prelude: str) -> None:
+    """A starter starts a guarded sleeper, reports its pid and is SIGKILLed; the sleeper ends by SIGTERM, also
+    when the starter ignored and blocked SIGTERM (both are inherited across fork and execve)."""
     marker = str(tmp_path / "sleeper")
     starter_code = textwrap.dedent(
         f"""
+        {starter_prelude}
         import subprocess, sys, time
         from rd_pipeline.training.guard import guarded
         child = subprocess.Popen(guarded([sys.executable, "-c", "import time; time.sleep(120)", {marker!r}]))

@@ -45,6 +45,9 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) -> 
     expected = os.getppid() if parent is None else parent
     if not set_parent_death_signal(signum):
         return
+    # An ignored or blocked signal is inherited from the starter and kept across execve: it would never end us.
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     # Reparented (to init or a subreaper): the parent died before the signal was set.
     if os.getppid() != expected:
         print(f"{sys.argv[0]}: parent process {expected} is gone; ending", file=sys.stderr, flush=True)
