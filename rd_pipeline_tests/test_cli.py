@@ -338,6 +338,8 @@ def test_rd_ui_stopped_by_sigterm_leaves_no_process_serving(tmp_path: Path):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # started with SIGTERM blocked, as by a starter that blocks it (a blocked signal mask is inherited)
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
     )
 
     def serving() -> bool:

@@ -43,6 +43,9 @@ def run_until_signalled(command: list[str], env: dict[str, str], grace_s: float 
     webserver, daemon and code servers on); whatever is still running `grace_s` later is killed, so nothing keeps
     serving the port after `rd ui` has gone. Returns the command's exit status, or 128 + the signal's number.
     """
+    # A blocked signal is inherited from whatever started rd; blocked, a stop signal would never reach us (or,
+    # through us, the command).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     process = subprocess.Popen(command, env=env, start_new_session=True)
     received: list[int] = []
 
