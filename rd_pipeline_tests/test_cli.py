@@ -322,6 +322,15 @@ def _processes_with_env(marker: str) -> list[int]:
     return found
 
 
+def _as_started_by_a_process_that_ignores_sigint_and_blocks_sigterm() -> None:
+    """Dispositions and the signal mask are inherited: as when rd is started by such a process (a test runner's
+    worker, a job runner)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
 @pytest.mark.slow  # starts the Dagster UI: about 30 s on 2 cores
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the child processes")
 def test_rd_ui_stopped_by_sigterm_leaves_no_process_serving(tmp_path: Path):
@@ -338,8 +347,7 @@ def test_rd_ui_stopped_by_sigterm_leaves_no_process_serving(tmp_path: Path):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # started with SIGTERM blocked, as by a starter that blocks it (a blocked signal mask is inherited)
-        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+        preexec_fn=_as_started_by_a_process_that_ignores_sigint_and_blocks_sigterm,
     )
 
     def serving() -> bool:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from rd_pipeline.cli.options import config_env, pipeline_of
 
@@ -43,30 +44,37 @@ def run_until_signalled(command: list[str], env: dict[str, str], grace_s: float 
     webserver, daemon and code servers on); whatever is still running `grace_s` later is killed, so nothing keeps
     serving the port after `rd ui` has gone. Returns the command's exit status, or 128 + the signal's number.
     """
-    # A blocked signal is inherited from whatever started rd; blocked, a stop signal would never reach us (or,
-    # through us, the command).
+    # Dispositions and masks are inherited: whatever started rd may have blocked or ignored these signals, and an
+    # ignored SIGINT would stay ignored in the command too (Python keeps an inherited SIG_IGN).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    process = subprocess.Popen(command, env=env, start_new_session=True)
-    received: list[int] = []
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_default_stop_signals)
+    received: list[tuple[int, float]] = []  # (signal, when)
 
     def forward(signum: int, _frame: object) -> None:
-        received.append(signum)
+        received.append((signum, time.monotonic()))
         _signal_group(process.pid, signal.SIGINT)
 
     previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
     try:
-        while True:
-            try:
-                status = process.wait(timeout=grace_s if received else None)
-                break
-            except subprocess.TimeoutExpired:
+        killed = False
+        while (status := process.poll()) is None:
+            time.sleep(0.2)  # a blocking wait would not return to check the grace period after a signal
+            if received and not killed and time.monotonic() - received[0][1] > grace_s:
                 _signal_group(process.pid, signal.SIGKILL)
+                killed = True
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if received:  # the group's other members may outlive its leader
             _signal_group(process.pid, signal.SIGKILL)
-    return 128 + received[0] if received else status
+    return 128 + received[0][0] if received else status
+
+
+def _default_stop_signals() -> None:
+    """In the child before it runs the command: the stop signals unblocked and at their default actions."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
