@@ -74,6 +74,7 @@ gpu-check-cpu: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check rd_pipeline rd_pipeline_tests tools
 	$(BIN)/ruff format --check rd_pipeline rd_pipeline_tests tools
+	$(BIN)/lint-imports
 
 ui: $(STAMP)
 	$(BIN)/rd ui --preset smol
