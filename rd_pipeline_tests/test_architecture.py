@@ -57,3 +57,25 @@ def test_readme_is_a_short_front_door_and_every_doc_link_resolves() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked.read_text()):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert not broken, broken
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """No module in rd_pipeline/ over 400 lines, no function or method over 60 (decorators not counted)."""
+    import ast
+
+    too_long = []
+    for path in sorted((REPO_ROOT / "rd_pipeline").rglob("*.py")):
+        source = path.read_text()
+        name = path.relative_to(REPO_ROOT).as_posix()
+        if (lines := len(source.splitlines())) > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(source, name)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}::{node.name} (line {node.lineno}): {length} lines")
+    assert not too_long, too_long

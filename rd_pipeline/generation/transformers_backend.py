@@ -67,6 +67,37 @@ def stop_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
     return sorted(set(ids))
 
 
+def left_padded(prompts: Sequence[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """The prompts left-padded to the longest: ``(input_ids, attention_mask)`` as long tensors on the CPU."""
+    import torch
+
+    rows, width = len(prompts), max(len(ids) for ids in prompts)
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention
+
+
+def cache_arguments(model: Any) -> tuple[str, dict[str, int]]:
+    """The name of the model's KV-cache argument (``cache`` or ``past_key_values``, by transformers release)
+    and ``{"logits_to_keep": 1}`` where its forward can keep only the last position's logits."""
+    parameters = inspect.signature(model.forward).parameters
+    cache_name = "cache" if "cache" in parameters else "past_key_values"
+    return cache_name, {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+
+
+def new_dynamic_cache(model: Any) -> Any:
+    """An empty ``DynamicCache`` for the model (older transformers releases take no config)."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:
+        return DynamicCache()
+
+
 class TransformersGenerator(JournaledGenerator):
     """A causal LM run in this process through ``model.generate``."""
 
@@ -128,13 +159,8 @@ class TransformersGenerator(JournaledGenerator):
 
         params = batch[0].request.params
         sequences = batch[0].sequences
-        width = max(len(prompts[job.position]) for job in batch)
-        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, job in enumerate(batch):
-            ids = prompts[job.position]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        input_ids, attention = left_padded([prompts[job.position] for job in batch], self._pad_id)
+        width = input_ids.shape[1]
         sampling: dict[str, Any] = (
             {"do_sample": False}
             if batch[0].greedy
@@ -172,17 +198,10 @@ class TransformersGenerator(JournaledGenerator):
 
         Same result as ``num_return_sequences=sequences``, which prefills every copy.
         """
-        from transformers import DynamicCache
-
         model = self._model
-        parameters = inspect.signature(model.forward).parameters
-        cache_name = "cache" if "cache" in parameters else "past_key_values"
-        try:
-            cache = DynamicCache(config=model.config)
-        except TypeError:
-            cache = DynamicCache()
+        cache_name, logits_arg = cache_arguments(model)
+        cache = new_dynamic_cache(model)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits_arg = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
         model(
             input_ids=input_ids[:, :-1],
             attention_mask=attention[:, :-1],
@@ -236,61 +255,68 @@ class TransformersGenerator(JournaledGenerator):
         import math
 
         import torch
-        from transformers import DynamicCache
 
-        tokens = [self._tokenizer.encode(c, add_special_tokens=False) for c in candidates]
-        if not all(tokens):
-            raise ValueError(f"a candidate encodes to no tokens: {list(candidates)}")
-        model, device = self._model, self._model.device
-        rows, width = len(prompts), max(len(ids) for ids in prompts)
-        input_ids = torch.full((rows, width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((rows, width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        parameters = inspect.signature(model.forward).parameters
-        cache_name = "cache" if "cache" in parameters else "past_key_values"
-        last_only = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-        try:
-            cache = DynamicCache(config=model.config)
-        except TypeError:
-            cache = DynamicCache()
+        tokens = self._candidate_tokens(candidates)
+        input_ids, attention = left_padded(prompts, self._pad_id)
         with torch.inference_mode():
-            output = model(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                position_ids=(attention.cumsum(-1) - 1).clamp(min=0).to(device),
-                use_cache=True,
-                **last_only,
-                **{cache_name: cache},
-            )
-            first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
-            del output
-            totals = [[float(first[row, ids[0]]) for ids in tokens] for row in range(rows)]
-            lengths = attention.sum(-1)
+            first, cache = self._prefill_last_logprobs(input_ids, attention)
+            totals = [[float(first[row, ids[0]]) for ids in tokens] for row in range(len(prompts))]
+            del first
             for candidate, ids in enumerate(tokens):
-                if len(ids) == 1:
-                    continue
-                # The candidate's remaining tokens after every prompt, on the prompts' own cache, which is then
-                # cut back to the prompts: one cache for all candidates instead of a copy per candidate.
-                rest = torch.tensor(ids[:-1], dtype=torch.long).repeat(rows, 1)
-                output = model(
-                    input_ids=rest.to(device),
-                    attention_mask=torch.cat([attention, torch.ones_like(rest)], dim=1).to(device),
-                    position_ids=(lengths[:, None] + torch.arange(len(ids) - 1)[None, :]).to(device),
-                    use_cache=True,
-                    **{cache_name: cache},
-                )
-                logprobs = torch.log_softmax(output.logits.float(), dim=-1)
-                for row in range(rows):
-                    totals[row][candidate] += sum(
-                        float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids))
-                    )
-                cache.crop(-(len(ids) - 1))  # negative: tokens to remove (every transformers release)
+                if len(ids) > 1:
+                    rest = self._continuation_logprobs(cache, attention, ids)
+                    for row, logprob in enumerate(rest):
+                        totals[row][candidate] += logprob
         return [
             {candidate: math.exp(total) for candidate, total in zip(candidates, row_totals, strict=True)}
             for row_totals in totals
         ]
+
+    def _candidate_tokens(self, candidates: Sequence[str]) -> list[list[int]]:
+        """Each candidate's token ids, without special tokens; a candidate that encodes to none is an error."""
+        tokens = [self._tokenizer.encode(c, add_special_tokens=False) for c in candidates]
+        if not all(tokens):
+            raise ValueError(f"a candidate encodes to no tokens: {list(candidates)}")
+        return tokens
+
+    def _prefill_last_logprobs(self, input_ids: Any, attention: Any) -> tuple[Any, Any]:
+        """Prefill the left-padded prompts; return the next-token log-probabilities after each prompt
+        (rows x vocabulary) and the prompts' KV cache."""
+        import torch
+
+        model, device = self._model, self._model.device
+        cache_name, last_only = cache_arguments(model)
+        cache = new_dynamic_cache(model)
+        output = model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=(attention.cumsum(-1) - 1).clamp(min=0).to(device),
+            use_cache=True,
+            **last_only,
+            **{cache_name: cache},
+        )
+        return torch.log_softmax(output.logits[:, -1].float(), dim=-1), cache
+
+    def _continuation_logprobs(self, cache: Any, attention: Any, ids: list[int]) -> list[float]:
+        """Per prompt, log P(ids[1:] | prompt, ids[0]): the candidate's remaining tokens continue every prompt on
+        the prompts' own cache, which is then cut back to the prompts (one cache for all candidates instead of
+        a copy per candidate)."""
+        import torch
+
+        model, device = self._model, self._model.device
+        cache_name, _ = cache_arguments(model)
+        rows = attention.shape[0]
+        rest = torch.tensor(ids[:-1], dtype=torch.long).repeat(rows, 1)
+        output = model(
+            input_ids=rest.to(device),
+            attention_mask=torch.cat([attention, torch.ones_like(rest)], dim=1).to(device),
+            position_ids=(attention.sum(-1)[:, None] + torch.arange(len(ids) - 1)[None, :]).to(device),
+            use_cache=True,
+            **{cache_name: cache},
+        )
+        logprobs = torch.log_softmax(output.logits.float(), dim=-1)
+        cache.crop(-(len(ids) - 1))  # negative: tokens to remove (every transformers release)
+        return [sum(float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids))) for row in range(rows)]
 
     def _finish(self, tokens: list[int]) -> tuple[str, int]:
         """Cut a decoded row at its first stop token; return its text and its count of generated tokens."""
