@@ -80,6 +80,16 @@ class PipelineConfig(Section):
             raise ValueError("at least one benchmark is needed")
         return self
 
+    @model_validator(mode="after")
+    def _validation_shares_leave_training_prompts(self) -> PipelineConfig:
+        held_out = self.sft.validation_fraction + self.rl.validation_fraction
+        if held_out >= 1:
+            raise ValueError(
+                f"sft.validation_fraction + rl.validation_fraction = {held_out:g} holds out every training prompt "
+                "from SFT (the two validation shares are disjoint); their sum must be below 1"
+            )
+        return self
+
     @property
     def judge_model(self) -> ModelConfig:
         return self.judge or self.teacher

@@ -122,8 +122,9 @@ class SftConfig(EpochTrainerConfig):
         ge=0,
         lt=1,
         description="share of training prompts held out of SFT as validation prompts (by a stable hash of the "
-        "prompt id, the same order RL's split takes its share from); their teacher responses are not SFT "
-        "examples, and neither are those of RL's validation prompts. 0 = no validation, the last step ships",
+        "prompt id: the share right after RL's, so SFT's checkpoint selection never looks at RL's validation "
+        "prompts); their teacher responses are not SFT examples, and neither are those of RL's validation "
+        "prompts. 0 = no validation, the last step ships",
     )
     max_validation_prompts: int = Field(
         default=256,
@@ -247,8 +248,8 @@ class RlConfig(TrainerConfig):
         ge=0,
         lt=1,
         description="share of training prompts held out of RL as validation prompts (by a stable hash of the "
-        "prompt id); SFT does not train on them either, so RL is compared with the SFT student on prompts "
-        "neither learnt. 0 = no validation, the last step ships",
+        "prompt id); SFT neither trains on them nor selects its checkpoint on them, so RL is compared with the "
+        "SFT student on prompts neither stage learnt or picked on. 0 = no validation, the last step ships",
     )
     max_validation_prompts: int = Field(
         default=256, ge=1, description="at most this many validation prompts (a stable subset)"

@@ -2,12 +2,12 @@
 prompts per stage, the validation curve's table rows (``sft_validation``, ``rl_validation``), and the shipped
 model's validation agreement against the model the stage started from (step 0).
 
-Both stages draw their validation prompts from one stable order of the training prompts: SFT holds out the first
-``sft.validation_fraction`` of it, RL the first ``rl.validation_fraction``. With RL's share no larger than SFT's (the
-defaults are equal), RL's validation prompts are prompts neither SFT nor RL trained on: validated on prompts SFT
-had learnt by heart, an RL student could never beat the SFT student it starts from (step 0), and selection would
-ship step 0 whatever RL did. The prompts SFT holds out beyond RL's share are RL training prompts; RL's
-validation prompts are held out of SFT whatever the shares (``make_sft_student``).
+Both stages draw their validation prompts from one stable order of the training prompts, in disjoint shares: RL
+holds out the first ``rl.validation_fraction`` of it, SFT the next ``sft.validation_fraction``, and SFT trains on
+neither share. RL's validation prompts are then prompts neither stage trained on (on prompts SFT had learnt by heart,
+an RL student could never beat its step 0) and that SFT's checkpoint selection did not look at: the SFT student is
+the best of several checkpoints on SFT's validation prompts, so on those prompts its agreement is biased upwards by
+the selection itself, and RL (whose step 0 is that student) would be measured against a score it can rarely beat.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Literal
 from rd_pipeline.benchmarks import get_benchmark
 from rd_pipeline.benchmarks.base import item_to_json
 from rd_pipeline.benchmarks.records import unit_hash
+from rd_pipeline.config import PipelineConfig
 from rd_pipeline.evaluation.metrics import wilson_interval
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
@@ -37,10 +38,20 @@ MEASURES = (
 )
 
 
-def validation_split(benchmark: str, prompt_id: str, fraction: float) -> str:
-    """``"validation"`` for a stable ``fraction`` share of training prompts, else ``"train"``; a smaller
-    fraction holds out a subset of what a larger one does."""
-    return "validation" if unit_hash(benchmark, "validation", prompt_id) < fraction else "train"
+def validation_split(benchmark: str, prompt_id: str, fraction: float, start: float = 0.0) -> str:
+    """``"validation"`` for the prompts whose stable hash falls in [``start``, ``start + fraction``) (a
+    ``fraction`` share of training prompts), else ``"train"``; a smaller fraction from the same start holds out a
+    subset of what a larger one does."""
+    position = unit_hash(benchmark, "validation", prompt_id)
+    return "validation" if start <= position < start + fraction else "train"
+
+
+def validation_share(config: PipelineConfig, stage: ValidatedStage) -> tuple[float, float]:
+    """Where ``stage``'s validation prompts start in the stable order, and what share they take: RL's first,
+    SFT's right after, so the two never overlap."""
+    if stage == "rl":
+        return 0.0, config.rl.validation_fraction
+    return config.rl.validation_fraction, config.sft.validation_fraction
 
 
 def vote_answers(ctx: StepContext, benchmark: str) -> dict[str, str]:
@@ -59,9 +70,10 @@ def split_prompts(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every benchmark's training prompts as prompt records {"prompt", "benchmark", "prompt_id", "vote_answer",
     "item"}: (training prompts, validation prompts) of ``stage``. Validation prompts are a stable
-    ``<stage>.validation_fraction`` of them, at most ``<stage>.max_validation_prompts``; the rest train (all of
-    them when that would leave none)."""
+    ``<stage>.validation_fraction`` of them (see ``validation_share``), at most ``<stage>.max_validation_prompts``;
+    the rest train (all of them when that would leave none)."""
     cfg = getattr(ctx.config, stage)
+    start, fraction = validation_share(ctx.config, stage)
     train: list[dict[str, Any]] = []
     validation: list[tuple[float, dict[str, Any]]] = []
     for benchmark in ctx.config.benchmark_names:
@@ -74,7 +86,7 @@ def split_prompts(
                 "vote_answer": votes.get(row["prompt_id"]),
                 "item": item_to_json(row_to_item(row)),
             }
-            if validation_split(benchmark, row["prompt_id"], cfg.validation_fraction) == "validation":
+            if validation_split(benchmark, row["prompt_id"], fraction, start) == "validation":
                 # ordered by the split's own hash, so a smaller cap keeps a subset of what a larger one keeps
                 validation.append((unit_hash(benchmark, "validation", row["prompt_id"]), record))
             else:
@@ -89,7 +101,7 @@ def split_prompts(
 
 def held_out_of_sft(ctx: StepContext) -> dict[str, set[str]]:
     """The prompt ids, by benchmark, whose teacher responses SFT must not train on: its own validation prompts
-    and RL's (so RL is validated against the SFT student on prompts neither learnt by heart)."""
+    and RL's (so RL is validated against the SFT student on prompts neither learnt by heart, nor selected on)."""
     held_out: dict[str, set[str]] = {}
     for record in split_prompts(ctx, "sft")[1] + split_prompts(ctx, "rl")[1]:
         held_out.setdefault(record["benchmark"], set()).add(record["prompt_id"])
