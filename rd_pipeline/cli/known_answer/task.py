@@ -86,6 +86,7 @@ SIZES = {
     "small": Size(96, 48, 3, 10, 40, 60, 12, 3, 2500),
     "grid": Size(128, 96, 3, 10, 60, 80, 20, 4, 3000),
     "full": Size(256, 128, 3, 10, 120, 150, 40, 5, 4000),
+    "large": Size(1024, 128, 3, 10, 240, 600, 40, 5, 4000),  # the reward model's trend with more prompts
 }
 
 
