@@ -18,8 +18,8 @@ reward setting):
   RL beats SFT: the mean of RL - SFT over seeds with its interval above 0, in at least one setting;
   the reward model reaches 0.7 on held-out gold pairs (mean over seeds).
 
-Writes ``bench-results/known_answer_grid[_<task>].json`` under the current directory and prints a markdown table
-for the README.
+Writes ``bench-results/known_answer_grid[_<task>][_<size>].json`` under the current directory and prints a
+markdown table for the README.
 ``--chart`` plots the RL validation curve (agreement with vote labels and mean reward per step, the selected
 step marked) from the rl_student lineage figures to ``docs/images/rl_validation_curve.png`` (under the current
 directory: run it from the repository root to update the chart the docs show).
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each one thread)")
     parser.add_argument("--work", type=Path, help="work directory to keep (default: a temporary one)")
     parser.add_argument(
-        "--out", type=Path, help="JSON (default: ./bench-results/known_answer_grid[_TASK].json)"
+        "--out", type=Path, help="JSON (default: ./bench-results/known_answer_grid[_TASK][_SIZE].json)"
     )
     parser.add_argument("--from-json", type=Path, help="summarise (and chart) a grid JSON instead of running")
     parser.add_argument("--chart", action="store_true", help=f"plot the RL validation curve to {CHART}")
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="rd-known-answer-grid-") as work:
                 grid = run_grid(args, Path(work))
         grid["markdown"] = markdown(grid)
-        suffix = "" if args.task == "larger" else f"_{args.task}"
+        suffix = ("" if args.task == "larger" else f"_{args.task}") + (
+            "" if args.size == "full" else f"_{args.size}"
+        )
         out = args.out or Path("bench-results") / f"known_answer_grid{suffix}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(grid, indent=2, default=str))
