@@ -67,6 +67,24 @@ def test_rl_validation_is_none_without_a_curve():
     )
 
 
+def test_likelihood_pair_accuracy_ranks_by_mean_response_logprob(tiny_base):
+    """Each pair counts when the first response is likelier per token; swapping every pair gives the rest, and a
+    pair of equal responses (a tie) never counts."""
+    from rd_pipeline.cli.known_answer.likelihood import likelihood_pair_accuracy
+
+    user = {"role": "user", "content": "Which is larger, 37 or 52?"}
+    answers = [f"The answer is {n}." for n in (52, 37, 12, 99, 5)]
+    conversations = [[user, {"role": "assistant", "content": answer}] for answer in answers]
+    pairs = [(a, b) for a in conversations for b in conversations if a is not b]
+    forward = likelihood_pair_accuracy(tiny_base, pairs)
+    assert forward == pytest.approx(0.5)  # every ordered pair and its swap: one of the two counts
+    first = likelihood_pair_accuracy(tiny_base, pairs[:4])
+    swapped = likelihood_pair_accuracy(tiny_base, [(b, a) for a, b in pairs[:4]])
+    assert first + swapped == pytest.approx(1.0)
+    assert likelihood_pair_accuracy(tiny_base, [(conversations[0], conversations[0])]) == 0.0
+    assert likelihood_pair_accuracy(tiny_base, []) is None
+
+
 @pytest.mark.slow
 def test_pipeline_learns_the_known_answer_task(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
@@ -81,6 +99,8 @@ def test_pipeline_learns_the_known_answer_task(tmp_path, monkeypatch):
     assert figures["teacher_samples"] == 9 * figures["train_prompts"]
     assert 0.25 <= figures["teacher_single_sample_accuracy"] <= 0.85
     assert figures["vote_label_accuracy"] > figures["teacher_single_sample_accuracy"]
+    # The teacher's own likelihood ranks the held-out gold pairs better than chance.
+    assert figures["likelihood_gold_pair_accuracy"]["teacher"] > 0.5
     # The SFT student learned from the voted teacher samples.
     assert figures["accuracy"]["sft_student"] > figures["accuracy"]["base_student"]
     # Each further reward setting retrained only the RL student: same reward model, another RL student.

@@ -54,6 +54,21 @@ FIGURES: list[Figure] = [
         "reward model, held-out pseudo-label pairs",
         _field("reward_model_heldout_accuracy_pseudo_labels"),
     ),
+    (
+        "likelihood_base",
+        "base student's log-likelihood, held-out gold pairs",
+        _field("likelihood_gold_pair_accuracy", "base_student"),
+    ),
+    (
+        "likelihood_sft",
+        "SFT student's log-likelihood, held-out gold pairs",
+        _field("likelihood_gold_pair_accuracy", "sft_student"),
+    ),
+    (
+        "likelihood_teacher",
+        "teacher's log-likelihood, held-out gold pairs",
+        _field("likelihood_gold_pair_accuracy", "teacher"),
+    ),
     ("reward_sft", "mean reward, SFT (eval)", REWARD_SFT),
     ("reward_rl", "mean reward, RL (eval)", REWARD_RL),
     ("reward_rl_minus_sft", "mean reward RL - SFT", _minus(REWARD_RL, REWARD_SFT)),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rd_pipeline.benchmarks import get_benchmark, is_item_correct
+from rd_pipeline.cli.known_answer.likelihood import likelihood_pair_accuracy
 from rd_pipeline.cli.known_answer.stats import mean_or_none, paired_difference
 from rd_pipeline.cli.known_answer.task import ROLES
 
@@ -65,6 +66,7 @@ FIGURE_ORDER = (
     "reward_model_heldout_pairs",
     "reward_model_gold_pair_accuracy",
     "reward_model_gold_pairs",
+    "likelihood_gold_pair_accuracy",
     "rl_rewards_config",
     "rl_reward_start",
     "rl_reward_end",
@@ -165,7 +167,7 @@ def _model_figures(
 
     rm_record, rm_path, rm_metrics = record_and_metrics("reward_model")
     rl_record, _, rl_metrics = record_and_metrics("rl_student")
-    _, _, sft_metrics = record_and_metrics("sft_student")
+    _, sft_path, sft_metrics = record_and_metrics("sft_student")
     gold_pairs = heldout_gold_pairs(ctx.store, items, prompts, heldout_fraction, pair_split)
     return {
         "reward_pairs": len(ctx.store.read("reward_pairs", "gsm8k")),
@@ -173,6 +175,11 @@ def _model_figures(
         "reward_model_heldout_pairs": rm_metrics.get("heldout_pairs"),
         "reward_model_gold_pair_accuracy": _gold_pair_accuracy(rm_path, gold_pairs),
         "reward_model_gold_pairs": len(gold_pairs),
+        "likelihood_gold_pair_accuracy": {
+            "base_student": likelihood_pair_accuracy(str(ctx.config.student.ref), gold_pairs),
+            "sft_student": likelihood_pair_accuracy(str(sft_path), gold_pairs),
+            "teacher": likelihood_pair_accuracy(str(ctx.config.teacher.ref), gold_pairs),
+        },
         "rl_rewards_config": rl_metrics.get("rewards_config"),
         "rl_reward_start": rl_metrics.get("reward_start"),
         "rl_reward_end": rl_metrics.get("reward_end"),
