@@ -22,9 +22,12 @@ def _gpu_check():
 
 
 def _rd_gpu_check(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`rd gpu-check ARGS` in a new process started in ``cwd`` (not the checkout: nothing may depend on it)."""
+    """`rd gpu-check ARGS` in a new process started in ``cwd`` (not the checkout: nothing may depend on it), with
+    vLLM logging at INFO (a test that imported TRL in this process left VLLM_LOGGING_LEVEL=ERROR behind)."""
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        VLLM_LOGGING_LEVEL="INFO",
     )
     command = [sys.executable, "-m", "rd_pipeline.cli", "gpu-check", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -36,8 +39,8 @@ ENGINE_STARTED = "Initializing a V1 LLM engine"  # what vLLM's engine core logs 
 
 def _step_output(rd_home: Path) -> str:
     """What the run's steps wrote to stdout and stderr (their child processes included), from the compute log
-    files Dagster captures them in. The copy Dagster mirrors to the terminal is no evidence: a `tail -F` makes
-    it and is stopped as each step ends, so lines written shortly before are lost when the machine is busy."""
+    files Dagster captures them in: complete, unlike the copy it mirrors to the terminal with a `tail -F` that is
+    stopped as each step ends (lines written within its last poll can be lost)."""
     storage = rd_home / "dagster" / "storage"
     logs = sorted([*storage.rglob("*.err"), *storage.rglob("*.out")])
     return "\n".join(path.read_text(errors="replace") for path in logs)
