@@ -43,9 +43,13 @@ vllm-cpu:
 demo: $(STAMP)
 	$(BIN)/rd materialize --preset smol
 
-# The whole suite, @pytest.mark.slow included (what CI runs through .ci/run); the ten slowest tests are listed.
+# The whole suite, @pytest.mark.slow included (what CI runs through .ci/run), on two pytest-xdist workers, each
+# test module kept whole on one worker (module-scoped fixtures such as a materialized tiny graph are built once),
+# the longest modules first (rd_pipeline_tests/conftest.py); the ten slowest tests are listed. TEST_WORKERS=0 runs
+# it in this one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m '' --durations=10
+	$(BIN)/python -m pytest -q -m '' -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10
 
 # Day-to-day: everything except the slow tests (pyproject's default selection).
 test-fast: $(STAMP)

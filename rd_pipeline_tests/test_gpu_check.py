@@ -22,15 +22,28 @@ def _gpu_check():
 
 
 def _rd_gpu_check(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`rd gpu-check ARGS` in a new process started in ``cwd`` (not the checkout: nothing may depend on it)."""
+    """`rd gpu-check ARGS` in a new process started in ``cwd`` (not the checkout: nothing may depend on it), with
+    vLLM logging at INFO (a test that imported TRL in this process left VLLM_LOGGING_LEVEL=ERROR behind)."""
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        VLLM_LOGGING_LEVEL="INFO",
     )
     command = [sys.executable, "-m", "rd_pipeline.cli", "gpu-check", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 REHEARSAL_BLOCKED = _gpu_check().vllm_problem(cpu=True)  # why the CPU rehearsal cannot run here, or None
+ENGINE_STARTED = "Initializing a V1 LLM engine"  # what vLLM's engine core logs as it starts, with its config
+
+
+def _step_output(rd_home: Path) -> str:
+    """What the run's steps wrote to stdout and stderr (their child processes included), from the compute log
+    files Dagster captures them in: complete, unlike the copy it mirrors to the terminal with a `tail -F` that is
+    stopped as each step ends (lines written within its last poll can be lost)."""
+    storage = rd_home / "dagster" / "storage"
+    logs = sorted([*storage.rglob("*.err"), *storage.rglob("*.out")])
+    return "\n".join(path.read_text(errors="replace") for path in logs)
 
 
 @pytest.mark.skipif(
@@ -160,7 +173,9 @@ def test_cpu_rehearsal_runs_the_tiny_graph_with_vllm_on_the_cpu(tmp_path: Path) 
     for step in ("sft_student", "reward_model", "rl_student"):
         assert f"{step:<34} cpu         1 process(es), NO, None; mixed_precision=no" in printed
     assert "eval_scores[gsm8k]                 cpu" in printed
-    assert "Initializing a V1 LLM engine" in rehearsed.stdout + rehearsed.stderr  # vLLM generated
+    engine_starts = [line for line in _step_output(tmp_path / "rd").splitlines() if ENGINE_STARTED in line]
+    assert engine_starts, "no vLLM engine started in any step (no 'Initializing a V1 LLM engine' logged)"
+    assert all("device_config=cpu" in line for line in engine_starts), engine_starts
     assert printed.rstrip().endswith("gpu-check --cpu: rehearsal passed on the CPU (not a GPU check)")
 
 
