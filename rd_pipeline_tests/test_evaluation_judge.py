@@ -113,12 +113,52 @@ def test_alpaca_comparisons_use_the_eval_judge(tmp_path: Path):
             BenchmarkItem("alpaca_eval", f"i{k}", "eval", f"Question {k}", reference=f"reference {k}")
             for k in range(3)
         ]
-        judgments = judge_against_reference(StepContext(config), items, ["a llama", "no", "llama again"], "")
+        texts = {"teacher": ["a llama", "no", "llama again"]}
+        judgments = judge_against_reference(StepContext(config), items, texts, "")["teacher"]
         assert server.stats()["answered_total"] > 0
     # llama shown first or second: 0.8 + 0.05 / 2 = 0.825 for it; without it the judge leans to B in both
     # orders (0.175 and 0.825 for the response), which averages to an even 0.5
     assert [j.preference for j in judgments] == pytest.approx([0.825, 0.5, 0.825])
     assert all(j.paths == ("probability", "probability") for j in judgments)
+
+
+def test_every_models_responses_are_judged_in_one_session_of_the_eval_judge(tmp_path: Path, monkeypatch):
+    from rd_pipeline.steps import eval_judge
+    from rd_pipeline.steps.eval_scoring import ScoredModels, judge_models
+
+    built = []
+    make_generator = eval_judge.make_generator
+    monkeypatch.setattr(
+        eval_judge, "make_generator", lambda *a, **k: built.append(a) or make_generator(*a, **k)
+    )
+    responses = {
+        "teacher": ["a llama", "no", "llama again"],
+        "base student": ["a llama", "no", "llama again"],
+        "SFT student": ["no", "a llama", "no"],
+    }
+    with FaultServer(FaultSettings(model="referee", logprob_script=_logprob_script)) as server:
+        config = parse_config(
+            {
+                **BASE,
+                "teacher": {"ref": "tiny-random"},
+                "eval": {"judge": {"ref": "referee", **_api(server.base_url, "referee")}},
+                "paths": {"rd_home": str(tmp_path)},
+            }
+        )
+        items = [
+            BenchmarkItem("alpaca_eval", f"i{k}", "eval", f"Question {k}", reference=f"reference {k}")
+            for k in range(3)
+        ]
+        scored = ScoredModels()
+        judge_models(StepContext(config), "alpaca_eval", items, responses, scored)
+        # 6 distinct (response, reference) comparisons (the base student repeats the teacher), each in two orders,
+        # each order an explanation and a verdict
+        assert server.stats()["answered_total"] == 6 * 2 * 2
+    assert len(built) == 1
+    assert [j.key for j in scored.judgments["SFT student"]] == ["i0", "i1", "i2"]
+    assert [j.preference for j in scored.judgments["teacher"]] == pytest.approx([0.825, 0.5, 0.825])
+    assert scored.judgments["base student"] == scored.judgments["teacher"]
+    assert [j.preference for j in scored.judgments["SFT student"]] == pytest.approx([0.5, 0.825, 0.5])
 
 
 def test_an_eval_judge_behind_an_api_is_checked_and_placed_like_the_other_models(monkeypatch):

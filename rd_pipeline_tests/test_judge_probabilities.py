@@ -3,6 +3,7 @@ HTTP server that returns top_logprobs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from rd_pipeline.generation import make_generator
 from rd_pipeline.generation.base import ScoringRequest
 from rd_pipeline.generation.candidates import probabilities_from_top_logprobs
 from rd_pipeline.generation.transformers_backend import TransformersGenerator, chat_prompt_ids
+from rd_pipeline.generation.transformers_follow_up import plan_follow_ups
 from rd_pipeline.labeling.judge import judge_pairwise, judge_pointwise, judge_summary
 from rd_pipeline.labeling.judge_prompts import PAIRWISE_CANDIDATES, POINTWISE_CANDIDATES, pointwise_messages
 from rd_pipeline.models import TINY_RANDOM, resolve_model
@@ -126,6 +128,51 @@ def test_a_tiny_random_judge_rates_every_response_and_prefers_in_every_pair(rd_h
     summary = judge_summary(judgments, pairwise)
     assert summary["pointwise_verdicts_probability"] == 3 and summary["pairwise_verdicts_probability"] == 4
     assert summary["pointwise_parse_rate"] == 1.0 and 0 < summary["pointwise_mean_verdict_mass"] < 1
+
+
+def _judged_without_follow_up_scoring(home: Path, pairs) -> tuple[list, TransformersGenerator]:
+    generator = _tiny(home)
+    generator.scoring_follow_ups = lambda _follow_up: contextlib.nullcontext()  # type: ignore[method-assign]
+    judgments, _ = judge_pairwise(generator, pairs, max_new_tokens=6)
+    return judgments, generator
+
+
+def test_verdicts_are_scored_on_the_cache_that_decoded_the_explanation(tmp_path: Path) -> None:
+    """The verdict turn continues the KV cache the explanation was decoded with: the judged conversation is not
+    prefilled a second time, and the verdict probabilities are those of scoring it from scratch."""
+    pairs = [("q1", "Add 3 and 4.", "7", "8"), ("q2", "Name a fruit.", "A pear, ripe.", "No.")]
+    homes = [tmp_path / "reused", tmp_path / "fresh"]
+    for home in homes:
+        resolve_model(TINY_RANDOM, home)
+    generator = _tiny(homes[0])
+    prefills: list[int] = []
+    prefill = generator._prefill_last_logprobs
+    generator._prefill_last_logprobs = lambda ids, mask: prefills.append(len(ids)) or prefill(ids, mask)  # type: ignore[method-assign]
+    judgments, stats = judge_pairwise(generator, pairs, max_new_tokens=6)
+    generator.close()
+    assert prefills == [] and stats.samples_generated == 8  # 4 explanations, 4 verdicts scored
+    expected, fresh = _judged_without_follow_up_scoring(homes[1], pairs)
+    fresh.close()
+    for got, want in zip(judgments, expected, strict=True):
+        assert got.texts == want.texts and got.paths == ("probability", "probability")
+        assert got.preference_forward == pytest.approx(want.preference_forward, abs=1e-5)
+        assert got.preference_backward == pytest.approx(want.preference_backward, abs=1e-5)
+
+
+def test_a_follow_up_continues_after_the_tokens_it_shares_with_its_decoded_row() -> None:
+    prompts = [[1, 2, 3], [4, 5], [6, 7]]
+    decoded = [[10, 11, 12, 0], [20, 21, 0, 0], [30, 0, 0, 0]]
+    follow_ups = [
+        ([1, 2, 3, 10, 11, 99, 98], ("A]]",)),  # shares two decoded tokens
+        ([4, 5, 20, 21], ("A]]",)),  # shares every decoded token but must keep one to feed
+        ([9, 9, 30], ("A]]",)),  # does not begin with its prompt: scored the ordinary way
+    ]
+    rows = plan_follow_ups(prompts, decoded, follow_ups, cached_decoded=3)
+    assert [(r.row, r.prompt_length, r.shared, r.tail) for r in rows] == [
+        (0, 3, 2, (99, 98)),
+        (1, 2, 1, (21,)),
+    ]
+    assert rows[0].key == ((1, 2, 3, 10, 11, 99, 98), ("A]]",))
 
 
 # ---------------------------------------------------------------------------------------- top logprobs

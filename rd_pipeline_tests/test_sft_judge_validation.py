@@ -175,6 +175,24 @@ def test_sft_the_judge_dislikes_ships_the_base_student(
     assert all(torch.equal(before[key], shipped[key]) for key in before)
 
 
+def test_the_validation_judge_is_closed_after_each_validation(tmp_path: Path, monkeypatch) -> None:
+    """Each call builds the judge and frees its model after judging: it is not resident during training."""
+    from rd_pipeline import generation
+
+    built = []
+    make_generator = generation.make_generator
+    monkeypatch.setattr(
+        generation, "make_generator", lambda *a, **k: built.append(make_generator(*a, **k)) or built[-1]
+    )
+    resolve_model("tiny-random", tmp_path)
+    judge = pairwise_judge(JudgeSettings({"ref": "tiny-random"}, str(tmp_path), 4))
+    for _ in range(2):
+        preferences = judge([("k", "Say hi.", "Hi!", "Hello there.")])
+        assert len(preferences) == 1 and preferences[0] is not None
+    assert len(built) == 2 and all(generator._model is None for generator in built)
+    assert [generator.loads for generator in built] == [1, 0]  # the second call's comparisons were journaled
+
+
 def _open_ended_config(rd_home: Path, server: FaultServer):
     preset = load_preset("tiny").model_dump(mode="json")
     preset["benchmarks"] = [

@@ -91,10 +91,11 @@ def _interrupt_before_step(step: int):
 
 
 # Section hashes and SFT config hashes of the presets before save_every_steps existed (sft and reward_model: since
-# their validation settings, which change the checkpoint; rl: since its reward sources and validation settings).
+# their validation settings, which change the checkpoint, and in smol since their micro-batches; rl: since its
+# reward sources and validation settings).
 HASHES_BEFORE = {
     "tiny": {"sft": "cd892e85b147e45f", "reward_model": "beac400ede80a4b4", "rl": "4ff6be5e22e4dd25"},
-    "smol": {"sft": "a82f2f4df48b700e", "reward_model": "18982e69f1af5753", "rl": "5fe6dbd4635d8568"},
+    "smol": {"sft": "f2c48e2e36ff3cea", "reward_model": "db664d26cb4fc207", "rl": "5fe6dbd4635d8568"},
 }
 
 

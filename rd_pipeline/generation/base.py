@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class GenerationStats:
 
 
 ProgressCallback = Callable[[int, int, GenerationStats], None]  # (samples done, samples total, stats)
+FollowUp = Callable[[GenerationRequest, str], ScoringRequest | None]
+"""(request, its completion's text) -> the scoring request that follows it (a judge's verdict turn), or None."""
 
 
 class Generator(ABC):
@@ -104,6 +107,12 @@ class Generator(ABC):
         """Per request, the probability of each candidate continuation, or None where the backend cannot tell
         (the default: backends that can override this). Results are journaled like completions."""
         return [None] * len(requests), GenerationStats()
+
+    def scoring_follow_ups(self, follow_up: FollowUp) -> contextlib.AbstractContextManager[None]:
+        """While open, a backend may score each greedy completion's follow-up (``follow_up(request, text)``) as it
+        decodes the completion, so that a ``score_candidates`` call for those follow-ups afterwards repeats no
+        prefill (transformers); the default does nothing, and the results are the same either way."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 - an optional hook; backends without resources keep this default
         """Release model memory or connections."""

@@ -8,16 +8,17 @@ the first pending sample, so a call whose samples are all journaled never loads 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
-import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.generation.base import (
     CandidateProbabilities,
+    FollowUp,
     GenerationRequest,
     GenerationStats,
     ScoringRequest,
@@ -27,6 +28,8 @@ from rd_pipeline.generation.candidates import Scored, journaled_scores
 from rd_pipeline.generation.journal import Journal
 from rd_pipeline.generation.loop import Batches, JournaledGenerator, JournalRun
 from rd_pipeline.generation.sample_jobs import SampleJob, batch_seed, finished_jobs, make_batches, plan_jobs
+from rd_pipeline.generation.transformers_cache import cache_arguments, left_padded, new_dynamic_cache
+from rd_pipeline.generation.transformers_follow_up import FollowUpKey, plan_follow_ups, score_follow_ups
 from rd_pipeline.memory import keep_mmap_threshold_fixed, trim_heap
 from rd_pipeline.models import ResolvedModel
 
@@ -67,37 +70,6 @@ def stop_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
     return sorted(set(ids))
 
 
-def left_padded(prompts: Sequence[list[int]], pad_id: int) -> tuple[Any, Any]:
-    """The prompts left-padded to the longest: ``(input_ids, attention_mask)`` as long tensors on the CPU."""
-    import torch
-
-    rows, width = len(prompts), max(len(ids) for ids in prompts)
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((rows, width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention[row, width - len(ids) :] = 1
-    return input_ids, attention
-
-
-def cache_arguments(model: Any) -> tuple[str, dict[str, int]]:
-    """The name of the model's KV-cache argument (``cache`` or ``past_key_values``, by transformers release)
-    and ``{"logits_to_keep": 1}`` where its forward can keep only the last position's logits."""
-    parameters = inspect.signature(model.forward).parameters
-    cache_name = "cache" if "cache" in parameters else "past_key_values"
-    return cache_name, {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
-
-
-def new_dynamic_cache(model: Any) -> Any:
-    """An empty ``DynamicCache`` for the model (older transformers releases take no config)."""
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:
-        return DynamicCache()
-
-
 class TransformersGenerator(JournaledGenerator):
     """A causal LM run in this process through ``model.generate``."""
 
@@ -112,6 +84,9 @@ class TransformersGenerator(JournaledGenerator):
         self._stop_ids: list[int] = []
         self._pad_id = 0
         self.loads = 0  # how many times the weights were loaded (a no-op re-run loads none)
+        self._follow_up: FollowUp | None = None
+        # Follow-ups scored on their decode's cache, taken by the score_candidates call that asks for them.
+        self._prescored: dict[FollowUpKey, CandidateProbabilities] = {}
 
     @property
     def identity(self) -> dict[str, str]:
@@ -181,6 +156,10 @@ class TransformersGenerator(JournaledGenerator):
                 output = self._generate_with_shared_prefill(
                     input_ids, attention, sequences, generation_config
                 )
+            elif self._follow_up is not None and batch[0].greedy:
+                output = self._generate_and_score_follow_ups(
+                    batch, prompts, input_ids, attention, generation_config
+                )
             else:
                 output = self._model.generate(
                     input_ids=input_ids, attention_mask=attention, generation_config=generation_config
@@ -220,6 +199,49 @@ class TransformersGenerator(JournaledGenerator):
             **{cache_name: cache},
         )
 
+    @contextlib.contextmanager
+    def scoring_follow_ups(self, follow_up: FollowUp) -> Iterator[None]:
+        """Score each greedy completion's follow-up on the KV cache its decode leaves (see
+        ``rd_pipeline.generation.transformers_follow_up``), for the ``score_candidates`` call that comes next."""
+        self._follow_up, self._prescored = follow_up, {}
+        try:
+            yield
+        finally:
+            self._follow_up = None
+
+    def _generate_and_score_follow_ups(
+        self,
+        batch: list[SampleJob],
+        prompts: dict[int, list[int]],
+        input_ids: Any,
+        attention: Any,
+        config: Any,
+    ) -> Any:
+        """Decode a greedy batch keeping its KV cache and score its rows' follow-ups on it; the sequences."""
+        keep_cache = copy.copy(config)
+        keep_cache.return_dict_in_generate = True
+        output = self._model.generate(
+            input_ids=input_ids, attention_mask=attention, generation_config=keep_cache
+        )
+        width, cache = input_ids.shape[1], getattr(output, cache_arguments(self._model)[0])
+        decoded = output.sequences[:, width:].tolist()
+        follow_ups: list[tuple[list[int], tuple[str, ...]] | None] = []
+        for job, tokens in zip(batch, decoded, strict=True):
+            request = self._follow_up(job.request, self._finish(tokens)[0]) if self._follow_up else None
+            follow_ups.append(
+                None if request is None else (chat_prompt_ids(self._tokenizer, request), request.candidates)
+            )
+        rows = plan_follow_ups(
+            [prompts[job.position] for job in batch], decoded, follow_ups, cache.get_seq_length() - width
+        )
+        # One candidate set per cache: the follow-ups of any other are scored by score_candidates as usual.
+        rows = [r for r in rows if r.key[1] == rows[0].key[1]]
+        if rows:
+            tokens = self._candidate_tokens(rows[0].key[1])
+            totals = lambda first, kv, mask: self._candidate_totals(first, kv, mask, tokens)  # noqa: E731
+            self._prescored |= score_follow_ups(self._model, cache, width, rows, self._pad_id, totals)
+        return output.sequences
+
     def score_candidates(
         self, requests: Sequence[ScoringRequest]
     ) -> tuple[list[CandidateProbabilities | None], GenerationStats]:
@@ -232,10 +254,16 @@ class TransformersGenerator(JournaledGenerator):
         self._ensure_loaded()
         stats = GenerationStats()
         prompts = [chat_prompt_ids(self._tokenizer, request) for request in requests]
+        scored: list[Scored | None] = [None] * len(requests)
         groups: dict[tuple[str, ...], list[int]] = {}
         for index in sorted(range(len(requests)), key=lambda i: len(prompts[i])):
+            found = self._prescored.pop((tuple(prompts[index]), requests[index].candidates), None)
+            if found is not None:  # scored on its decode's cache
+                scored[index] = Scored(found, len(prompts[index]))
+                stats.backend_requests += 1
+                stats.input_tokens += len(prompts[index])
+                continue
             groups.setdefault(requests[index].candidates, []).append(index)
-        scored: list[Scored | None] = [None] * len(requests)
         for candidates, indices in groups.items():
             for start in range(0, len(indices), self.config.batch_size):
                 batch = indices[start : start + self.config.batch_size]
@@ -260,17 +288,24 @@ class TransformersGenerator(JournaledGenerator):
         input_ids, attention = left_padded(prompts, self._pad_id)
         with torch.inference_mode():
             first, cache = self._prefill_last_logprobs(input_ids, attention)
-            totals = [[float(first[row, ids[0]]) for ids in tokens] for row in range(len(prompts))]
-            del first
-            for candidate, ids in enumerate(tokens):
-                if len(ids) > 1:
-                    rest = self._continuation_logprobs(cache, attention, ids)
-                    for row, logprob in enumerate(rest):
-                        totals[row][candidate] += logprob
+            totals = self._candidate_totals(first, cache, attention, tokens)
         return [
             {candidate: math.exp(total) for candidate, total in zip(candidates, row_totals, strict=True)}
             for row_totals in totals
         ]
+
+    def _candidate_totals(
+        self, first: Any, cache: Any, attention: Any, tokens: list[list[int]]
+    ) -> list[list[float]]:
+        """Per row, each candidate's log-probability: its first token from ``first`` (the last position's
+        log-probabilities), its other tokens continuing the rows' ``cache`` (``attention`` covers it)."""
+        totals = [[float(first[row, ids[0]]) for ids in tokens] for row in range(first.shape[0])]
+        for candidate, ids in enumerate(tokens):
+            if len(ids) > 1:
+                rest = self._continuation_logprobs(cache, attention, ids)
+                for row, logprob in enumerate(rest):
+                    totals[row][candidate] += logprob
+        return totals
 
     def _candidate_tokens(self, candidates: Sequence[str]) -> list[list[int]]:
         """Each candidate's token ids, without special tokens; a candidate that encodes to none is an error."""
@@ -328,6 +363,7 @@ class TransformersGenerator(JournaledGenerator):
 
     def close(self) -> None:
         """Free the model's memory and close the journal (it reopens if generate() is called again)."""
+        self._prescored = {}
         if self._model is not None:
             self._model = None
             self._tokenizer = None

@@ -186,7 +186,13 @@ def _collect_verdicts(
     ``fmt.prefix`` (e.g. ``Rating: [[``), so that even a small judge only has to write the verdict itself.
     """
     requests = [GenerationRequest(rid, task.messages, params) for rid, task in tasks.items()]
-    completions, stats = generator.generate(requests)
+
+    def verdict_request(request: GenerationRequest, text: str) -> ScoringRequest:
+        turn = _verdict_turn(tasks[request.request_id].messages, text, fmt)
+        return ScoringRequest(request.request_id, turn, fmt.candidates)
+
+    with generator.scoring_follow_ups(verdict_request):  # a local backend scores them on the decode's cache
+        completions, stats = generator.generate(requests)
     texts = {c.request_id: c.text for c in completions if c.sample_index == 0}
     verdict_turns = {
         rid: _verdict_turn(task.messages, texts.get(rid, ""), fmt) for rid, task in tasks.items()

@@ -3,6 +3,7 @@ it is one of the models it judges."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from rd_pipeline.benchmarks import BenchmarkItem
@@ -48,23 +49,26 @@ def judge_warnings(config: PipelineConfig) -> list[str]:
 
 
 def judge_against_reference(
-    ctx: StepContext, items: list[BenchmarkItem], texts: list[str], journal_salt: str
-) -> list[PairwiseJudgment]:
-    """Pairwise judgments of each response against the item's reference output by the eval judge, made in both
-    orders."""
+    ctx: StepContext, items: list[BenchmarkItem], texts_by_model: dict[str, list[str]], journal_salt: str
+) -> dict[str, list[PairwiseJudgment]]:
+    """Pairwise judgments of each model's response to each item against the item's reference output by the eval
+    judge, made in both orders: every model's responses in one session of the judge (it loads once and judges
+    them in shared batches; a response two models share is judged once). Keyed like ``texts_by_model``."""
     judge = make_generator(
         ctx.config.eval_judge_model, ctx.rd_home, role="eval judge", journal_salt=journal_salt
     )
+    comparisons = [
+        (f"{role}/{item.item_id}", item.question, text, item.reference or "")
+        for role, texts in texts_by_model.items()
+        for item, text in zip(items, texts, strict=True)
+    ]
     try:
         with guarded_generation(ctx, judge, "eval_scores[judge]"):
-            judgments, _ = judge_pairwise(
-                judge,
-                [
-                    (item.item_id, item.question, text, item.reference or "")
-                    for item, text in zip(items, texts, strict=True)
-                ],
-                ctx.config.labeling.judge_max_new_tokens,
-            )
+            judgments, _ = judge_pairwise(judge, comparisons, ctx.config.labeling.judge_max_new_tokens)
     finally:
         judge.close()
-    return judgments
+    by_key = {j.key: j for j in judgments}
+    return {
+        role: [replace(by_key[f"{role}/{item.item_id}"], key=item.item_id) for item in items]
+        for role in texts_by_model
+    }

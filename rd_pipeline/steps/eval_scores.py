@@ -21,7 +21,13 @@ from rd_pipeline.steps.checkpoints import latest_checkpoint
 from rd_pipeline.steps.commit import committed
 from rd_pipeline.steps.context import StepContext, StepLineage, StepResult, content_hash
 from rd_pipeline.steps.eval_judge import judge_warnings
-from rd_pipeline.steps.eval_scoring import EvaluatedModel, ScoredModels, add_reward_scores, score_model
+from rd_pipeline.steps.eval_scoring import (
+    EvaluatedModel,
+    ScoredModels,
+    add_reward_scores,
+    judge_models,
+    score_model,
+)
 from rd_pipeline.steps.prompts import read_prompts, row_to_item
 from rd_pipeline.steps.results import EvalScores
 from rd_pipeline.steps.teacher import generate_rows, teacher_version
@@ -101,6 +107,9 @@ def make_eval_scores(ctx: StepContext, benchmark: str) -> StepResult:
     generated = _generate_eval_responses(ctx, benchmark, prompts, models, key, refresh)
     scored = ScoredModels(judge_salt=generation_salt(key, ctx.config.eval_judge_model, refresh))
     items = [row_to_item(row) for row in prompts]
+    judge_models(
+        ctx, benchmark, items, {model.role: generated.responses[model.role] for model in models}, scored
+    )
     for model in models:
         score_model(ctx, benchmark, items, model, generated.responses[model.role], scored)
     add_reward_scores(rm_path, prompts, scored.response_rows)

@@ -12,7 +12,7 @@ from rd_pipeline.benchmarks import BenchmarkItem, get_benchmark, is_item_correct
 from rd_pipeline.config import ModelConfig
 from rd_pipeline.evaluation import accuracy, breakdown, length_controlled_win_rate, win_rate
 from rd_pipeline.evaluation.metrics import Estimate
-from rd_pipeline.labeling.judge import judge_summary
+from rd_pipeline.labeling.judge import PairwiseJudgment, judge_summary
 from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.eval_judge import judge_against_reference
 
@@ -44,10 +44,24 @@ class ScoredModels:
     requests are journaled under ``judge_salt``."""
 
     judge_salt: str = ""
+    judgments: dict[str, list[PairwiseJudgment]] = field(default_factory=dict)  # by model role (open-ended)
     scores: list[dict[str, Any]] = field(default_factory=list)
     breakdown_rows: list[dict[str, Any]] = field(default_factory=list)
     response_rows: list[dict[str, Any]] = field(default_factory=list)
     judge_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def judge_models(
+    ctx: StepContext,
+    benchmark: str,
+    items: list[BenchmarkItem],
+    responses: dict[str, list[str]],
+    scored: ScoredModels,
+) -> None:
+    """On an open-ended benchmark, every model's responses judged against the references at once (one judge
+    session for all models), for ``score_model`` to use."""
+    if not get_benchmark(benchmark).verifiable:
+        scored.judgments = judge_against_reference(ctx, items, responses, scored.judge_salt)
 
 
 def score_model(
@@ -108,8 +122,11 @@ def _add_win_rates(
     texts: list[str],
     scored: ScoredModels,
 ) -> list[float | None]:
-    """Win rate and length-controlled win rate against the references; returns each response's preference."""
-    judgments = judge_against_reference(ctx, items, texts, scored.judge_salt)
+    """Win rate and length-controlled win rate against the references (judged with every model's responses by
+    ``judge_models`` first, else on their own); returns each response's preference."""
+    judgments = scored.judgments.get(model.role)
+    if judgments is None:
+        judgments = judge_against_reference(ctx, items, {model.role: texts}, scored.judge_salt)[model.role]
     preferences = [j.preference for j in judgments]
     scored.judge_metadata.update(
         {f"{model.role}_judge_{k}": round(v, 4) for k, v in judge_summary(pairwise=judgments).items()}

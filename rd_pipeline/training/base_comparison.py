@@ -46,20 +46,24 @@ class JudgeSettings:
 
 
 def pairwise_judge(settings: JudgeSettings, seed: int = 0) -> PairwiseJudge:
-    """The judge as a function of comparisons; its generator (journaled under ``settings.rd_home``) is built
-    on the first call and kept for the next ones."""
+    """The judge as a function of comparisons. Each call builds its generator (journaled under
+    ``settings.rd_home``) and closes it after judging, so the judge's model is never resident alongside the
+    training steps, the checkpoint saving and the adapter merge that come after a validation."""
     from rd_pipeline.generation import make_generator
     from rd_pipeline.labeling.judge import judge_pairwise
 
     model = ModelConfig.model_validate(settings.model)
-    built: list[Any] = []
 
     def judge(items: Sequence[tuple[str, str, str, str]]) -> list[float | None]:
         if not items:
             return []
-        if not built:
-            built.append(make_generator(model, Path(settings.rd_home), role="judge"))
-        judgments, _ = judge_pairwise(built[0], items, settings.max_new_tokens, temperature=0.0, seed=seed)
+        generator = make_generator(model, Path(settings.rd_home), role="judge")
+        try:
+            judgments, _ = judge_pairwise(
+                generator, items, settings.max_new_tokens, temperature=0.0, seed=seed
+            )
+        finally:
+            generator.close()
         return [judgment.preference for judgment in judgments]
 
     return judge
