@@ -31,8 +31,8 @@ def _config_file(tmp_path: Path, name: str, tracking: dict[str, Any] | None) -> 
     """The tiny preset on gsm8k only, state in tmp_path/rd_home, with ``tracking`` if given."""
     data = yaml.safe_load((PRESETS_DIR / "tiny.yaml").read_text())
     data["benchmarks"] = [data["benchmarks"][0]]
-    # validation curves from 8 prompts: half of them held out of SFT and RL, half the reward pairs held out
-    data["sft"]["validation_fraction"] = data["rl"]["validation_fraction"] = 0.5
+    # validation curves from 8 prompts (RL's share first, SFT's after it), half the reward pairs held out
+    data["rl"]["validation_fraction"], data["sft"]["validation_fraction"] = 0.5, 0.25
     data["labeling"]["heldout_fraction"] = 0.5
     data["paths"] = {"rd_home": str(tmp_path / "rd_home")}
     if tracking is not None:
