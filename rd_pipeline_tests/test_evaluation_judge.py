@@ -99,20 +99,28 @@ def _logprob_script(body: dict) -> list[tuple[str, dict[str, float]]] | None:
     return [(first, {first: math.log(0.8), other: math.log(0.15), "C": math.log(0.05)}), ("]]", {"]]": 0.0})]
 
 
+def _referee_config(base_url: str, tmp_path: Path):
+    """A tiny-random teacher with the served "referee" as eval judge, state in tmp_path."""
+    return parse_config(
+        {
+            **BASE,
+            "teacher": {"ref": "tiny-random"},
+            "eval": {"judge": {"ref": "referee", **_api(base_url, "referee")}},
+            "paths": {"rd_home": str(tmp_path)},
+        }
+    )
+
+
+def _alpaca_items() -> list[BenchmarkItem]:
+    return [
+        BenchmarkItem("alpaca_eval", f"i{k}", "eval", f"Question {k}", reference=f"reference {k}")
+        for k in range(3)
+    ]
+
+
 def test_alpaca_comparisons_use_the_eval_judge(tmp_path: Path):
     with FaultServer(FaultSettings(model="referee", logprob_script=_logprob_script)) as server:
-        config = parse_config(
-            {
-                **BASE,
-                "teacher": {"ref": "tiny-random"},
-                "eval": {"judge": {"ref": "referee", **_api(server.base_url, "referee")}},
-                "paths": {"rd_home": str(tmp_path)},
-            }
-        )
-        items = [
-            BenchmarkItem("alpaca_eval", f"i{k}", "eval", f"Question {k}", reference=f"reference {k}")
-            for k in range(3)
-        ]
+        config, items = _referee_config(server.base_url, tmp_path), _alpaca_items()
         texts = {"teacher": ["a llama", "no", "llama again"]}
         judgments = judge_against_reference(StepContext(config), items, texts, "")["teacher"]
         assert server.stats()["answered_total"] > 0
@@ -137,18 +145,7 @@ def test_every_models_responses_are_judged_in_one_session_of_the_eval_judge(tmp_
         "SFT student": ["no", "a llama", "no"],
     }
     with FaultServer(FaultSettings(model="referee", logprob_script=_logprob_script)) as server:
-        config = parse_config(
-            {
-                **BASE,
-                "teacher": {"ref": "tiny-random"},
-                "eval": {"judge": {"ref": "referee", **_api(server.base_url, "referee")}},
-                "paths": {"rd_home": str(tmp_path)},
-            }
-        )
-        items = [
-            BenchmarkItem("alpaca_eval", f"i{k}", "eval", f"Question {k}", reference=f"reference {k}")
-            for k in range(3)
-        ]
+        config, items = _referee_config(server.base_url, tmp_path), _alpaca_items()
         scored = ScoredModels()
         judge_models(StepContext(config), "alpaca_eval", items, responses, scored)
         # 6 distinct (response, reference) comparisons (the base student repeats the teacher), each in two orders,
