@@ -162,13 +162,20 @@ class TransformersGenerator(JournaledGenerator):
                 )
             else:
                 output = self._model.generate(
-                    input_ids=input_ids, attention_mask=attention, generation_config=generation_config
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    generation_config=generation_config,
+                    **self._fresh_cache(),
                 )
         generated = output[:, width:].tolist()
         return [
             [self._finish(generated[row * sequences + k]) for k in range(sequences)]
             for row in range(len(batch))
         ]
+
+    def _fresh_cache(self) -> dict[str, Any]:
+        """``generate``'s cache argument: an empty cache that grows in chunks, not a token at a time."""
+        return {cache_arguments(self._model)[0]: new_dynamic_cache(self._model)}
 
     def _generate_with_shared_prefill(
         self, input_ids: Any, attention: Any, sequences: int, generation_config: Any
@@ -221,7 +228,7 @@ class TransformersGenerator(JournaledGenerator):
         keep_cache = copy.copy(config)
         keep_cache.return_dict_in_generate = True
         output = self._model.generate(
-            input_ids=input_ids, attention_mask=attention, generation_config=keep_cache
+            input_ids=input_ids, attention_mask=attention, generation_config=keep_cache, **self._fresh_cache()
         )
         width, cache = input_ids.shape[1], getattr(output, cache_arguments(self._model)[0])
         decoded = output.sequences[:, width:].tolist()

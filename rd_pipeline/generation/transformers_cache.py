@@ -1,5 +1,5 @@
 """KV-cache and padding helpers of the transformers backend: left-padded prompt batches, the model's cache
-argument, an empty dynamic cache."""
+argument, an empty dynamic cache that grows in chunks."""
 
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ def cache_arguments(model: Any) -> tuple[str, dict[str, int]]:
 
 
 def new_dynamic_cache(model: Any) -> Any:
-    """An empty ``DynamicCache`` for the model (older transformers releases take no config)."""
+    """An empty ``DynamicCache`` for the model whose full-attention layers grow in chunks
+    (``rd_pipeline.generation.slack_cache``; older transformers releases take no config)."""
     from transformers import DynamicCache
 
+    from rd_pipeline.generation.slack_cache import use_slack_layers
+
     try:
-        return DynamicCache(config=model.config)
+        cache = DynamicCache(config=model.config)
     except TypeError:
-        return DynamicCache()
+        cache = DynamicCache()
+    return use_slack_layers(cache)
