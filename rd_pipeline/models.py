@@ -187,17 +187,37 @@ def chat_template(path: Path) -> str | None:
     return None
 
 
+RECORD_FILES = ("rollouts.jsonl", "source.json")
+"""Files the pipeline keeps beside a checkpoint's model (RL rollouts, where a converted model came from)."""
+TOKENIZER_FILE = "tokenizer.json"
+_BATCH_SETTINGS = (
+    "padding_side",
+    "truncation_side",
+    "max_length",
+    "stride",
+    "pad_to_multiple_of",
+    "pad_token_type_id",
+)
+_SETTINGS_LEFT_OUT = {
+    TOKENIZER_CONFIG: ("chat_template", *_BATCH_SETTINGS),
+    TOKENIZER_FILE: ("padding", "truncation"),
+}
+
+
 def config_files_fingerprint(path: Path) -> str:
-    """A hash of a checkpoint's other files (model and generation config, tokenizer): everything but the weight
-    files and the chat template, which are hashed on their own (``weights_fingerprint``, ``chat_template``)."""
+    """A hash of what, besides its weights and chat template (hashed on their own: ``weights_fingerprint``,
+    ``chat_template``), decides a checkpoint's outputs: model and generation config, tokenizer. The pipeline's
+    records (``RECORD_FILES``) and the tokenizer's batch padding and truncation (generation tokenizes each prompt
+    alone and pads it itself) are left out, so a checkpoint saved again with other records hashes the same."""
     digest = hashlib.sha256()
     for file in _checkpoint_files(path):
-        if file.suffix in WEIGHT_SUFFIXES or file.name in CHAT_TEMPLATE_FILES:
+        if file.suffix in WEIGHT_SUFFIXES or file.name in CHAT_TEMPLATE_FILES or file.name in RECORD_FILES:
             continue
         content = file.read_bytes()
-        if file.name == TOKENIZER_CONFIG:
+        if file.name in _SETTINGS_LEFT_OUT:
             settings = json.loads(content)
-            settings.pop("chat_template", None)
+            for setting in _SETTINGS_LEFT_OUT[file.name]:
+                settings.pop(setting, None)
             content = json.dumps(settings, sort_keys=True).encode()
         digest.update(file.name.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:16]

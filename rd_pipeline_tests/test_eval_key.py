@@ -21,7 +21,7 @@ from rd_pipeline.config import PRESETS_DIR, load_config, parse_config
 from rd_pipeline.defs.resources import PipelineResource
 from rd_pipeline.defs.run import materialize_graph
 from rd_pipeline.evaluation.drift import compare_scores
-from rd_pipeline.evaluation.key import EvalKey, KeyedModel, build_eval_key
+from rd_pipeline.evaluation.key import EvalKey, KeyedModel, build_eval_key, output_identity
 from rd_pipeline.evaluation.report import eval_key_lines, render_report
 from rd_pipeline.generation.loop import JournaledGenerator
 from rd_pipeline.generation.transformers_backend import TransformersGenerator
@@ -156,6 +156,39 @@ def test_key_changes_with_each_part(key_inputs, monkeypatch):
         for path, content in saved.items():
             path.write_bytes(content)
     assert _key(key_inputs).hash == first.hash
+
+
+def _respond_alike_copy(base: Path, target: Path) -> Path:
+    """A copy of checkpoint ``base`` saved again with the pipeline's records and other batch-padding settings."""
+    shutil.copytree(base, target, ignore=shutil.ignore_patterns(".*"))
+    (target / "lineage.json").write_text("{}")
+    (target / "rollouts.jsonl").write_text('{"step": 1}\n')
+    settings = json.loads((target / "tokenizer_config.json").read_text())
+    (target / "tokenizer_config.json").write_text(json.dumps({**settings, "padding_side": "right"}))
+    return target
+
+
+def test_roles_whose_checkpoints_respond_alike_share_an_output_identity(key_inputs, tmp_path):
+    base = key_inputs["checkpoints"]["sft"]
+    alike = _respond_alike_copy(base, tmp_path / "alike")
+    other = _respond_alike_copy(base, tmp_path / "other")
+    _flip_last_byte(next(other.glob("*.safetensors")))
+    data = _tiny_data(key_inputs["root"] / "rd_home")
+    config = parse_config(data)
+    models = [
+        KeyedModel("teacher", config.teacher),  # tiny-random by name, the base's content
+        KeyedModel("base_student", config.student.model_copy(update={"batch_size": 5})),
+        KeyedModel("sft_student", config.student, str(alike)),
+        KeyedModel("rl_student", config.student, str(other)),
+    ]
+    key = build_eval_key(config, "gsm8k", models, key_inputs["checkpoints"]["rm"], [], None)
+    identity = {keyed.role: output_identity(key, keyed) for keyed in models}
+    assert identity["teacher"] == identity["sft_student"]
+    assert identity["rl_student"] not in (identity["teacher"], None)  # other weights
+    assert identity["base_student"] not in (identity["teacher"], None)  # other settings
+    api = KeyedModel("teacher", config.teacher)
+    api_key = EvalKey({**key.parts, "models": {**key.parts["models"], "teacher": {"backend": "openai"}}})
+    assert output_identity(api_key, api) is None
 
 
 def test_a_journal_salt_generates_afresh_and_journals_what_it_generates(key_inputs):
@@ -405,6 +438,33 @@ def test_refresh_generates_and_judges_again_and_passes_when_nothing_drifted(
     out = capsys.readouterr().out
     for benchmark, key in keys.items():
         assert f"{benchmark}: evaluation key {key[:8]} (models " in out
+
+
+@pytest.mark.slow
+def test_roles_with_one_checkpoint_and_one_config_are_generated_for_once(
+    evaluated_graph, generation_requests
+):
+    config_path, rd_home = evaluated_graph
+    _evaluate(config_path, benchmarks=["gsm8k"])
+    generation_requests.clear()
+    _evaluate(config_path, refresh=True, benchmarks=["gsm8k"])
+    store = Store(rd_home / "rd.duckdb")
+    # teacher and base student are one checkpoint with one config: their responses are generated once
+    config = load_config(config_path)
+    key = EvalKey.from_json(store.read("eval_scores", "gsm8k")[0]["eval_key_parts"])
+    identities = {
+        output_identity(key, KeyedModel(role, config.teacher if role == "teacher" else config.student))
+        for role in key.parts["models"]
+    }
+    assert len(identities) <= 3
+    decoded = generation_requests["decoded"]
+    assert decoded == 4 * len(identities), "the refresh replayed the journal or repeated"
+    responses = store.read("eval_responses", "gsm8k")
+    by_role = {
+        role: [r["response"] for r in responses if r["model_role"] == role]
+        for role in ("teacher", "base_student")
+    }
+    assert by_role["teacher"] == by_role["base_student"] and by_role["teacher"]
 
 
 @pytest.mark.slow

@@ -201,6 +201,20 @@ def build_eval_key(
     )
 
 
+def output_identity(key: EvalKey, keyed: KeyedModel) -> str | None:
+    """A hash of everything that decides one evaluated model's responses besides the settings all share: the
+    content of its checkpoint (weights, config files, chat template) and its model config but for the name it
+    was found by. Roles with the same identity (a guard that shipped the checkpoint it started from, a student
+    that is the teacher) respond alike, so eval_scores generates their responses once. None for a model known
+    only by name (an API model, a hub model not downloaded): its responses are never taken for another's."""
+    part = key.parts["models"][keyed.role]
+    if part.get("backend") == "openai" or part.get("config_files") is None:
+        return None
+    settings = keyed.model.model_dump(mode="json", exclude={"ref", "revision"})
+    template = key.parts["chat_templates"][keyed.role]
+    return short_hash([settings, part["weights"], part["config_files"], template])
+
+
 def generation_salt(key: EvalKey, model: ModelConfig, refresh: int) -> str:
     """What eval generation adds to its journal keys: for a local model the library versions (a journaled sample
     of other versions is not reused, so a key's responses were made under its versions), and the number of a

@@ -12,7 +12,7 @@ from typing import Any
 from rd_pipeline.benchmarks import get_benchmark
 from rd_pipeline.config import MODEL_ROLES, PipelineConfig
 from rd_pipeline.evaluation.drift import ScoreDrift, compare_scores
-from rd_pipeline.evaluation.key import EvalKey, KeyedModel, build_eval_key, generation_salt
+from rd_pipeline.evaluation.key import EvalKey, KeyedModel, build_eval_key, generation_salt, output_identity
 from rd_pipeline.generation.base import GenerationRequest, SamplingParams
 from rd_pipeline.labeling.judge import JUDGE_VERSION
 from rd_pipeline.models import resolve_model
@@ -218,8 +218,17 @@ def _generate_eval_responses(
     ]
     started = time.monotonic()
     responses: dict[str, list[str]] = {}
+    by_identity: dict[str, list[str]] = {}
     generated = 0
     for model in models:
+        identity = output_identity(key, KeyedModel(model.role, model.model, model.location))
+        if identity is not None and identity in by_identity:
+            ctx.log(
+                f"eval_scores[{benchmark}] {model.role}: same checkpoint and settings as a model evaluated "
+                "above; its responses are reused"
+            )
+            responses[model.role] = by_identity[identity]
+            continue
         completions, stats, _ = generate_rows(
             ctx,
             model.model,
@@ -229,6 +238,8 @@ def _generate_eval_responses(
             journal_salt=generation_salt(key, model.model, refresh),
         )
         responses[model.role] = [c.text for c in completions]
+        if identity is not None:
+            by_identity[identity] = responses[model.role]
         generated += stats.samples_generated
     return _EvalGeneration(
         responses=responses, samples_generated=generated, seconds=time.monotonic() - started
