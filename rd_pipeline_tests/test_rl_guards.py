@@ -230,3 +230,35 @@ def test_report_shows_each_partitions_rl_validation_curve(tmp_path: Path) -> Non
     for benchmark in ("gsm8k", "mmlu_pro"):
         assert f"### {benchmark}" in report.markdown
     assert "| 2 | 0.625 (8) | 0.625 | 0.300 | 10.0 | 0.0200 | ✓ |" in report.markdown
+
+
+def test_reward_reference_is_a_stable_sample_of_the_configured_size(tmp_path: Path) -> None:
+    from rd_pipeline.config import parse_config
+    from rd_pipeline.steps.context import StepContext
+    from rd_pipeline.steps.prompts import make_benchmark_prompts
+    from rd_pipeline.steps.rl_data import reference_responses
+
+    def context(size: int) -> StepContext:
+        data = load_preset("tiny").model_dump(mode="json")
+        data["paths"] = {"rd_home": str(tmp_path / "rd")}
+        data["benchmarks"] = [{"name": "gsm8k", "source": "builtin", "train_size": 8, "eval_size": 2}]
+        data["rl"]["reward_reference_responses"] = size
+        return StepContext(parse_config(data))
+
+    ctx = context(5)
+    make_benchmark_prompts(ctx, "gsm8k")
+    train = [
+        row["prompt_id"] for row in ctx.store.read("benchmark_prompts", "gsm8k") if row["split"] == "train"
+    ]
+    rows = [
+        {"benchmark": "gsm8k", "prompt_id": prompt_id, "temperature": 1.0, "sample_index": index,
+         "response": f"{prompt_id} answer {index}", "input_tokens": 1, "output_tokens": 3, "student_version": "v"}
+        for prompt_id in train
+        for index in range(2)
+    ]  # fmt: skip
+    ctx.store.replace_partition("student_responses", "gsm8k", rows)
+    five = reference_responses(ctx)
+    assert len(five) == 5 and all(c[0]["role"] == "user" and c[1]["role"] == "assistant" for c in five)
+    assert reference_responses(ctx) == five
+    everything = reference_responses(context(1000))
+    assert len(everything) == 2 * len(train) and five == everything[:5]

@@ -237,6 +237,13 @@ class RlConfig(TrainerConfig):
         "majority vote (see docs/configuration.md, 'Rewards for RL'); the paper's setting is "
         "`[{source: reward_model}]`",
     )
+    reward_reference_responses: int = Field(
+        default=256,
+        ge=2,
+        description="SFT student responses (a stable sample of its responses to training prompts) the reward "
+        "model scores before RL to standardise its reward; more give a steadier mean and standard deviation and "
+        "a longer start",
+    )
     scale_rewards: Literal["group", "batch", "none"] = Field(
         default="batch",
         description="how advantages are scaled (TRL's scale_rewards; GRPO): group = by each prompt's reward "

@@ -12,11 +12,10 @@ from rd_pipeline.steps.context import StepContext
 from rd_pipeline.steps.prompts import read_prompts
 from rd_pipeline.training.rl_rollouts import ROLLOUTS_FILE  # torch-free: the trainer loads only in its job
 
-REFERENCE_RESPONSES = 256  # SFT student responses scored to standardise the reward model
-
 
 def reference_responses(ctx: StepContext) -> list[list[dict[str, str]]]:
-    """A stable sample of the SFT student's own responses to training prompts, as conversations."""
+    """A stable sample of the SFT student's own responses to training prompts (``rl.reward_reference_responses``
+    of them), as conversations."""
     conversations: list[tuple[float, list[dict[str, str]]]] = []
     for benchmark in ctx.config.benchmark_names:
         prompts = {row["prompt_id"]: row["prompt"] for row in read_prompts(ctx, benchmark, "train")}
@@ -31,7 +30,7 @@ def reference_responses(ctx: StepContext) -> list[list[dict[str, str]]]:
                 ]
                 conversations.append((key, conversation))
     conversations.sort(key=lambda pair: pair[0])
-    return [conversation for _, conversation in conversations[:REFERENCE_RESPONSES]]
+    return [conversation for _, conversation in conversations[: ctx.config.rl.reward_reference_responses]]
 
 
 def rollout_table_rows(version: str, checkpoint: Path) -> dict[str, list[dict[str, Any]]]:
