@@ -160,6 +160,21 @@ def test_reward_scorer_is_order_and_batch_invariant(reward_model_dir: tuple[Path
         scorer.score(conversations)
 
 
+def test_reward_scorer_scores_each_distinct_conversation_once(reward_model_dir: tuple[Path, dict]) -> None:
+    out, _ = reward_model_dir
+    distinct = [p["prompt"] + p["chosen"] for p in _pairs(3)]
+    conversations = [distinct[0], distinct[1], distinct[0], distinct[2], distinct[1], distinct[0]]
+    rows: list[int] = []
+    with RewardScorer(str(out)) as scorer:
+        scorer.model.register_forward_hook(
+            lambda _module, args, kwargs, _out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+        )
+        scores = scorer.score(conversations, batch_size=2)
+        alone = scorer.score(distinct, batch_size=2)
+    assert sum(rows) == 3 + 3  # each distinct conversation once, in both calls
+    assert scores == [alone[0], alone[1], alone[0], alone[2], alone[1], alone[0]]
+
+
 def test_reward_model_lora_keeps_a_trained_score_head(tiny_base: str, tmp_path: Path) -> None:
     out = tmp_path / "rm_lora"
     cfg = RewardModelConfig(max_steps=3, batch_size=4, learning_rate=3e-3, lora=LoraConfig(enabled=True, r=4))

@@ -47,31 +47,41 @@ def _legend_handles(axes: Iterable[plt.Axes]) -> dict[str, Any]:
     return handles
 
 
+def _role_bars(
+    ax: plt.Axes,
+    groups: list[str],
+    roles: list[str],
+    index: Mapping[tuple[str, str], Estimate],
+    horizontal: bool = False,
+) -> list[tuple[np.ndarray, list[float]]]:
+    """One bar per (group, role) in % with its 95% interval as an error bar, the roles of a group side by side
+    around the group's tick (group i at i); per role, the bars' positions and lengths."""
+    size = 0.8 / len(roles)
+    drawn = []
+    for j, role in enumerate(roles):
+        vals, lows, highs = _percent_bars([index.get((g, role)) for g in groups])
+        pos = np.arange(len(groups)) - 0.4 + size * (j + 0.5)
+        style = {"label": ROLE_LABELS[role], "color": ROLE_COLORS[role]}
+        errors = {"elinewidth": 0.8 if horizontal else 1, "ecolor": "#333333"}
+        if horizontal:
+            ax.barh(pos, vals, size * 0.9, xerr=[lows, highs], capsize=2, error_kw=errors, **style)
+        else:
+            ax.bar(pos, vals, size * 0.92, yerr=[lows, highs], capsize=3, error_kw=errors, **style)
+        drawn.append((pos, vals))
+    return drawn
+
+
 def _bar_chart(
     ax: plt.Axes, groups: list[str], roles: list[str], index: Mapping[tuple[str, str], Estimate], ylabel: str
 ) -> None:
-    """Grouped vertical bars (one group per x tick, one bar per role) with CI error bars."""
-    width = 0.8 / len(roles)
-    x = np.arange(len(groups))
-    for j, role in enumerate(roles):
-        vals, lows, highs = _percent_bars([index.get((g, role)) for g in groups])
-        pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(
-            pos,
-            vals,
-            width * 0.92,
-            yerr=[lows, highs],
-            capsize=3,
-            label=ROLE_LABELS[role],
-            color=ROLE_COLORS[role],
-            error_kw={"elinewidth": 1, "ecolor": "#333333"},
-        )
+    """Grouped vertical bars (one group per x tick, one bar per role) with CI error bars and their values."""
+    for pos, vals in _role_bars(ax, groups, roles, index):
         for p, v in zip(pos, vals, strict=True):
             if not math.isnan(v):
                 ax.text(
                     p, 1.5, f"{v:.0f}", ha="center", va="bottom", fontsize=7, color="white", fontweight="bold"
                 )
-    ax.set_xticks(x, groups)
+    ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylim(0, 105)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
@@ -119,23 +129,11 @@ def chart_breakdown(bench: str, kind: str, index: Mapping[tuple[str, str], Estim
     """Horizontal grouped bars, one row per group, so long group names never overlap."""
     groups = sorted({g for g, _ in index})
     roles = roles_present(index)
-    height = 0.8 / len(roles)
     fig, ax = plt.subplots(figsize=(9, 1.4 + 0.16 * len(roles) * len(groups) + 0.2 * len(groups)))
-    y = np.arange(len(groups))
-    for j, role in enumerate(roles):
-        vals, lo, hi = _percent_bars([index.get((g, role)) for g in groups])
-        ax.barh(
-            y - 0.4 + height * (j + 0.5),
-            np.array(vals),
-            height * 0.9,
-            xerr=[lo, hi],
-            capsize=2,
-            label=ROLE_LABELS[role],
-            color=ROLE_COLORS[role],
-            error_kw={"elinewidth": 0.8, "ecolor": "#333333"},
-        )
+    _role_bars(ax, groups, roles, index, horizontal=True)
     ax.set_yticks(
-        y, [f"{g}  (n={max((e.n for (gg, _), e in index.items() if gg == g), default=0)})" for g in groups]
+        np.arange(len(groups)),
+        [f"{g}  (n={max((e.n for (gg, _), e in index.items() if gg == g), default=0)})" for g in groups],
     )
     ax.set_ylim(len(groups) - 0.5, -0.5)
     ax.set_xlim(0, 100)

@@ -52,14 +52,21 @@ class RewardScorer:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False)
 
     def score(self, conversations: Sequence[list[dict]], batch_size: int = 16) -> list[float]:
-        """One scalar reward per conversation (user + assistant messages), in input order."""
+        """One scalar reward per conversation (user + assistant messages), in input order; a conversation that
+        renders like an earlier one gets its score without another forward pass."""
         if self.model is None:
             raise RuntimeError(f"reward scorer for {self.location} is closed")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         for index, conversation in enumerate(conversations):
             check_messages(conversation, "conversation", f"#{index}", "messages", CONVERSATION_ROLES)
-        texts = [self.render(conversation) for conversation in conversations]
+        rendered = [self.render(conversation) for conversation in conversations]
+        unique = list(dict.fromkeys(rendered))
+        by_text = dict(zip(unique, self._score_texts(unique, batch_size), strict=True))
+        return [by_text[text] for text in rendered]
+
+    def _score_texts(self, texts: list[str], batch_size: int) -> list[float]:
+        """One reward per rendered text, in order, in batches of similar length."""
         # Longest first, so each batch holds similar lengths and little padding.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         scores = [0.0] * len(texts)
