@@ -90,12 +90,12 @@ def _interrupt_before_step(step: int):
     return Interrupt()
 
 
-# Section hashes and SFT config hashes of the presets before save_every_steps existed (sft and reward_model: since
-# their validation settings, which change the checkpoint, and in smol since their micro-batches; rl: since its
-# reward sources and validation settings).
+# Section hashes of the presets, which save_every_steps leaves as they were (sft and reward_model: since their
+# validation settings, which change the checkpoint, and in smol since its shorter training; rl: since
+# reward_reference_responses, which changes the reward, and in smol since its shorter training).
 HASHES_BEFORE = {
-    "tiny": {"sft": "cd892e85b147e45f", "reward_model": "beac400ede80a4b4", "rl": "4ff6be5e22e4dd25"},
-    "smol": {"sft": "f2c48e2e36ff3cea", "reward_model": "db664d26cb4fc207", "rl": "5fe6dbd4635d8568"},
+    "tiny": {"sft": "cd892e85b147e45f", "reward_model": "beac400ede80a4b4", "rl": "a80dd5fc27e005e9"},
+    "smol": {"sft": "65371ae2a31d6c9f", "reward_model": "37a73c637f4e34a9", "rl": "f48fec3fa528dac7"},
 }
 
 
