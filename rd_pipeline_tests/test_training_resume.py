@@ -95,7 +95,7 @@ def _interrupt_before_step(step: int):
 # reward_reference_responses, which changes the reward, and in smol since its shorter training).
 HASHES_BEFORE = {
     "tiny": {"sft": "cd892e85b147e45f", "reward_model": "beac400ede80a4b4", "rl": "a80dd5fc27e005e9"},
-    "smol": {"sft": "65371ae2a31d6c9f", "reward_model": "37a73c637f4e34a9", "rl": "f48fec3fa528dac7"},
+    "smol": {"sft": "65371ae2a31d6c9f", "reward_model": "35453d634c129d93", "rl": "fa0d2eb9f4cb2ff9"},
 }
 
 
