@@ -218,16 +218,16 @@ def _generate_eval_responses(
     ]
     started = time.monotonic()
     responses: dict[str, list[str]] = {}
-    by_identity: dict[str, list[str]] = {}
+    first_role: dict[str, str] = {}  # output identity -> the role generated for it
     generated = 0
     for model in models:
         identity = output_identity(key, KeyedModel(model.role, model.model, model.location))
-        if identity is not None and identity in by_identity:
+        if identity is not None and identity in first_role:
             ctx.log(
-                f"eval_scores[{benchmark}] {model.role}: same checkpoint and settings as a model evaluated "
-                "above; its responses are reused"
+                f"eval_scores[{benchmark}] {model.role}: same checkpoint and settings as the "
+                f"{first_role[identity]}; its responses are reused"
             )
-            responses[model.role] = by_identity[identity]
+            responses[model.role] = responses[first_role[identity]]
             continue
         completions, stats, _ = generate_rows(
             ctx,
@@ -239,7 +239,7 @@ def _generate_eval_responses(
         )
         responses[model.role] = [c.text for c in completions]
         if identity is not None:
-            by_identity[identity] = responses[model.role]
+            first_role[identity] = model.role
         generated += stats.samples_generated
     return _EvalGeneration(
         responses=responses, samples_generated=generated, seconds=time.monotonic() - started
