@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 from rd_pipeline.export.facts import ExportError
-from rd_pipeline.models import ModelResolutionError, resolve_model
+from rd_pipeline.models import RECORD_FILES, ModelResolutionError, resolve_model
 from rd_pipeline.steps.checkpoints import LINEAGE_FILE
 
 ADAPTER_CONFIG = "adapter_config.json"
 # What a checkpoint folder holds besides the model: the pipeline's own records and trainer leftovers.
-NOT_MODEL_FILES = {LINEAGE_FILE, "rollouts.jsonl", "training_args.bin", "README.md"}
+NOT_MODEL_FILES = {LINEAGE_FILE, *RECORD_FILES, "training_args.bin", "README.md"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 

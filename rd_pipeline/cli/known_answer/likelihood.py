@@ -24,9 +24,8 @@ def mean_response_logprob(model, tokenizer, conversation: Conversation) -> float
         raise ValueError(f"the response adds no tokens to the prompt: {conversation[-1]['content']!r}")
     with torch.no_grad():
         logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
-    targets = ids[0, 1:]
-    response = range(len(prompt_ids) - 1, len(targets))
-    return sum(logprobs[i, targets[i]].item() for i in response) / len(response)
+    positions = torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1)  # those that predict a response token
+    return logprobs[positions, ids[0, positions + 1]].double().mean().item()
 
 
 def likelihood_pair_accuracy(
